@@ -1,0 +1,73 @@
+"""Label-aware symmetric InfoNCE between clip task embeddings and label text embeddings.
+
+Dimension keys:
+    B  clips in the global batch (all ranks)    U  distinct labels among them
+    K  embedding size
+
+Clips that share a label are positives for each other and never negatives: with many episodes
+per task, a plain CLIP loss would push apart clips that should agree. So the text side is the
+set of distinct labels:
+- clip -> text: softmax over the U labels, the clip's own label is the target;
+- text -> clip: softmax over the B clips, and every clip with that label is a positive
+  (the loss is -log of the summed probability of the positives).
+The two directions are averaged. The temperature is learned (``logit_scale``, log-space).
+Across ranks, task embeddings are gathered with gradients, so each rank computes the loss of the
+whole global batch and gradients reach every rank's encoder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+__all__ = ["label_ids", "infonce_loss", "gather_with_grad"]
+
+MAX_LOGIT_SCALE = 100.0
+
+
+def label_ids(labels: list[str]) -> torch.Tensor:
+    """Stable int64 ids of label strings, equal across processes (Python's hash is salted)."""
+    digests = [hashlib.blake2b(label.encode(), digest_size=8).digest() for label in labels]
+    return torch.tensor([int.from_bytes(d, "little", signed=True) for d in digests],
+                        dtype=torch.int64)
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` from every rank along dim 0; gradients flow back to each rank's part."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x), dim=0)
+
+
+def _gather(x: torch.Tensor) -> torch.Tensor:
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+def infonce_loss(task: torch.Tensor, text: torch.Tensor, ids: torch.Tensor,
+                 logit_scale: torch.Tensor, gather: bool = True) -> torch.Tensor:
+    """``task`` (B, K) and ``text`` (B, K) L2-normalised; ``ids`` (B,) label ids of the clips."""
+    if gather:
+        task = gather_with_grad(task)
+        text, ids = _gather(text.to(task.dtype)), _gather(ids.to(task.device))
+    unique_ids, label_index = torch.unique(ids, return_inverse=True)  # (U,), (B,)
+    # any clip of a label can supply its text embedding: a label always embeds the same way
+    row_of_label = torch.zeros(len(unique_ids), dtype=torch.long, device=ids.device)
+    row_of_label.scatter_(0, label_index, torch.arange(len(ids), device=ids.device))
+    label_text = text[row_of_label].to(task.dtype)  # (U, K)
+    scale = logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+    logits = scale * task @ label_text.T  # (B, U)
+    clip_to_text = F.cross_entropy(logits, label_index)
+    positives = label_index[None, :] == torch.arange(len(unique_ids), device=ids.device)[:, None]
+    text_logits = logits.T  # (U, B)
+    text_to_clip = (torch.logsumexp(text_logits, dim=1)
+                    - torch.logsumexp(text_logits.masked_fill(~positives, float("-inf")), dim=1))
+    return (clip_to_text + text_to_clip.mean()) / 2

@@ -1,0 +1,123 @@
+"""Bottlenecks between the inverse-dynamics encoder and the forward-dynamics decoder.
+
+Dimension keys:
+    N  latent actions (batch x transitions, flattened)
+    D  encoder width         Z  size of one latent action
+    K  codebook entries (vq)
+
+Each bottleneck maps ``(..., D) -> (..., Z)`` and returns a ``BottleneckOutput``:
+- ``continuous``: a linear map to a small Z. The width is the bottleneck; nothing is quantised.
+- ``vq``: nearest entry of a learned codebook (cosine distance), straight-through gradients, a
+  commitment loss; dead entries are restarted by the trainer calling ``restart_dead_codes``.
+- ``fsq``: finite scalar quantisation; each of Z = len(levels) channels is bounded and rounded
+  to ``levels[i]`` values. No codebook, so nothing can die.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from groundlam.model.configuration import GroundLAMConfig
+
+__all__ = ["BottleneckOutput", "ContinuousBottleneck", "VectorQuantizer", "FSQ", "make_bottleneck"]
+
+
+@dataclass
+class BottleneckOutput:
+    latents: torch.Tensor  # (..., Z) what the decoder receives
+    indices: torch.Tensor | None = None  # (...) code ids for vq / fsq
+    loss: torch.Tensor | None = None  # auxiliary loss (vq commitment + codebook)
+
+
+class ContinuousBottleneck(nn.Module):
+    def __init__(self, dim: int, latent_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim, latent_dim)
+
+    def forward(self, x: torch.Tensor) -> BottleneckOutput:
+        return BottleneckOutput(self.proj(x))
+
+
+class VectorQuantizer(nn.Module):
+    """Cosine-similarity VQ with straight-through gradients.
+
+    The codebook in use is ``codebook + restart_offset``: a restart writes the buffer, never the
+    parameter, so it stays correct when an optimiser (or ZeRO) keeps its own master copy of the
+    parameters. ``usage`` is an EMA of how often each entry is chosen, kept for the trainer.
+    """
+
+    def __init__(self, dim: int, latent_dim: int, codebook_size: int, beta: float = 0.25,
+                 usage_decay: float = 0.99) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim, latent_dim)
+        self.codebook = nn.Parameter(torch.randn(codebook_size, latent_dim))
+        self.register_buffer("restart_offset", torch.zeros(codebook_size, latent_dim))
+        self.register_buffer("usage", torch.full((codebook_size,), 1.0 / codebook_size))
+        self.beta, self.usage_decay = beta, usage_decay
+
+    def codes(self) -> torch.Tensor:
+        return F.normalize(self.codebook + self.restart_offset, dim=-1)  # (K, Z)
+
+    def forward(self, x: torch.Tensor) -> BottleneckOutput:
+        z = F.normalize(self.proj(x), dim=-1)  # (..., Z)
+        codes = self.codes()
+        indices = (z @ codes.T).argmax(dim=-1)  # (...)
+        quantized = codes[indices]  # (..., Z)
+        loss = F.mse_loss(quantized, z.detach()) + self.beta * F.mse_loss(z, quantized.detach())
+        if self.training:
+            with torch.no_grad():
+                counts = torch.bincount(indices.flatten(), minlength=codes.shape[0]).float()
+                self.usage.mul_(self.usage_decay).add_(counts / counts.sum(),
+                                                       alpha=1 - self.usage_decay)
+        quantized = z + (quantized - z).detach()  # straight-through
+        return BottleneckOutput(quantized, indices, loss)
+
+    @torch.no_grad()
+    def restart_dead_codes(self, x: torch.Tensor, threshold: float = 0.1) -> int:
+        """Move entries used less than ``threshold / K`` of the time onto encoder outputs.
+
+        ``x`` is ``(N, D)`` encoder features from recent batches. Returns how many entries moved.
+        Call it from the trainer (on one rank, then broadcast the buffers), not from ``forward``.
+        """
+        size = self.codebook.shape[0]
+        dead = (self.usage < threshold / size).nonzero().flatten()
+        if dead.numel() == 0 or x.numel() == 0:
+            return 0
+        z = F.normalize(self.proj(x.reshape(-1, x.shape[-1])), dim=-1)
+        picks = torch.randint(0, z.shape[0], (dead.numel(),), device=z.device)
+        self.restart_offset[dead] = z[picks] - self.codebook[dead]
+        self.usage[dead] = 1.0 / size
+        return int(dead.numel())
+
+
+class FSQ(nn.Module):
+    """Finite scalar quantisation: bound each channel with tanh, round to its grid."""
+
+    def __init__(self, dim: int, levels: list[int]) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim, len(levels))
+        self.register_buffer("levels", torch.tensor(levels, dtype=torch.float32), persistent=False)
+        basis = torch.cumprod(torch.tensor([1, *levels[:-1]]), dim=0)
+        self.register_buffer("basis", basis, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> BottleneckOutput:
+        z = self.proj(x)  # (..., Z)
+        half = (self.levels - 1) / 2
+        # even level counts have no zero on the grid; the half-step offset centres them
+        offset = torch.where(self.levels % 2 == 0, 0.5, 0.0)
+        bounded = torch.tanh(z) * half - offset
+        rounded = bounded + (bounded.round() - bounded).detach()  # straight-through round
+        indices = ((rounded + offset + half).round().long() * self.basis).sum(dim=-1)
+        return BottleneckOutput((rounded + offset) / half, indices)
+
+
+def make_bottleneck(config: GroundLAMConfig) -> nn.Module:
+    if config.bottleneck == "continuous":
+        return ContinuousBottleneck(config.dim, config.motion_dim)
+    if config.bottleneck == "vq":
+        return VectorQuantizer(config.dim, config.motion_dim, config.codebook_size)
+    return FSQ(config.dim, config.fsq_levels)

@@ -1,0 +1,118 @@
+"""Inverse-dynamics encoders: a clip in, one motion feature per transition and one task feature.
+
+Dimension keys:
+    B  batch (clips)      T  frames           C  channels (3)
+    H, W  pixels          N  patches a frame  P  pixels of one patch x C
+    S  slots a frame (motion slots, then task slots)
+    L  tokens a frame (S + N)                  D  encoder width
+
+Every encoder returns an ``EncoderOutput`` with ``motion`` (B, T-1, D) and ``task`` (B, D), so
+bottleneck, decoder and losses do not depend on the choice:
+- ``st_transformer`` (default): patches plus learned motion and task slots per frame through
+  spatio-temporal blocks; the motion slots of frame t+1 give the feature of t -> t+1, the task
+  slots of the last frame (which have read every frame) give the clip's task feature.
+- ``conv``: a CNN over each pair of consecutive frames stacked on channels.
+- ``linear``: one linear map of each pair's patch embeddings (the floor of the comparison).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from groundlam.model.configuration import GroundLAMConfig
+from groundlam.model.layers import SpatioTemporalBlock
+
+__all__ = ["EncoderOutput", "PatchEmbed", "STTransformerEncoder", "ConvEncoder", "LinearEncoder",
+           "make_encoder"]
+
+
+@dataclass
+class EncoderOutput:
+    motion: torch.Tensor  # (B, T-1, D)
+    task: torch.Tensor  # (B, D)
+    attentions: tuple[torch.Tensor, ...] | None = None  # per layer (B, T, h, L, L), spatial
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, patch_size: int, dim: int) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Linear(3 * patch_size * patch_size, dim)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        # frames: (..., C, H, W) -> (..., N, D)
+        p = self.patch_size
+        patches = rearrange(frames, "... c (y p1) (x p2) -> ... (y x) (p1 p2 c)", p1=p, p2=p)
+        return self.proj(patches)
+
+
+class STTransformerEncoder(nn.Module):
+    def __init__(self, config: GroundLAMConfig) -> None:
+        super().__init__()
+        self.num_motion_slots, self.num_task_slots = config.num_motion_slots, config.num_task_slots
+        num_slots = config.num_motion_slots + config.num_task_slots
+        self.patch_embed = PatchEmbed(config.patch_size, config.dim)
+        self.space_pos = nn.Parameter(torch.randn(config.num_patches, config.dim) * 0.02)
+        self.time_pos = nn.Parameter(torch.randn(config.max_frames, config.dim) * 0.02)
+        self.slots = nn.Parameter(torch.randn(num_slots, config.dim) * 0.02)  # (S, D)
+        self.blocks = nn.ModuleList(
+            SpatioTemporalBlock(config.dim, config.heads, config.mlp_ratio)
+            for _ in range(config.depth))
+        self.norm = nn.LayerNorm(config.dim)
+
+    def forward(self, frames: torch.Tensor, output_attentions: bool = False) -> EncoderOutput:
+        batch, num_frames = frames.shape[:2]
+        patches = self.patch_embed(frames) + self.space_pos  # (B, T, N, D)
+        slots = self.slots.expand(batch, num_frames, -1, -1)  # (B, T, S, D)
+        x = torch.cat([slots, patches], dim=2) + self.time_pos[:num_frames, None]  # (B, T, L, D)
+        attentions = []
+        for block in self.blocks:
+            x, weights = block(x, return_weights=output_attentions)
+            attentions.append(weights)
+        x = self.norm(x)
+        m = self.num_motion_slots
+        motion = x[:, 1:, :m].mean(dim=2)  # (B, T-1, D): slots of frame t+1 read t -> t+1
+        task = x[:, -1, m:m + self.num_task_slots].mean(dim=1)  # (B, D)
+        return EncoderOutput(motion, task, tuple(attentions) if output_attentions else None)
+
+
+class ConvEncoder(nn.Module):
+    def __init__(self, config: GroundLAMConfig) -> None:
+        super().__init__()
+        widths = [64, 128, config.dim]
+        layers, channels = [], 6
+        for width in widths:
+            layers += [nn.Conv2d(channels, width, 4, stride=2, padding=1), nn.GELU()]
+            channels = width
+        self.net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.task_head = nn.Sequential(nn.LayerNorm(config.dim), nn.Linear(config.dim, config.dim))
+
+    def forward(self, frames: torch.Tensor, output_attentions: bool = False) -> EncoderOutput:
+        batch = frames.shape[0]
+        pairs = torch.cat([frames[:, :-1], frames[:, 1:]], dim=2)  # (B, T-1, 2C, H, W)
+        motion = self.net(rearrange(pairs, "b t c h w -> (b t) c h w"))
+        motion = rearrange(motion, "(b t) d -> b t d", b=batch)  # (B, T-1, D)
+        return EncoderOutput(motion, self.task_head(motion.mean(dim=1)))
+
+
+class LinearEncoder(nn.Module):
+    def __init__(self, config: GroundLAMConfig) -> None:
+        super().__init__()
+        self.patch_embed = PatchEmbed(config.patch_size, config.dim // 4)
+        self.proj = nn.Linear(2 * config.num_patches * (config.dim // 4), config.dim)
+
+    def forward(self, frames: torch.Tensor, output_attentions: bool = False) -> EncoderOutput:
+        patches = self.patch_embed(frames)  # (B, T, N, D/4)
+        pairs = torch.cat([patches[:, :-1], patches[:, 1:]], dim=2)  # (B, T-1, 2N, D/4)
+        motion = self.proj(rearrange(pairs, "b t n d -> b t (n d)"))  # (B, T-1, D)
+        return EncoderOutput(motion, motion.mean(dim=1))
+
+
+def make_encoder(config: GroundLAMConfig) -> nn.Module:
+    encoders = {"st_transformer": STTransformerEncoder, "conv": ConvEncoder,
+                "linear": LinearEncoder}
+    return encoders[config.encoder](config)

@@ -1,0 +1,102 @@
+"""Transformer layers: one attention function, an MLP, the spatio-temporal block.
+
+Dimension keys:
+    B  batch (clips)          T  frames
+    L  tokens per frame       D  model width
+    h  attention heads        d  width per head (D / h)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+__all__ = ["attention", "Attention", "MLP", "SpatioTemporalBlock", "SpatialBlock"]
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
+              return_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Scaled dot-product attention over ``(..., h, L, d)``.
+
+    The fused kernel is used unless the caller asks for the weights; the eager path computes the
+    same thing and also returns the ``(..., h, L, L)`` softmax weights (for focus maps).
+    """
+    if not return_weights:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal), None
+    scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (..., h, L, L)
+    if causal:
+        length = q.shape[-2]
+        future = torch.ones(length, length, dtype=torch.bool, device=q.device).triu(1)
+        scores = scores.masked_fill(future, float("-inf"))
+    weights = scores.softmax(dim=-1)
+    return weights @ v, weights
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, causal: bool = False, return_weights: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # x: (N, L, D) with N independent sequences
+        q, k, v = rearrange(self.qkv(x), "n l (three h d) -> three n h l d", three=3, h=self.heads)
+        out, weights = attention(q, k, v, causal=causal, return_weights=return_weights)
+        return self.proj(rearrange(out, "n h l d -> n l (h d)")), weights
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int, ratio: float) -> None:
+        super().__init__()
+        hidden = int(dim * ratio)
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class SpatioTemporalBlock(nn.Module):
+    """Pre-norm block: attention inside each frame, causal attention across frames, MLP.
+
+    Temporal attention connects the same token position across frames and is causal, so a token
+    of frame t never reads frames after t: the latent action of t -> t+1 sees frames <= t+1 only.
+    """
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.norm_space, self.space = nn.LayerNorm(dim), Attention(dim, heads)
+        self.norm_time, self.time = nn.LayerNorm(dim), Attention(dim, heads)
+        self.norm_mlp, self.mlp = nn.LayerNorm(dim), MLP(dim, mlp_ratio)
+
+    def forward(self, x: torch.Tensor, return_weights: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch = x.shape[0]
+        # x: (B, T, L, D)
+        tokens = rearrange(x, "b t l d -> (b t) l d")
+        update, weights = self.space(self.norm_space(tokens), return_weights=return_weights)
+        x = x + rearrange(update, "(b t) l d -> b t l d", b=batch)
+        tokens = rearrange(x, "b t l d -> (b l) t d")
+        update, _ = self.time(self.norm_time(tokens), causal=True)
+        x = x + rearrange(update, "(b l) t d -> b t l d", b=batch)
+        x = x + self.mlp(self.norm_mlp(x))
+        if weights is not None:
+            weights = rearrange(weights, "(b t) h q k -> b t h q k", b=batch)  # (B, T, h, L, L)
+        return x, weights
+
+
+class SpatialBlock(nn.Module):
+    """Pre-norm block with attention inside one frame only (the decoder's block)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.norm_space, self.space = nn.LayerNorm(dim), Attention(dim, heads)
+        self.norm_mlp, self.mlp = nn.LayerNorm(dim), MLP(dim, mlp_ratio)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (N, L, D)
+        x = x + self.space(self.norm_space(x))[0]
+        return x + self.mlp(self.norm_mlp(x))

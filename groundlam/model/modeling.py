@@ -1,0 +1,198 @@
+"""GroundLAM: a latent action model whose task tokens are grounded in language.
+
+Dimension keys:
+    B  batch (clips)      T  frames              C  channels (3)
+    H, W  pixels          N  patches a frame     P  pixels of one patch x C
+    D  encoder width      E  decoder width       Z  size of one latent action
+    K  text-embedding size (config.text_dim)
+
+Flow: frames (B, T, C, H, W) -> encoder -> motion features (B, T-1, D) -> bottleneck -> latent
+actions (B, T-1, Z) -> decoder, which predicts frame t+1 from frame t and latent t.
+The encoder's task feature (B, D) is projected to the text space (B, K); the InfoNCE loss in
+``groundlam.losses`` pulls it towards the embedding of the clip's label. The model computes no
+loss and knows nothing of ranks or logging: the trainer wraps it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
+from safetensors.torch import load_model
+from torch import nn
+
+from groundlam.model.bottleneck import make_bottleneck
+from groundlam.model.configuration import GroundLAMConfig
+from groundlam.model.encoders import PatchEmbed, make_encoder
+from groundlam.model.layers import SpatialBlock
+from groundlam.video import as_video_batch, resize_video, to_model_input
+
+__all__ = ["GroundLAM", "LatentActions", "GroundLAMOutput"]
+
+MODEL_CARD = """---
+{{ card_data }}
+---
+
+# GroundLAM
+
+A latent action model trained with [groundlam](https://github.com/groundlam/groundlam): one latent
+action per frame transition (`encode(video).motion`) and a task embedding in the space of the
+text encoder named in `config.json` (`encode(video).task`, compare with `embed_text(labels)`).
+
+```python
+from groundlam import GroundLAM
+model = GroundLAM.from_pretrained("this/repo")
+latents = model.encode(video)  # video: uint8 (T, H, W, 3)
+```
+"""
+
+
+@dataclass
+class LatentActions:
+    motion: torch.Tensor  # (B, T-1, Z) one latent action per transition
+    task: torch.Tensor  # (B, K) L2-normalised, in the text-embedding space
+    motion_indices: torch.Tensor | None = None  # (B, T-1) code ids (vq, fsq)
+    attentions: tuple[torch.Tensor, ...] | None = None  # per layer (B, T, h, L, L), spatial
+
+
+@dataclass
+class GroundLAMOutput:
+    latents: LatentActions
+    prediction: torch.Tensor  # (B, T-1, C, H, W) predicted frames 1..T-1, in [-1, 1]
+    motion_features: torch.Tensor  # (B, T-1, D) encoder output before the bottleneck
+    bottleneck_loss: torch.Tensor | None  # vq commitment + codebook loss
+    logit_scale: torch.Tensor  # () learnable inverse temperature of the InfoNCE loss, log-space
+
+
+class ForwardDynamicsDecoder(nn.Module):
+    """Predicts frame t+1 from frame t and latent action t, with attention inside the frame.
+
+    With ``residual`` targets the head predicts the change and starts at zero, so an untrained
+    decoder copies frame t and learning is spent on what moved.
+    """
+
+    def __init__(self, config: GroundLAMConfig) -> None:
+        super().__init__()
+        self.patch_size, self.target = config.patch_size, config.decoder_target
+        self.grid = config.image_size // config.patch_size
+        self.patch_embed = PatchEmbed(config.patch_size, config.decoder_dim)
+        self.pos = nn.Parameter(torch.randn(config.num_patches, config.decoder_dim) * 0.02)
+        self.latent_proj = nn.Linear(config.latent_dim, config.decoder_dim)
+        self.blocks = nn.ModuleList(
+            SpatialBlock(config.decoder_dim, config.heads, config.mlp_ratio)
+            for _ in range(config.decoder_depth))
+        self.norm = nn.LayerNorm(config.decoder_dim)
+        self.head = nn.Linear(config.decoder_dim, 3 * config.patch_size ** 2)
+        if self.target == "residual":
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+
+    def forward(self, current: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        batch = current.shape[0]
+        # current: (B, T-1, C, H, W), latents: (B, T-1, Z)
+        x = self.patch_embed(current) + self.pos  # (B, T-1, N, E)
+        x = x + self.latent_proj(latents).unsqueeze(2)  # every patch is told the action
+        x = rearrange(x, "b t n e -> (b t) n e")
+        for block in self.blocks:
+            x = block(x)
+        patches = self.head(self.norm(x))  # (B*(T-1), N, P)
+        p = self.patch_size
+        frames = rearrange(patches, "(b t) (y x) (p1 p2 c) -> b t c (y p1) (x p2)", b=batch,
+                           y=self.grid, p1=p, p2=p)
+        return current + frames if self.target == "residual" else frames
+
+
+class GroundLAM(nn.Module, PyTorchModelHubMixin, library_name="groundlam",
+                tags=["latent-action-model", "video"], model_card_template=MODEL_CARD):
+    """Inverse dynamics (encoder) + bottleneck + forward dynamics (decoder) + task projection."""
+
+    def __init__(self, config: GroundLAMConfig) -> None:
+        super().__init__()
+        if isinstance(config, dict):
+            config = GroundLAMConfig(**config)
+        self.config = config
+        self.encoder = make_encoder(config)
+        self.bottleneck = make_bottleneck(config)
+        self.decoder = ForwardDynamicsDecoder(config)
+        self.task_proj = nn.Sequential(nn.LayerNorm(config.dim),
+                                       nn.Linear(config.dim, config.text_dim))
+        # CLIP's initial temperature 0.07, learned in log space
+        self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
+        self._text_encoder = None  # loaded on first embed_text; frozen, never saved
+
+    # ------------------------------------------------------------------ training path
+    def forward(self, frames: torch.Tensor, output_attentions: bool = False) -> GroundLAMOutput:
+        """``frames``: float (B, T, C, H, W) in [-1, 1] (see ``groundlam.video.to_model_input``)."""
+        frames = frames.to(self.logit_scale.dtype)
+        encoded = self.encoder(frames, output_attentions=output_attentions)
+        bottleneck = self.bottleneck(encoded.motion)
+        prediction = self.decoder(frames[:, :-1], bottleneck.latents)
+        task = F.normalize(self.task_proj(encoded.task), dim=-1)
+        latents = LatentActions(bottleneck.latents, task, bottleneck.indices, encoded.attentions)
+        return GroundLAMOutput(latents, prediction, encoded.motion, bottleneck.loss,
+                               self.logit_scale)
+
+    # ------------------------------------------------------------------ public API
+    def prepare(self, video: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Validate and resize a uint8 video to model input (B, T, C, H, W) on the model's device."""
+        video = as_video_batch(video, max_frames=self.config.max_frames)
+        video = resize_video(video, self.config.image_size)
+        return to_model_input(video).to(self.logit_scale.device)
+
+    @torch.no_grad()
+    def encode(self, video: np.ndarray | torch.Tensor, output_attentions: bool = False
+               ) -> LatentActions:
+        """Latent actions of a uint8 video (T, H, W, 3) or (B, T, H, W, 3), 2 <= T <= max_frames.
+
+        Returns ``LatentActions`` with ``.motion`` (B, T-1, Z) and ``.task`` (B, K), float32.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            latents = self(self.prepare(video), output_attentions=output_attentions).latents
+        finally:
+            self.train(was_training)
+        latents.motion, latents.task = latents.motion.float(), latents.task.float()
+        return latents
+
+    @property
+    def text_encoder(self):
+        if self._text_encoder is None:
+            from groundlam.text import load_text_encoder
+
+            encoder = load_text_encoder(self.config.text_encoder)
+            if encoder.dim != self.config.text_dim:
+                raise ValueError(f"text encoder {self.config.text_encoder!r} gives {encoder.dim}-d "
+                                 f"embeddings but model.text_dim={self.config.text_dim}")
+            self._text_encoder = encoder
+        return self._text_encoder
+
+    def embed_text(self, labels: list[str]) -> torch.Tensor:
+        """L2-normalised text embeddings (N, K), so ``encode(v).task @ embed_text(l).T`` ranks l."""
+        return self.text_encoder(labels).to(self.logit_scale.device)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir, force_download,
+                         local_files_only: bool, token, map_location: str = "cpu",
+                         strict: bool = True, **model_kwargs) -> GroundLAM:
+        # safetensors only (no pickle fallback), and strict: a missing or extra tensor is an error
+        model = cls(**model_kwargs)
+        if os.path.isdir(model_id):
+            weights = os.path.join(model_id, "model.safetensors")
+            if not os.path.isfile(weights):
+                raise FileNotFoundError(f"{model_id} has no model.safetensors")
+        else:
+            weights = hf_hub_download(model_id, "model.safetensors", revision=revision,
+                                      cache_dir=cache_dir, force_download=force_download,
+                                      local_files_only=local_files_only, token=token)
+        load_model(model, weights, strict=strict, device=map_location)
+        model.eval()
+        return model
