@@ -66,7 +66,7 @@ class GroundLAMOutput:
     prediction: torch.Tensor  # (B, T-1, C, H, W) predicted frames 1..T-1, in [-1, 1]
     motion_features: torch.Tensor  # (B, T-1, D) encoder output before the bottleneck
     bottleneck_loss: torch.Tensor | None  # vq commitment + codebook loss
-    logit_scale: torch.Tensor  # () learnable inverse temperature of the InfoNCE loss, log-space
+    logit_scale: torch.Tensor  # (1,) learnable inverse temperature of the InfoNCE loss, log-space
 
 
 class ForwardDynamicsDecoder(nn.Module):
@@ -121,8 +121,9 @@ class GroundLAM(nn.Module, PyTorchModelHubMixin, library_name="groundlam",
         self.decoder = ForwardDynamicsDecoder(config)
         self.task_proj = nn.Sequential(nn.LayerNorm(config.dim),
                                        nn.Linear(config.dim, config.text_dim))
-        # CLIP's initial temperature 0.07, learned in log space
-        self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
+        # CLIP's initial temperature 0.07, learned in log space; shape (1,), not (), because
+        # DeepSpeed broadcasts parameters as bytes and cannot view a 0-d tensor that way
+        self.logit_scale = nn.Parameter(torch.full((1,), float(np.log(1 / 0.07))))
         self._text_encoder = None  # loaded on first embed_text; frozen, never saved
 
     # ------------------------------------------------------------------ training path

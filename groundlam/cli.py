@@ -1,0 +1,78 @@
+"""The ``groundlam`` command.
+
+    groundlam train --config configs/tiny.yaml [key=value ...] [--resume]
+    groundlam focus VIDEO_OR_DATASET --checkpoint DIR --out focus.gif
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _read_video(path: Path, max_frames: int):
+    import imageio.v3 as iio
+    import numpy as np
+
+    frames = iio.imread(path, plugin="pyav")  # (T, H, W, 3) uint8, decoded on the CPU
+    return np.asarray(frames)[:max_frames]
+
+
+def focus(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="groundlam focus",
+        description="Write the motion and task focus maps of one clip beside its frames.")
+    parser.add_argument("source", help="a video file (mp4, webm, avi, gif) or a dataset spec "
+                                       "(a save_to_disk folder, Parquet files, or 'synthetic')")
+    parser.add_argument("--checkpoint", required=True, help="a save_pretrained folder or Hub id")
+    parser.add_argument("--out", required=True, type=Path, help="output .gif, .mp4 or .png")
+    parser.add_argument("--episode", type=int, default=0, help="dataset row to draw")
+    parser.add_argument("--layers", default="all", help="'all', 'last' or e.g. '0,2'")
+    args = parser.parse_args(argv)
+
+    from groundlam import GroundLAM, focus_map
+
+    model = GroundLAM.from_pretrained(args.checkpoint)
+    frames_needed = model.config.max_frames
+    source = Path(args.source)
+    if source.is_file() and source.suffix.lower() in (".mp4", ".webm", ".avi", ".mov", ".gif"):
+        video = _read_video(source, frames_needed)
+    else:
+        import numpy as np
+
+        from groundlam.data.episodes import load_episodes
+
+        episodes = load_episodes(args.source).with_format("numpy", columns=["frames"],
+                                                          dtype=np.uint8)
+        if not 0 <= args.episode < len(episodes):
+            parser.error(f"--episode {args.episode} is out of range ({len(episodes)} episodes)")
+        video = episodes[args.episode]["frames"][:frames_needed]
+    layers = args.layers if args.layers in ("all", "last") else [
+        int(i) for i in args.layers.split(",")]
+    path = focus_map(video, model, layers=layers).save(args.out)
+    print(path)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"train": "train a GroundLAM (see configs/)",
+                "focus": "draw focus maps of a clip"}
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
+        print("usage: groundlam {train,focus} ...\n")
+        for name, text in commands.items():
+            print(f"  {name:8s}{text}")
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    command, rest = argv[0], argv[1:]
+    if command == "train":
+        from groundlam.train import main as train_main
+
+        return train_main(rest)
+    return focus(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Run configuration: typed dataclasses per component, filled from YAML plus ``key=value`` overrides.
+
+A YAML file has up to four sections, ``model`` (``GroundLAMConfig``), ``data``, ``loss`` and
+``train``. Every key is checked: an unknown key is an error naming the key and the file, and a
+value of the wrong type is an error naming the field. Overrides use dotted keys
+(``train.max_steps=50``, ``data.synthetic.distractors.camera_shake=0.5``) and YAML values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from groundlam.data.synthetic import SyntheticConfig
+from groundlam.model.configuration import GroundLAMConfig
+
+__all__ = ["Config", "DataConfig", "LossConfig", "TrainConfig", "ConfigError", "load_config",
+           "parse_overrides", "config_to_dict"]
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is wrong; the message names it and where it came from."""
+
+
+@dataclass
+class DataConfig:
+    train: str = "synthetic"  # "synthetic", a save_to_disk folder, or Parquet files / a glob
+    eval: str | None = "synthetic"  # held-out episodes for the final probe; "synthetic" = new seed
+    clip_length: int = 8  # frames a training clip
+    frame_stride: int = 1  # take every n-th frame
+    num_workers: int = 0  # DataLoader workers a rank
+    eval_episodes: int = 256  # synthetic held-out episodes
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class LossConfig:
+    reconstruction_weight: float = 1.0
+    infonce_weight: float = 0.1  # 0 gives the reconstruction-only baseline (LAPO / Genie style)
+    bottleneck_weight: float = 1.0  # vq commitment + codebook loss
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/groundlam"
+    max_steps: int = 1000  # optimiser steps
+    batch_size: int = 32  # clips a rank per micro-step
+    grad_accum: int = 1
+    lr: float = 3e-4
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    seed: int = 0
+    zero_stage: int = 2
+    precision: str = "auto"  # "auto" (bf16 on a GPU that has it, else fp32) | "bf16" | "fp32"
+    grad_clip: float = 1.0
+    log_every: int = 10
+    save_every: int = 200
+    keep_checkpoints: int = 2
+    max_bad_steps: int = 5  # non-finite losses in a row before training stops
+    collapse_threshold: float = 0.05  # warn when latent spread / latent norm falls below this
+    vq_restart_every: int = 100  # steps between dead-code restarts (bottleneck "vq")
+    wandb: str = "disabled"  # "disabled" | "offline" | "online"
+    wandb_project: str = "groundlam"
+    final_eval: bool = True  # after training: probe numbers and a focus-map GIF on held-out data
+    progress: bool = True  # progress bar on rank 0
+
+
+@dataclass
+class Config:
+    model: GroundLAMConfig = field(default_factory=GroundLAMConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.data.clip_length > self.model.max_frames:
+            raise ConfigError(f"data.clip_length={self.data.clip_length} exceeds "
+                              f"model.max_frames={self.model.max_frames}")
+        if self.train.precision not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"train.precision={self.train.precision!r} is not auto, bf16 "
+                              "or fp32")
+        if self.train.wandb not in ("disabled", "offline", "online"):
+            raise ConfigError(f"train.wandb={self.train.wandb!r} is not disabled, offline or "
+                              "online")
+        if self.train.zero_stage not in (0, 1, 2, 3):
+            raise ConfigError(f"train.zero_stage={self.train.zero_stage} is not 0, 1, 2 or 3")
+
+
+def _coerce(value: Any, kind: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``kind``; ints are accepted for floats."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, option, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: {value!r} is not a {kind}")
+    if dataclasses.is_dataclass(kind):
+        return _build(kind, value, where)
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if kind is float and isinstance(value, str):  # YAML reads "nan"/"inf" as strings
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if kind in (int, str, bool) and isinstance(value, kind) and not (
+            kind is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"{where}: {value!r} is not a {getattr(kind, '__name__', kind)}")
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of {cls.__name__} fields, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
+    values = {}
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigError(f"unknown key '{where}.{key}' (known: {', '.join(known)})"
+                              if where else f"unknown key '{key}' (known: {', '.join(known)})")
+        values[key] = _coerce(value, hints[key], f"{where}.{key}" if where else key)
+    try:
+        return cls(**values)
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``["train.max_steps=5", "model.bottleneck=vq"]`` -> nested dict with YAML-typed values."""
+    tree: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not key=value (e.g. train.max_steps=100)")
+        node = tree
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with another override")
+        node[leaf] = yaml.safe_load(raw)
+    return tree
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (``yaml.safe_load``), apply overrides, and validate every key."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        data = yaml.safe_load(path.read_text()) or {}
+        source = str(path)
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping with model/data/loss/train sections")
+    try:
+        file_config = _build(Config, data, "")
+    except ConfigError as error:
+        raise ConfigError(f"{error} in {source}") from None
+    if not overrides:
+        return file_config
+    try:
+        return _build(Config, _merge(config_to_dict(file_config), parse_overrides(overrides)), "")
+    except ConfigError as error:
+        raise ConfigError(f"{error} in the command-line overrides") from None
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+

@@ -1,0 +1,455 @@
+"""Train a GroundLAM with DeepSpeed.
+
+    deepspeed groundlam/train.py --config configs/base.yaml [key=value ...]
+    deepspeed --num_gpus 2 groundlam/train.py --config configs/tiny.yaml train.max_steps=50
+    python groundlam/train.py --config configs/tiny.yaml          # one process
+    groundlam train --config configs/tiny.yaml --resume           # continue from the latest
+
+The model knows nothing of ranks; this file wraps it: DeepSpeed ZeRO (stage from the config),
+torch AdamW, gradient clipping, bf16 where the device has it, atomic checkpoints, the collapse
+monitor, logging (progress bar, ``metrics.jsonl``, wandb when asked) and, at the end,
+``save_pretrained`` to ``<output_dir>/final``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from groundlam.config import Config, ConfigError, config_to_dict, load_config
+from groundlam.data.episodes import ClipDataset, collate_clips, held_out_synthetic, load_episodes
+from groundlam.losses import infonce_loss, label_ids, reconstruction_loss
+from groundlam.model import GroundLAM
+from groundlam.video import to_model_input
+
+__all__ = ["main", "train", "TrainingDiverged", "latent_spread", "CHECKPOINTS", "FINAL"]
+
+logger = logging.getLogger("groundlam.train")
+CHECKPOINTS, FINAL, LATEST = "checkpoints", "final", "latest"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss was not finite for ``train.max_bad_steps`` steps in a row."""
+
+
+# ---------------------------------------------------------------------------- distributed setup
+def set_single_process_defaults() -> None:
+    """``python train.py`` without a launcher: describe a world of one, or DeepSpeed tries MPI."""
+    defaults = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
+    if "MASTER_PORT" not in os.environ and "RANK" not in os.environ:
+        import socket
+
+        with socket.socket() as sock:  # a free port, so two runs on one machine do not collide
+            sock.bind(("127.0.0.1", 0))
+            defaults["MASTER_PORT"] = str(sock.getsockname()[1])
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    if precision != "auto":
+        return precision == "bf16"
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def deepspeed_config(config: Config, bf16: bool) -> dict[str, Any]:
+    train = config.train
+    return {
+        "train_micro_batch_size_per_gpu": train.batch_size,
+        "gradient_accumulation_steps": train.grad_accum,
+        "gradient_clipping": train.grad_clip,
+        "optimizer": {"type": "AdamW", "params": {
+            "lr": train.lr, "betas": [0.9, 0.95], "eps": 1e-8,
+            "weight_decay": train.weight_decay,
+            "torch_adam": True}},  # torch's AdamW: no DeepSpeed CPU-Adam build (~90 s)
+        "scheduler": {"type": "WarmupCosineLR", "params": {
+            "total_num_steps": max(train.max_steps, 1),
+            "warmup_num_steps": min(train.warmup_steps, max(train.max_steps - 1, 0)),
+            "warmup_type": "linear", "cos_min_ratio": 0.1}},
+        "zero_optimization": {"stage": train.zero_stage},
+        "bf16": {"enabled": bf16},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Decay matrices only: biases, norms, position tables, slots and the temperature stay free."""
+    decay, free = [], []
+    for name, parameter in model.named_parameters():
+        matrix = parameter.ndim >= 2 and not name.endswith(("_pos", "slots", "codebook"))
+        (decay if matrix else free).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": free, "weight_decay": 0.0}]
+
+
+class SafeCheckpointEngine:
+    """DeepSpeed's torch checkpoint engine, loading with ``weights_only=True`` (no pickle code)."""
+
+    def __new__(cls, engine_config: Any):
+        from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import (
+            TorchCheckpointEngine,
+        )
+
+        class _Engine(TorchCheckpointEngine):
+            def load(self, path: str, map_location=None):
+                return torch.load(path, map_location=map_location, weights_only=True)
+
+        return _Engine(engine_config)
+
+
+class ResumableSampler(torch.utils.data.DistributedSampler):
+    """A DistributedSampler that can start an epoch part-way, to resume mid-epoch."""
+
+    skip = 0
+
+    def __iter__(self):
+        indices = list(super().__iter__())
+        skip, self.skip = self.skip, 0
+        return iter(indices[skip:])
+
+
+# ---------------------------------------------------------------------------- monitoring
+def latent_spread(motion: torch.Tensor) -> float:
+    """How much latent actions vary across transitions, relative to their size.
+
+    Mean distance of each latent to the batch mean over the mean latent norm: about 0 when the
+    latents have collapsed to a constant (the decoder copies frame t and ignores them), whatever
+    the loss does.
+    """
+    z = motion.detach().float().reshape(-1, motion.shape[-1])  # (B*(T-1), Z)
+    spread = (z - z.mean(dim=0)).norm(dim=-1).mean()
+    return float(spread / z.norm(dim=-1).mean().clamp(min=1e-8))
+
+
+@dataclass
+class Logger:
+    """Rank-0 metrics: ``metrics.jsonl`` always, wandb when ``train.wandb`` is not disabled."""
+
+    path: Path
+    run: Any = None
+
+    @classmethod
+    def create(cls, config: Config, output_dir: Path, rank: int) -> Logger | None:
+        if rank != 0:
+            return None
+        run = None
+        if config.train.wandb != "disabled":
+            # set the mode before import: with no network an unset WANDB_MODE hangs in init
+            os.environ["WANDB_MODE"] = config.train.wandb
+            import wandb
+
+            run = wandb.init(project=config.train.wandb_project, dir=str(output_dir),
+                             config=config_to_dict(config), mode=config.train.wandb)
+        return cls(output_dir / "metrics.jsonl", run)
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        with self.path.open("a") as file:
+            file.write(json.dumps({"step": step, **metrics}) + "\n")
+        if self.run is not None:
+            self.run.log(metrics, step=step)
+
+    def close(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+
+
+# ---------------------------------------------------------------------------- checkpoints
+def save_checkpoint(engine, root: Path, step: int, client_state: dict[str, Any], keep: int,
+                    rank: int) -> None:
+    """Write ``root/step_N`` through a temporary tag, then point ``root/latest`` at it.
+
+    A kill at any moment leaves ``latest`` naming a complete checkpoint: the folder is renamed
+    into place only after every rank has written, and ``latest`` is replaced atomically.
+    """
+    tag = f"step_{step:08d}"
+    if rank == 0 and (root / f"{tag}.tmp").exists():
+        shutil.rmtree(root / f"{tag}.tmp")
+    dist.barrier()
+    engine.save_checkpoint(str(root), tag=f"{tag}.tmp", client_state=client_state,
+                           save_latest=False)
+    dist.barrier()
+    if rank == 0:
+        if (root / tag).exists():
+            shutil.rmtree(root / tag)
+        os.replace(root / f"{tag}.tmp", root / tag)
+        pointer = root / f"{LATEST}.tmp"
+        pointer.write_text(tag)
+        os.replace(pointer, root / LATEST)
+        finished = sorted(p for p in root.glob("step_*") if not p.name.endswith(".tmp"))
+        for old in finished[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    dist.barrier()
+
+
+def latest_checkpoint(root: Path) -> str | None:
+    pointer = root / LATEST
+    if not pointer.is_file():
+        return None
+    tag = pointer.read_text().strip()
+    return tag if (root / tag).is_dir() else None
+
+
+def save_final(engine, model: GroundLAM, output_dir: Path, zero_stage: int, rank: int) -> Path:
+    """``save_pretrained`` to ``output_dir/final`` (through a temporary folder and a rename)."""
+    final, staging = output_dir / FINAL, output_dir / f"{FINAL}.tmp"
+    if zero_stage == 3:  # parameters are partitioned: gather them on every rank first
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
+            state = {k: v.detach().float().cpu().clone() for k, v in model.state_dict().items()}
+    else:
+        state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+    if rank == 0:
+        export = GroundLAM(model.config)
+        export.load_state_dict(state)
+        shutil.rmtree(staging, ignore_errors=True)
+        export.save_pretrained(staging)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(staging, final)
+    dist.barrier()
+    return final
+
+
+# ---------------------------------------------------------------------------- the loop
+def compute_losses(model: GroundLAM, output, frames: torch.Tensor, text: torch.Tensor,
+                   ids: torch.Tensor, config: Config) -> dict[str, torch.Tensor]:
+    """Named losses of one batch, and their weighted sum under ``"loss"``."""
+    weights = config.loss
+    target = frames[:, 1:].to(output.prediction.dtype)
+    losses = {"reconstruction": reconstruction_loss(output.prediction, target,
+                                                    model.config.decoder_target,
+                                                    model.config.shift_tolerance)}
+    if weights.infonce_weight:
+        losses["infonce"] = infonce_loss(output.latents.task, text.to(output.latents.task.device),
+                                         ids.to(output.latents.task.device), output.logit_scale)
+    if output.bottleneck_loss is not None:
+        losses["bottleneck"] = output.bottleneck_loss
+    total = weights.reconstruction_weight * losses["reconstruction"]
+    if "infonce" in losses:
+        total = total + weights.infonce_weight * losses["infonce"]
+    if "bottleneck" in losses:
+        total = total + weights.bottleneck_weight * losses["bottleneck"]
+    losses["loss"] = total
+    return losses
+
+
+def all_ranks_finite(loss: torch.Tensor) -> bool:
+    finite = torch.tensor(float(torch.isfinite(loss.detach()).all()))
+    dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    return bool(finite.item())
+
+
+def train(config: Config, resume: bool = False) -> Path:
+    """Train under the current process group setup; returns ``<output_dir>/final``."""
+    import deepspeed
+
+    set_single_process_defaults()
+    world = int(os.environ["WORLD_SIZE"])
+    # one CPU thread budget split across the ranks of this machine
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(local_world, 1)))
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    deepspeed.init_distributed(dist_backend="nccl" if device_type == "cuda" else "gloo")
+    rank = dist.get_rank()
+    output_dir = Path(config.train.output_dir)
+    checkpoint_root = output_dir / CHECKPOINTS
+    if rank == 0:
+        checkpoint_root.mkdir(parents=True, exist_ok=True)
+        (output_dir / "config.yaml").write_text(_dump_yaml(config_to_dict(config)))
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format="%(asctime)s %(name)s: %(message)s")
+
+    torch.manual_seed(config.train.seed)  # the same initial weights on every rank
+    np.random.seed(config.train.seed + rank)
+    model = GroundLAM(config.model)
+    text_encoder = model.text_encoder  # fail early if the text encoder cannot load
+
+    # rank 0 builds (and caches) the episodes first, then the others read them
+    if rank != 0:
+        dist.barrier()
+    episodes = load_episodes(config.data.train, config.data.synthetic)
+    if rank == 0:
+        dist.barrier()
+    clips = ClipDataset(episodes, config.data.clip_length, config.model.image_size,
+                        config.data.frame_stride, name=config.data.train)
+    sampler = ResumableSampler(clips, num_replicas=world, rank=rank, shuffle=True,
+                               seed=config.train.seed, drop_last=True)
+    loader = torch.utils.data.DataLoader(clips, batch_size=config.train.batch_size,
+                                         sampler=sampler, collate_fn=collate_clips,
+                                         num_workers=config.data.num_workers, drop_last=True)
+    if len(loader) == 0:
+        raise ValueError(f"{len(clips)} clips give no full batch of {config.train.batch_size} "
+                         f"on each of {world} ranks; lower train.batch_size")
+
+    bf16 = use_bf16(config.train.precision, torch.device(device_type))
+    engine, _, _, scheduler = deepspeed.initialize(
+        model=model, model_parameters=parameter_groups(model, config.train.weight_decay),
+        config=deepspeed_config(config, bf16))
+    engine.checkpoint_engine = SafeCheckpointEngine(engine._config)  # noqa: SLF001
+    device = engine.device
+
+    epoch, batches_done = 0, 0
+    if resume:
+        tag = latest_checkpoint(checkpoint_root)
+        if tag is None:
+            raise FileNotFoundError(f"--resume: no complete checkpoint in {checkpoint_root}")
+        _, state = engine.load_checkpoint(str(checkpoint_root), tag=tag)
+        epoch, batches_done = state["epoch"], state["batches_done"]
+        logger.info("resumed from %s (step %d)", checkpoint_root / tag, engine.global_steps)
+
+    metrics_log = Logger.create(config, output_dir, rank)
+    max_steps = config.train.max_steps
+    frames_per_step = config.train.batch_size * config.data.clip_length * world
+    progress = tqdm(total=max_steps, initial=engine.global_steps, desc="train", unit="step",
+                    disable=rank != 0 or not config.train.progress, dynamic_ncols=True)
+    bad_in_row, bad_total, window_start, window_steps = 0, 0, time.perf_counter(), 0
+    last_saved = engine.global_steps if resume else -1
+    recent_features: torch.Tensor | None = None
+    while engine.global_steps < max_steps:
+        sampler.set_epoch(epoch)
+        sampler.skip = batches_done * config.train.batch_size
+        for batch in loader:
+            if engine.global_steps >= max_steps:
+                break
+            frames = to_model_input(batch["frames"]).to(device)  # (B, T, C, H, W)
+            text = text_encoder(batch["labels"])  # (B, K)
+            output = engine(frames)
+            losses = compute_losses(engine.module, output, frames, text,
+                                    label_ids(batch["labels"]), config)
+            batches_done += 1
+            if not all_ranks_finite(losses["loss"]):
+                bad_in_row, bad_total = bad_in_row + 1, bad_total + 1
+                logger.warning("step %d: non-finite loss, step skipped (%d in a row, %d in all)",
+                               engine.global_steps, bad_in_row, bad_total)
+                if bad_in_row >= config.train.max_bad_steps:
+                    tag = latest_checkpoint(checkpoint_root)
+                    raise TrainingDiverged(
+                        f"loss was not finite for {bad_in_row} steps in a row at step "
+                        f"{engine.global_steps}; stopping. Last good checkpoint: "
+                        f"{checkpoint_root / tag if tag else 'none yet'}")
+                continue
+            bad_in_row = 0
+            engine.backward(losses["loss"])
+            engine.step()
+            recent_features = output.motion_features.detach()
+            step, window_steps = engine.global_steps, window_steps + 1
+            progress.update(1)
+
+            if config.model.bottleneck == "vq" and step % config.train.vq_restart_every == 0:
+                restart_dead_codes(engine.module, recent_features, rank)
+            if step % config.train.log_every == 0 or step == max_steps:
+                elapsed = time.perf_counter() - window_start
+                metrics = {name: float(value.detach()) for name, value in losses.items()}
+                metrics.update(
+                    latent_spread=latent_spread(output.latents.motion),
+                    frames_per_s=frames_per_step * window_steps / max(elapsed, 1e-9),
+                    lr=scheduler.get_last_lr()[0] if scheduler else config.train.lr,
+                    temperature=float(1 / output.logit_scale.detach().exp()),
+                    skipped_steps=bad_total)
+                if metrics["latent_spread"] < config.train.collapse_threshold:
+                    logger.warning(
+                        "step %d: latent actions have collapsed (spread/norm %.4f < %.2f): the "
+                        "decoder is ignoring them. Try a residual target, a smaller "
+                        "model.motion_dim or a lower lr.", step, metrics["latent_spread"],
+                        config.train.collapse_threshold)
+                progress.set_postfix(loss=f"{metrics['loss']:.4f}",
+                                     fps=f"{metrics['frames_per_s']:.0f}")
+                if metrics_log:
+                    metrics_log.log(step, metrics)
+                window_start, window_steps = time.perf_counter(), 0
+            if step % config.train.save_every == 0 or step == max_steps:
+                save_checkpoint(engine, checkpoint_root, step,
+                                {"epoch": epoch, "batches_done": batches_done},
+                                config.train.keep_checkpoints, rank)
+                last_saved = step
+        else:
+            epoch, batches_done = epoch + 1, 0
+    progress.close()
+    if last_saved != engine.global_steps:
+        save_checkpoint(engine, checkpoint_root, engine.global_steps,
+                        {"epoch": epoch, "batches_done": batches_done},
+                        config.train.keep_checkpoints, rank)
+    final = save_final(engine, engine.module, output_dir, config.train.zero_stage, rank)
+    if rank == 0:
+        logger.info("saved %s", final)
+        if config.train.final_eval and config.data.eval:
+            final_evaluation(config, final, output_dir)
+    if metrics_log:
+        metrics_log.close()
+    dist.barrier()
+    return final
+
+
+def restart_dead_codes(model: GroundLAM, features: torch.Tensor | None, rank: int) -> None:
+    """Restart unused VQ entries on rank 0 and copy the result to every rank."""
+    quantizer = model.bottleneck
+    if rank == 0 and features is not None:
+        moved = quantizer.restart_dead_codes(features)
+        if moved:
+            logger.info("restarted %d dead codebook entries", moved)
+    for buffer in (quantizer.restart_offset, quantizer.usage):
+        dist.broadcast(buffer.data, src=0)
+
+
+def final_evaluation(config: Config, final: Path, output_dir: Path) -> dict[str, Any]:
+    """Probe the saved model on held-out episodes, print the numbers, write a focus-map GIF."""
+    from groundlam.evaluation.probe import probe_checkpoint
+
+    results = probe_checkpoint(final, config, output_dir / "focus.gif")
+    (output_dir / "probe.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+    return results
+
+
+def _dump_yaml(data: dict[str, Any]) -> str:
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+# ---------------------------------------------------------------------------- command line
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="groundlam train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, help="YAML config (configs/tiny.yaml, ...)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from <train.output_dir>/checkpoints/latest")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None,
+                        help=argparse.SUPPRESS)  # passed by the deepspeed launcher
+    parser.add_argument("overrides", nargs="*", help="dotted key=value, e.g. train.max_steps=50")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.local_rank is not None:
+        os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
+    try:
+        train(load_config(args.config, args.overrides), resume=args.resume)
+    except (ConfigError, TrainingDiverged, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
