@@ -556,9 +556,8 @@ def _color_jitter(frames: np.ndarray, strength: float, rng: np.random.Generator)
     # Row vectors times the transpose; contiguous, as numpy's matmul is slow on strided operands.
     linear = np.ascontiguousarray((contrast[:, None, None] * rotation).transpose(0, 2, 1))
     linear = linear.astype(np.float32)  # (T, 3, 3)
-    bias = (128 * (1 - contrast) + brightness + 0.5).astype(np.float32)[
-        :, None, None
-    ]  # +0.5 rounds
+    # The +0.5 makes the float-to-uint8 truncation below round to nearest.
+    bias = (128 * (1 - contrast) + brightness + 0.5).astype(np.float32)  # (T,)
     # Frame by frame into reused buffers: small temporaries stay in cache, and whole-episode
     # float copies (megabytes) made this step several times slower through page faults.
     flat = frames.reshape(num_frames, -1, 3)  # (T, H*W, 3)
@@ -570,7 +569,7 @@ def _color_jitter(frames: np.ndarray, strength: float, rng: np.random.Generator)
         np.matmul(pixels, linear[t], out=mixed)
         mixed += bias[t]
         np.clip(mixed, 0, 255, out=mixed)
-        out[t] = mixed  # float to uint8 truncates; the +0.5 in bias makes it round
+        out[t] = mixed
     return out.reshape(frames.shape)
 
 
