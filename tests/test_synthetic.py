@@ -126,6 +126,9 @@ def test_pair_shares_everything_but_pixels_and_distractor_columns():
     assert np.array_equal(
         generate_episode(2, DISTRACTED, distracted=False)["frames"], clean["frames"]
     )
+    alone = generate_episode(2, DISTRACTED)
+    assert np.array_equal(alone["frames"], distracted["frames"])
+    assert np.array_equal(alone["camera_offset"], distracted["camera_offset"])
     no_distractors = generate_episode(2, SMALL, distracted=True)
     assert np.array_equal(no_distractors["frames"], clean["frames"])
 
@@ -171,6 +174,20 @@ def test_labels_vary_and_the_target_is_one_of_several_objects():
         target = trajectory.target_object
         name = f"{trajectory.object_colors[target]} {trajectory.object_shapes[target]}"
         assert name in trajectory.label
+
+
+def test_carrying_shows_in_the_agent_colour():
+    config = dataclasses.replace(SMALL, image_size=64, num_episodes=32)
+    cell_px = 8
+    seen = set()
+    for index in range(config.num_episodes):
+        trajectory = simulate(index, config)
+        frames = generate_episode(index, config, distracted=False)["frames"]
+        for t, (row, col) in enumerate(trajectory.agent_cells):
+            # Pixel (1, 1) of the cell: the agent body, never its dark centre nor the grid line.
+            color = tuple(frames[t, row * cell_px + 1, col * cell_px + 1])
+            seen.add((bool(trajectory.held_object[t] >= 0), color))
+    assert seen == {(False, (255, 255, 255)), (True, (255, 240, 160))}
 
 
 def test_expert_usually_finishes_and_every_action_occurs():

@@ -122,13 +122,11 @@ class Distractors:
         """Every distractor switched on at the same strength."""
         return cls(strength, strength, strength, strength)
 
-    @property
-    def any(self) -> bool:
-        return any(value > 0 for value in asdict(self).values())
-
 
 @dataclass
 class SyntheticConfig:
+    """What to generate: how many episodes, how long, how big, which seed, which distractors."""
+
     num_episodes: int = 1000
     episode_length: int = 24  # frames per episode (episode_length - 1 actions)
     image_size: int = 64  # pixels per side, a multiple of 8 (the grid), at least 32
@@ -365,8 +363,10 @@ def simulate(index: int, config: SyntheticConfig) -> WorldTrajectory:
     objects = [(int(c) // GRID_CELLS, int(c) % GRID_CELLS) for c in cells]
     # Distinct colours and shapes, so every object in the scene has a unique name.
     color_names = list(COLORS)
-    object_colors = tuple(color_names[i] for i in rng.choice(len(COLORS), num_objects, False))
-    object_shapes = tuple(SHAPES[i] for i in rng.choice(len(SHAPES), num_objects, False))
+    object_colors = tuple(
+        color_names[i] for i in rng.choice(len(COLORS), num_objects, replace=False)
+    )
+    object_shapes = tuple(SHAPES[i] for i in rng.choice(len(SHAPES), num_objects, replace=False))
     target = int(rng.integers(num_objects))
     # Start the agent away from the target, so the task takes several moves to do.
     free_cells = [
