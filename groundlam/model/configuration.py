@@ -29,6 +29,7 @@ class GroundLAMConfig:
     mlp_ratio: float = 4.0
     num_motion_slots: int = 1  # learned tokens per frame that read the transition into it
     num_task_slots: int = 4  # learned tokens per frame; the last frame's are pooled for the task
+    difference_input: bool = True  # st_transformer patches also see the change from frame t-1
     # bottleneck between encoder and decoder: "continuous" | "vq" | "fsq"
     bottleneck: str = "continuous"
     motion_dim: int = 16  # size of one latent action (continuous and vq)

@@ -38,10 +38,10 @@ class EncoderOutput:
 
 
 class PatchEmbed(nn.Module):
-    def __init__(self, patch_size: int, dim: int) -> None:
+    def __init__(self, patch_size: int, dim: int, channels: int = 3) -> None:
         super().__init__()
         self.patch_size = patch_size
-        self.proj = nn.Linear(3 * patch_size * patch_size, dim)
+        self.proj = nn.Linear(channels * patch_size * patch_size, dim)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         # frames: (..., C, H, W) -> (..., N, D)
@@ -55,7 +55,9 @@ class STTransformerEncoder(nn.Module):
         super().__init__()
         self.num_motion_slots, self.num_task_slots = config.num_motion_slots, config.num_task_slots
         num_slots = config.num_motion_slots + config.num_task_slots
-        self.patch_embed = PatchEmbed(config.patch_size, config.dim)
+        self.difference_input = config.difference_input
+        self.patch_embed = PatchEmbed(config.patch_size, config.dim,
+                                      6 if config.difference_input else 3)
         self.space_pos = nn.Parameter(torch.randn(config.num_patches, config.dim) * 0.02)
         self.time_pos = nn.Parameter(torch.randn(config.max_frames, config.dim) * 0.02)
         self.slots = nn.Parameter(torch.randn(num_slots, config.dim) * 0.02)  # (S, D)
@@ -66,6 +68,11 @@ class STTransformerEncoder(nn.Module):
 
     def forward(self, frames: torch.Tensor, output_attentions: bool = False) -> EncoderOutput:
         batch, num_frames = frames.shape[:2]
+        if self.difference_input:
+            # each frame with its change from the previous one (none for the first): causal,
+            # and what moved stands out in the patch tokens before any attention has to find it
+            change = torch.cat([torch.zeros_like(frames[:, :1]), frames.diff(dim=1)], dim=1)
+            frames = torch.cat([frames, change], dim=2)  # (B, T, 2C, H, W)
         patches = self.patch_embed(frames) + self.space_pos  # (B, T, N, D)
         slots = self.slots.expand(batch, num_frames, -1, -1)  # (B, T, S, D)
         x = torch.cat([slots, patches], dim=2) + self.time_pos[:num_frames, None]  # (B, T, L, D)

@@ -69,8 +69,33 @@ class GroundLAMOutput:
     logit_scale: torch.Tensor  # (1,) learnable inverse temperature of the InfoNCE loss, log-space
 
 
+class DecoderBlock(nn.Module):
+    """Latent-modulated local mixing, then attention inside the frame, then an MLP.
+
+    The latent action scales and shifts the normalised tokens (FiLM), and a 3x3 convolution over
+    the patch grid lets each patch take content from its neighbours: moving something by a patch
+    is one step here, where attention alone must first learn relative positions.
+    """
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, latent_dim: int, grid: int) -> None:
+        super().__init__()
+        self.grid = grid
+        self.norm_local = nn.LayerNorm(dim)
+        self.modulation = nn.Linear(latent_dim, 2 * dim)
+        self.local = nn.Conv2d(dim, dim, 3, padding=1)
+        self.rest = SpatialBlock(dim, heads, mlp_ratio)
+
+    def forward(self, x: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        # x: (N, G*G, E), latents: (N, Z)
+        scale, shift = self.modulation(latents).unsqueeze(1).chunk(2, dim=-1)  # (N, 1, E) each
+        h = self.norm_local(x) * (1 + scale) + shift
+        h = rearrange(h, "n (y x) e -> n e y x", y=self.grid)
+        x = x + rearrange(self.local(h), "n e y x -> n (y x) e")
+        return self.rest(x)
+
+
 class ForwardDynamicsDecoder(nn.Module):
-    """Predicts frame t+1 from frame t and latent action t, with attention inside the frame.
+    """Predicts frame t+1 from frame t and latent action t, frame by frame.
 
     With ``residual`` targets the head predicts the change and starts at zero, so an untrained
     decoder copies frame t and learning is spent on what moved.
@@ -82,9 +107,9 @@ class ForwardDynamicsDecoder(nn.Module):
         self.grid = config.image_size // config.patch_size
         self.patch_embed = PatchEmbed(config.patch_size, config.decoder_dim)
         self.pos = nn.Parameter(torch.randn(config.num_patches, config.decoder_dim) * 0.02)
-        self.latent_proj = nn.Linear(config.latent_dim, config.decoder_dim)
         self.blocks = nn.ModuleList(
-            SpatialBlock(config.decoder_dim, config.heads, config.mlp_ratio)
+            DecoderBlock(config.decoder_dim, config.heads, config.mlp_ratio, config.latent_dim,
+                         self.grid)
             for _ in range(config.decoder_depth))
         self.norm = nn.LayerNorm(config.decoder_dim)
         self.head = nn.Linear(config.decoder_dim, 3 * config.patch_size ** 2)
@@ -95,11 +120,10 @@ class ForwardDynamicsDecoder(nn.Module):
     def forward(self, current: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         batch = current.shape[0]
         # current: (B, T-1, C, H, W), latents: (B, T-1, Z)
-        x = self.patch_embed(current) + self.pos  # (B, T-1, N, E)
-        x = x + self.latent_proj(latents).unsqueeze(2)  # every patch is told the action
-        x = rearrange(x, "b t n e -> (b t) n e")
+        x = rearrange(self.patch_embed(current) + self.pos, "b t n e -> (b t) n e")
+        z = rearrange(latents, "b t z -> (b t) z")
         for block in self.blocks:
-            x = block(x)
+            x = block(x, z)
         patches = self.head(self.norm(x))  # (B*(T-1), N, P)
         p = self.patch_size
         frames = rearrange(patches, "(b t) (y x) (p1 p2 c) -> b t c (y p1) (x p2)", b=batch,

@@ -1,0 +1,81 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from groundlam.losses import infonce_loss, label_ids, reconstruction_loss, shift_tolerant_loss
+
+
+def direct_infonce(task, text, labels, scale):
+    """Label-aware InfoNCE written out with loops, one term at a time."""
+    distinct = sorted(set(labels), key=labels.index)
+    label_text = {label: text[labels.index(label)] for label in distinct}
+    clip_terms = []
+    for i, label in enumerate(labels):
+        logits = [scale * float(task[i] @ label_text[other]) for other in distinct]
+        clip_terms.append(-(logits[distinct.index(label)] - math.log(sum(map(math.exp, logits)))))
+    text_terms = []
+    for label in distinct:
+        logits = [scale * float(task[j] @ label_text[label]) for j in range(len(labels))]
+        positive = sum(math.exp(v) for v, other in zip(logits, labels) if other == label)
+        text_terms.append(-(math.log(positive) - math.log(sum(map(math.exp, logits)))))
+    return (sum(clip_terms) / len(clip_terms) + sum(text_terms) / len(text_terms)) / 2
+
+
+def test_infonce_matches_direct_computation():
+    torch.manual_seed(0)
+    labels = ["open the drawer", "push the red block", "open the drawer", "wipe the table",
+              "push the red block", "open the drawer"]
+    task = F.normalize(torch.randn(6, 16, dtype=torch.float64), dim=-1)
+    by_label = {label: F.normalize(torch.randn(16, dtype=torch.float64), dim=0) for label in labels}
+    text = torch.stack([by_label[label] for label in labels])
+    logit_scale = torch.tensor([math.log(5.0)], dtype=torch.float64)
+    loss = infonce_loss(task, text, label_ids(labels), logit_scale, gather=False)
+    assert loss.item() == pytest.approx(direct_infonce(task, text, labels, 5.0), rel=1e-9)
+
+
+def test_same_label_clips_are_never_negatives():
+    """Two clips of one label, both on their label's text: loss is as low as with one clip."""
+    text = torch.eye(3)
+    ids = label_ids(["a", "a", "b"])
+    task = torch.stack([text[0], text[0], text[2]])
+    with_duplicate = infonce_loss(task, torch.stack([text[0], text[0], text[2]]), ids,
+                                  torch.tensor([math.log(50.0)]), gather=False)
+    assert with_duplicate.item() < 1e-6
+    # a plain CLIP loss makes each of the two "a" clips the other's negative: log(2) apiece
+    plain = F.cross_entropy(50.0 * task @ task.T, torch.arange(3))
+    assert plain.item() == pytest.approx(2 / 3 * math.log(2), abs=1e-3)
+
+
+def test_infonce_gradient_reaches_temperature_and_tasks():
+    task = F.normalize(torch.randn(4, 8), dim=-1).requires_grad_()
+    scale = torch.tensor([2.0], requires_grad=True)
+    loss = infonce_loss(task, F.normalize(torch.randn(4, 8), dim=-1),
+                        label_ids(["a", "b", "c", "a"]), scale, gather=False)
+    loss.backward()
+    assert task.grad.abs().sum() > 0 and scale.grad.abs() > 0
+
+
+def test_label_ids_are_stable():
+    assert label_ids(["open the drawer"]).item() == label_ids(["open the drawer"]).item()
+    assert label_ids(["a"]).item() != label_ids(["b"]).item()
+    # a fixed value: Python's salted hash() would change between processes
+    assert label_ids(["a"]).item() == int.from_bytes(
+        __import__("hashlib").blake2b(b"a", digest_size=8).digest(), "little", signed=True)
+
+
+def test_shift_tolerant_forgives_small_shifts_only():
+    torch.manual_seed(0)
+    target = torch.zeros(2, 3, 3, 16, 16)
+    target[..., 5:11, 5:11] = torch.rand(2, 3, 3, 6, 6)  # content away from the borders
+    near = torch.roll(target, shifts=(1, -2), dims=(-2, -1))
+    far = torch.roll(target, shifts=(0, 4), dims=(-2, -1))
+    assert shift_tolerant_loss(near, target, tolerance=2).item() < 1e-12
+    assert reconstruction_loss(near, target, "pixels").item() > 1e-3
+    assert shift_tolerant_loss(far, target, tolerance=2).item() > 1e-3
+
+
+def test_reconstruction_shape_mismatch():
+    with pytest.raises(ValueError, match="shape"):
+        reconstruction_loss(torch.zeros(1, 2, 3, 8, 8), torch.zeros(1, 3, 3, 8, 8))

@@ -1,0 +1,123 @@
+import numpy as np
+import pytest
+import torch
+
+from groundlam import GroundLAM, GroundLAMConfig
+from groundlam.video import to_model_input
+
+from .conftest import TINY
+
+
+@pytest.mark.parametrize("encoder", ["st_transformer", "conv", "linear"])
+@pytest.mark.parametrize("bottleneck", ["continuous", "vq", "fsq"])
+def test_encode_shapes(encoder, bottleneck, video):
+    model = GroundLAM(GroundLAMConfig(**TINY, encoder=encoder, bottleneck=bottleneck))
+    latents = model.encode(video)
+    size = 4 if bottleneck == "fsq" else TINY["motion_dim"]
+    assert latents.motion.shape == (2, 4, size)
+    assert latents.task.shape == (2, 384)
+    torch.testing.assert_close(latents.task.norm(dim=-1), torch.ones(2))
+    single = model.encode(video[0])  # (T, H, W, 3) is a batch of one
+    torch.testing.assert_close(single.motion, latents.motion[:1], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("target", ["pixels", "residual", "shift_tolerant"])
+def test_forward_prediction_shape(target, video):
+    model = GroundLAM(GroundLAMConfig(**TINY, decoder_target=target))
+    frames = model.prepare(video)
+    output = model(frames)
+    assert output.prediction.shape == (2, 4, 3, 32, 32)
+    if target == "residual":  # zero-initialised head: an untrained decoder copies frame t
+        torch.testing.assert_close(output.prediction, frames[:, :-1])
+
+
+def test_accepts_torch_and_rejects_bad_video(tiny_model, video):
+    tiny_model.encode(torch.from_numpy(video))
+    with pytest.raises(ValueError, match=r"\(T, H, W, 3\)"):
+        tiny_model.encode(video[..., :2])  # two channels
+    with pytest.raises(ValueError, match="dtype"):
+        tiny_model.encode(video.astype(np.float32))
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        tiny_model.encode(video[:, :1])
+    with pytest.raises(ValueError, match="at most 6"):
+        tiny_model.encode(np.zeros((1, 7, 32, 32, 3), np.uint8))
+    with pytest.raises(ValueError, match="shape"):
+        tiny_model.encode(np.zeros((32, 32, 3), np.uint8))
+
+
+def test_no_leak_from_future_frames(tiny_model, video):
+    """The latent of t -> t+1 reads frames <= t+1 only; the task embedding reads all frames."""
+    changed = video.copy()
+    changed[:, -1] = 255 - changed[:, -1]  # change only the last frame
+    before, after = tiny_model.encode(video), tiny_model.encode(changed)
+    torch.testing.assert_close(before.motion[:, :-1], after.motion[:, :-1])
+    assert not torch.allclose(before.motion[:, -1], after.motion[:, -1])
+    assert not torch.allclose(before.task, after.task)
+
+
+def test_save_load_roundtrip(tmp_path, video):
+    config = GroundLAMConfig(**TINY, bottleneck="vq")
+    model = GroundLAM(config)
+    model.bottleneck.restart_offset.normal_()  # buffers must survive too
+    model.save_pretrained(tmp_path)
+    assert {"config.json", "model.safetensors", "README.md"} <= {p.name for p in tmp_path.iterdir()}
+    loaded = GroundLAM.from_pretrained(str(tmp_path))
+    assert loaded.config == config
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+    torch.testing.assert_close(loaded.encode(video).motion, model.encode(video).motion)
+
+
+def test_from_pretrained_missing_weights(tmp_path, tiny_model):
+    tiny_model.save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        GroundLAM.from_pretrained(str(tmp_path))
+
+
+def test_vq_dead_code_restart():
+    model = GroundLAM(GroundLAMConfig(**TINY, bottleneck="vq", codebook_size=16))
+    quantizer = model.bottleneck
+    quantizer.usage.zero_()
+    quantizer.usage[0] = 1.0  # one code carries everything
+    features = torch.randn(64, TINY["dim"])
+    assert quantizer.restart_dead_codes(features) == 15
+    codes = quantizer.codes()
+    projected = torch.nn.functional.normalize(quantizer.proj(features), dim=-1)
+    # every restarted code now sits exactly on one of the encoder outputs
+    assert ((codes[1:] @ projected.T).max(dim=1).values > 0.999).all()
+
+
+def test_fsq_codes_are_on_the_grid():
+    model = GroundLAM(GroundLAMConfig(**TINY, bottleneck="fsq", fsq_levels=[8, 5, 3]))
+    out = model.bottleneck(torch.randn(500, TINY["dim"]) * 10)
+    levels = torch.tensor([8.0, 5.0, 3.0])
+    steps = (out.latents * (levels - 1) / 2 + torch.tensor([0.5, 0.0, 0.0])).round()
+    assert torch.allclose(out.latents * (levels - 1) / 2 + torch.tensor([0.5, 0, 0]), steps,
+                          atol=1e-5)
+    assert out.indices.min() >= 0 and out.indices.max() < 8 * 5 * 3
+    assert len(out.indices.unique()) > 20
+
+
+def test_loss_falls_on_a_fixed_batch(tiny_model, video):
+    """The model can fit: a few Adam steps on one batch lower reconstruction clearly."""
+    from groundlam.losses import reconstruction_loss
+
+    frames = tiny_model.prepare(video)
+    tiny_model.train()
+    optimizer = torch.optim.AdamW(tiny_model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        output = tiny_model(frames)
+        loss = reconstruction_loss(output.prediction, frames[:, 1:], "residual")
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_model_input_range(video):
+    frames = to_model_input(torch.from_numpy(video))
+    assert frames.shape == (2, 5, 3, 40, 48)
+    assert frames.min() >= -1 and frames.max() <= 1

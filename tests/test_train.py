@@ -1,0 +1,130 @@
+"""The training entry point end to end, in subprocesses, as users run it."""
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from groundlam import GroundLAM
+from groundlam.config import load_config
+from groundlam.data.episodes import ClipDataset, held_out_synthetic, load_episodes
+from groundlam.evaluation.probe import action_probe, extract_latents
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+# a model small enough to learn the benchmark's actions in about a minute on 2 cores
+FAST = ["model.image_size=32", "model.patch_size=8", "model.dim=64", "model.depth=2",
+        "model.heads=2", "model.decoder_dim=64", "model.decoder_depth=1", "model.motion_dim=8",
+        "data.synthetic.image_size=32", "data.clip_length=4", "train.batch_size=16",
+        "train.log_every=5", "train.warmup_steps=10", "train.progress=false"]
+
+
+def run_train(overrides, *, launcher=(sys.executable, "groundlam/train.py"), resume=False,
+              timeout=600):
+    env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="2")
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    command = [*launcher, "--config", "configs/tiny.yaml", *overrides]
+    if resume:
+        command.append("--resume")
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def read_metrics(output_dir):
+    return [json.loads(line) for line in (Path(output_dir) / "metrics.jsonl").open()]
+
+
+def test_training_learns_the_benchmark_actions(tmp_path):
+    """Loss falls, and motion latents predict true actions on held-out episodes."""
+    out = tmp_path / "run"
+    result = run_train([*FAST, f"train.output_dir={out}", "train.max_steps=150",
+                        "data.synthetic.num_episodes=384", "data.eval_episodes=96",
+                        "train.save_every=100", "train.final_eval=false"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = read_metrics(out)
+    assert metrics[-1]["reconstruction"] < 0.8 * metrics[0]["reconstruction"]
+
+    config = load_config("configs/tiny.yaml", [*FAST, f"train.output_dir={out}",
+                                               "data.synthetic.num_episodes=384",
+                                               "data.eval_episodes=96"])
+    model = GroundLAM.from_pretrained(str(out / "final"))
+    synthetic = config.data.synthetic
+
+    def latents(cfg):
+        clips = ClipDataset(load_episodes("synthetic", cfg), config.data.clip_length, 32)
+        return extract_latents(model, clips)
+
+    seen = latents(replace(synthetic, num_episodes=96))  # training episodes, to fit the probe
+    held_out = latents(held_out_synthetic(synthetic, 96))
+    z = seen.motion.shape[-1]
+    fit = (seen.motion.reshape(-1, z), seen.actions.reshape(-1))
+    score = action_probe(*fit, held_out.motion.reshape(-1, z), held_out.actions.reshape(-1))
+    chance = 1 / len(np.unique(seen.actions))
+    # collapsed latents (a constant) score chance: this is the bar the model must clear
+    collapsed = action_probe(np.zeros_like(fit[0]), fit[1],
+                             np.zeros_like(held_out.motion.reshape(-1, z)),
+                             held_out.actions.reshape(-1))
+    assert collapsed == pytest.approx(chance)
+    assert score > chance + 0.15, f"action probe {score:.3f} vs chance {chance:.3f}"
+
+
+def test_checkpoints_resume_and_nan_stops_keeping_the_last_good(tmp_path):
+    out = tmp_path / "run"
+    common = [*FAST, f"train.output_dir={out}", "data.synthetic.num_episodes=64",
+              "train.save_every=2", "train.final_eval=false", "train.log_every=1"]
+    first = run_train([*common, "train.max_steps=4"])
+    assert first.returncode == 0, first.stderr[-3000:]
+    root = out / "checkpoints"
+    assert (root / "latest").read_text() == "step_00000004"
+    assert not list(root.glob("*.tmp"))
+    # DeepSpeed states load without pickled code
+    from groundlam.train import SafeCheckpointEngine
+
+    engine = SafeCheckpointEngine(None)
+    for state_file in (root / "step_00000004").glob("*.pt"):
+        engine.load(str(state_file))
+
+    resumed = run_train([*common, "train.max_steps=6"], resume=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    steps = [m["step"] for m in read_metrics(out)]
+    assert steps == [1, 2, 3, 4, 5, 6]  # continued at 5, not from 1
+    assert (root / "latest").read_text() == "step_00000006"
+
+    broken = run_train([*common, "train.max_steps=20", "train.max_bad_steps=3",
+                        "loss.reconstruction_weight=nan"], resume=True)
+    assert broken.returncode == 1
+    assert "not finite for 3 steps in a row" in broken.stderr
+    assert "step_00000006" in broken.stderr  # names the last good checkpoint
+    assert broken.stderr.count("non-finite loss, step skipped") == 3
+    assert (root / "latest").read_text() == "step_00000006"
+    model = GroundLAM.from_pretrained(str(out / "final"))  # the good final export is intact
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_two_ranks_zero2_with_deepspeed_launcher(tmp_path):
+    out = tmp_path / "run"
+    result = run_train([*FAST, f"train.output_dir={out}", "data.synthetic.num_episodes=64",
+                        "train.max_steps=3", "train.zero_stage=2", "train.final_eval=false",
+                        "train.log_every=1"],
+                       launcher=("deepspeed", "--num_gpus", "2", "groundlam/train.py"))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    metrics = read_metrics(out)
+    assert [m["step"] for m in metrics] == [1, 2, 3]
+    # frames/s counts both ranks' clips: 2 ranks x 16 clips x 4 frames a step
+    assert (out / "final" / "model.safetensors").exists()
+    assert sorted(p.name for p in (out / "checkpoints" / "step_00000003").iterdir()) == [
+        "mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_optim_states.pt",
+        "zero_pp_rank_1_mp_rank_00_optim_states.pt"]
+
+
+def test_unknown_override_fails_fast(tmp_path):
+    result = run_train([f"train.output_dir={tmp_path}", "train.max_stepz=3"], timeout=120)
+    assert result.returncode != 0
+    assert "train.max_stepz" in result.stderr and "overrides" in result.stderr
