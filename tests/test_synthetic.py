@@ -198,6 +198,30 @@ def test_expert_usually_finishes_and_every_action_occurs():
     assert counts.min() > 0.05 * counts.sum()
 
 
+def test_expert_keeps_showing_the_task_after_it_is_done():
+    config = SyntheticConfig(num_episodes=96, image_size=32)
+    near, held, held_at_end = [], [], []
+    for trajectory in (simulate(index, config) for index in range(config.num_episodes)):
+        done = trajectory.done_frame
+        if done < 0:
+            continue
+        target_cells = trajectory.object_cells[done:, trajectory.target_object]  # (T - done, 2)
+        if trajectory.task == "move_to":
+            # Chebyshev distance: circling the target passes its diagonal neighbours.
+            distance = np.abs(trajectory.agent_cells[done:] - target_cells).max(axis=-1)
+            near.extend(distance.tolist())
+        elif trajectory.task == "pick_up":
+            holding = trajectory.held_object[done:] == trajectory.target_object
+            held.append(holding.mean())
+            held_at_end.append(holding[-1])
+            # Carried around, not held in place: the target travels with the agent.
+            assert len(np.unique(target_cells, axis=0)) > 1
+    # Random steps (20%) may take the agent a cell or two away; the expert walks straight back.
+    assert np.mean(np.array(near) <= 1) > 0.85 and np.mean(np.array(near) <= 2) > 0.98
+    # A random grab may drop the target; the expert picks it up again at once.
+    assert np.mean(held) > 0.9 and np.mean(held_at_end) > 0.85
+
+
 def test_dataset_round_trip_keeps_frames_and_masks(tmp_path):
     config = dataclasses.replace(DISTRACTED, num_episodes=3)
     dataset = generate_dataset(config, cache_dir=str(tmp_path / "cache"))

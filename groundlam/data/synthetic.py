@@ -8,9 +8,10 @@ Dimension keys:
 
 An agent moves on a G x G grid one cell per discrete action, pushes objects it walks into and
 can grab an adjacent object to carry it. A scripted expert does a task named by a templated
-language label ("push the blue circle to the left"), with epsilon-random actions mixed in. The
-target is one of several objects, so the label cannot be read from a still frame: only the motion
-tells which object the agent goes to.
+language label ("push the blue circle to the left"), with epsilon-random actions mixed in, and
+keeps showing it once it is done (circling, pushing on, carrying), so any clip of an episode
+shows the label. The target is one of several objects, so the label cannot be read from a still
+frame: only the motion tells which object the agent goes to.
 
 Every episode is a pure function of ``(config.seed, index)``. The state trajectory is simulated
 first from one RNG stream, then rendered with distractor randomness from a second stream, so the
@@ -48,6 +49,7 @@ __all__ = [
 
 ACTIONS: tuple[str, ...] = ("noop", "up", "down", "left", "right", "grab")
 GRID_CELLS = 8
+NOOP = ACTIONS.index("noop")
 GRAB = ACTIONS.index("grab")
 # (row, col) change of each action; noop and grab do not move.
 ACTION_DELTAS: dict[int, tuple[int, int]] = {
@@ -57,6 +59,10 @@ ACTION_DELTAS: dict[int, tuple[int, int]] = {
     ACTIONS.index("right"): (0, 1),
 }
 MOVE_ACTIONS = tuple(ACTION_DELTAS)
+DELTA_ACTIONS = {delta: action for action, delta in ACTION_DELTAS.items()}
+# The 8 cells around a target, clockwise; consecutive cells are one move apart, so stepping along
+# this ring circles the target without ever walking into it.
+RING_OFFSETS = ((-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1))
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
@@ -99,6 +105,9 @@ TASKS = ("move_to", "push", "pick_up")
 PUSH_DISTANCE = 2  # cells the target must travel for a push task to count as done
 MIN_START_DISTANCE = 4  # cells (Manhattan) between the agent's start and the target
 EXPERT_EPSILON = 0.2  # share of steps where the expert takes a uniformly random action
+HOVER_NOOP_PROBABILITY = 0.2  # share of hovering steps where the agent waits beside the target
+NUDGE_PROBABILITY = 0.5  # share of blocked-push steps spent bumping the target, not stepping aside
+CARRY_KEEP_HEADING = 0.7  # chance a carrying agent keeps walking the way it went the step before
 
 SCENE_STREAM, DISTRACTOR_STREAM = 0, 1
 
@@ -285,6 +294,99 @@ def _free_neighbours(cell: tuple[int, int], objects: list[tuple[int, int]]) -> s
     return {n for n in neighbours if _inside(n) and n not in objects}
 
 
+def _hover_action(
+    agent: tuple[int, int],
+    target_cell: tuple[int, int],
+    objects: list[tuple[int, int]],
+    orbit_step: int,
+    draw: float,
+) -> int | None:
+    """Circle the target on its ring of 8 cells, waiting now and then; walk back when off it."""
+    offset = (agent[0] - target_cell[0], agent[1] - target_cell[1])
+    if offset not in RING_OFFSETS:
+        return _first_move_towards(agent, _free_neighbours(target_cell, objects), set(objects))
+    if draw < HOVER_NOOP_PROBABILITY:
+        return NOOP
+    position = RING_OFFSETS.index(offset)
+    # The episode's circling direction first; against a wall or an object, turn back.
+    for step in (orbit_step, -orbit_step):
+        next_offset = RING_OFFSETS[(position + step) % len(RING_OFFSETS)]
+        next_cell = (target_cell[0] + next_offset[0], target_cell[1] + next_offset[1])
+        if _inside(next_cell) and next_cell not in objects:
+            return DELTA_ACTIONS[(next_offset[0] - offset[0], next_offset[1] - offset[1])]
+    return NOOP
+
+
+def _push_side_action(
+    push_action: int,
+    agent: tuple[int, int],
+    target_cell: tuple[int, int],
+    objects: list[tuple[int, int]],
+    orbit_step: int,
+    draw: float,
+) -> int | None:
+    """Push the target the labelled way while it can move; when it cannot, stay on its back side.
+
+    Blocked by a wall or an object, the agent alternates between bumping the target (a blocked
+    move) and stepping to a cell beside the one behind it and back, so the side it stands on
+    still says which way the push goes.
+    """
+    delta_row, delta_col = ACTION_DELTAS[push_action]
+    behind = (target_cell[0] - delta_row, target_cell[1] - delta_col)
+    ahead = (target_cell[0] + delta_row, target_cell[1] + delta_col)
+    obstacles = set(objects)
+    if not _inside(behind) or behind in obstacles:
+        return _hover_action(agent, target_cell, objects, orbit_step, draw)
+    if _inside(ahead) and ahead not in obstacles:
+        if agent == behind:
+            return push_action
+        return _first_move_towards(agent, {behind}, obstacles)
+    # Sideways moves (perpendicular to the push) and the cells beside `behind` they lead to.
+    sideways = {
+        action: (behind[0] + row, behind[1] + col)
+        for action, (row, col) in ACTION_DELTAS.items()
+        if row * delta_row + col * delta_col == 0
+    }
+    for action, cell in sideways.items():
+        if agent == cell:
+            row, col = ACTION_DELTAS[action]
+            return DELTA_ACTIONS[(-row, -col)]  # back behind the target
+    if agent != behind:
+        return _first_move_towards(agent, {behind}, obstacles)
+    if draw < NUDGE_PROBABILITY:
+        return push_action
+    free_sides = [a for a, cell in sideways.items() if _inside(cell) and cell not in obstacles]
+    if not free_sides:
+        return push_action
+    draw = (draw - NUDGE_PROBABILITY) / (1 - NUDGE_PROBABILITY)
+    return free_sides[int(draw * len(free_sides))]
+
+
+def _carry_action(
+    agent: tuple[int, int],
+    objects: list[tuple[int, int]],
+    held: int,
+    previous_action: int,
+    draw: float,
+) -> int:
+    """Walk around with the carried object: mostly straight on, turning at walls and objects."""
+    possible = [
+        action for action in MOVE_ACTIONS if step_world(agent, objects, held, action)[0] != agent
+    ]
+    if not possible:
+        return NOOP
+    if previous_action in possible:
+        if draw < CARRY_KEEP_HEADING:
+            return previous_action
+        draw = (draw - CARRY_KEEP_HEADING) / (1 - CARRY_KEEP_HEADING)
+    # Turning back at once would look like dithering in place; only when nothing else is open.
+    if previous_action in ACTION_DELTAS:
+        row, col = ACTION_DELTAS[previous_action]
+        ahead_or_sideways = [action for action in possible if action != DELTA_ACTIONS[(-row, -col)]]
+        possible = ahead_or_sideways or possible
+    return possible[int(draw * len(possible))]
+
+
 def _expert_action(
     task: str,
     target: int,
@@ -292,15 +394,29 @@ def _expert_action(
     agent: tuple[int, int],
     objects: list[tuple[int, int]],
     held: int,
+    done: bool,
+    previous_action: int,
+    orbit_step: int,
+    draw: float,
 ) -> int | None:
-    """The scripted expert's next action for the task; None when no plan exists."""
+    """The scripted expert's next action for the task; None when no plan exists.
+
+    After the task is done the expert keeps showing it until the episode ends, so any clip cut
+    from the episode shows the labelled behaviour: it circles a move-to target, keeps pushing a
+    push target the labelled way (or waits on its back side when blocked), and carries a
+    picked-up target around. ``draw`` is a uniform number in [0, 1) for the expert's own choices.
+    """
     if held >= 0 and not (task == "pick_up" and held == target):
         return GRAB  # drop whatever an earlier random grab picked up: it blocks navigation
     target_cell = objects[target]
     obstacles = set(objects)
     if task == "move_to":
+        if done:
+            return _hover_action(agent, target_cell, objects, orbit_step, draw)
         return _first_move_towards(agent, _free_neighbours(target_cell, objects), obstacles)
     if task == "pick_up":
+        if held == target:
+            return _carry_action(agent, objects, held, previous_action, draw)
         if _grab_candidate(agent, objects) == target:
             return GRAB
         # Stand where a grab would pick the target and not a neighbouring object.
@@ -310,13 +426,7 @@ def _expert_action(
             if _grab_candidate(cell, objects) == target
         }
         return _first_move_towards(agent, goals, obstacles)
-    delta_row, delta_col = ACTION_DELTAS[push_action]
-    behind_target = (target_cell[0] - delta_row, target_cell[1] - delta_col)
-    if agent == behind_target:
-        return push_action
-    if not _inside(behind_target) or behind_target in obstacles:
-        return None
-    return _first_move_towards(agent, {behind_target}, obstacles)
+    return _push_side_action(push_action, agent, target_cell, objects, orbit_step, draw)
 
 
 def _task_done(
@@ -408,6 +518,8 @@ def simulate(index: int, config: SyntheticConfig) -> WorldTrajectory:
     # Draw all random numbers up front so the stream does not depend on the branch taken.
     explore = rng.random(num_frames - 1) < EXPERT_EPSILON
     random_actions = rng.integers(len(ACTIONS), size=num_frames - 1)
+    expert_draws = rng.random(num_frames - 1)
+    orbit_step = 1 if rng.random() < 0.5 else -1  # circling direction: clockwise or not
     for t in range(num_frames):
         agent_cells[t], object_cells[t], held_object[t] = agent, objects, held
         if done_frame < 0 and _task_done(
@@ -417,9 +529,20 @@ def simulate(index: int, config: SyntheticConfig) -> WorldTrajectory:
         if t == num_frames - 1:
             break
         action = None
-        # After the task is done the agent keeps acting at random until the episode ends.
-        if done_frame < 0 and not explore[t]:
-            action = _expert_action(task, target, push_action, agent, objects, held)
+        if not explore[t]:
+            previous_action = int(actions[t - 1]) if t else NOOP
+            action = _expert_action(
+                task,
+                target,
+                push_action,
+                agent,
+                objects,
+                held,
+                done=done_frame >= 0,
+                previous_action=previous_action,
+                orbit_step=orbit_step,
+                draw=float(expert_draws[t]),
+            )
         if action is None:
             action = int(random_actions[t])
         actions[t] = action
