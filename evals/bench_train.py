@@ -1,0 +1,524 @@
+"""Training and encoding throughput of the named configs on this machine, judged against a matmul.
+
+    python evals/bench_train.py    # tiny and base: ~1.5 min on 2 idle cores, longer when shared
+    python evals/bench_train.py --configs tiny --steps 5 --batch 16
+    python evals/bench_train.py --no-bf16 --deepspeed    # fp32 only, no DeepSpeed row
+
+Prints one JSON object to stdout (progress goes to stderr). Each config is measured in a fresh
+subprocess (this file re-invoked with ``--worker``), so peak memory of one does not mix with
+another. Random uint8 clips stand in for data; nothing is read from disk or downloaded.
+
+What each number means, per config:
+- ``train[]``: one row per way of training. ``loop: "torch"`` is a plain in-process loop: uint8
+  clips -> ``to_model_input`` -> forward -> ``compute_losses`` (reconstruction plus InfoNCE
+  against fixed random unit text embeddings, 8 labels cycling through the batch, so no text model
+  is needed) -> backward -> grad-norm clip 1.0 -> torch AdamW step (the betas, eps and parameter
+  groups of the trainer). ``precision: "fp32"`` is plain fp32; ``"bf16"`` is the same step under
+  ``torch.autocast("cpu", bfloat16)`` with fp32 weights (DeepSpeed's bf16 mode instead keeps
+  bf16 weights and an fp32 master copy, so treat this row as a guide, not the trainer's number).
+  ``loop: "deepspeed"`` trains through ``deepspeed.initialize`` in a world of one (gloo, the
+  config's ZeRO stage), as ``groundlam train`` does; its ``overhead_vs_torch`` is the step-time
+  ratio to the fp32 torch row, i.e. what the engine adds (ZeRO bucketing, its own clipping and
+  bookkeeping) on top of the same arithmetic.
+  - ``train_frames_per_s``: clips x clip_length of one step / the median step time over the timed
+    steps, after the warm-up steps (the first warm-up step is the FLOP-counted one).
+  - ``step_s``: every timed step; ``phase_s``: medians of forward (model and losses), backward
+    and optimizer (clip, step, zero_grad).
+  - ``achieved_flops_per_s``: ``train_flops_per_step`` / median step time; ``fraction_of_matmul``
+    that over the dense matmul rate of the same precision, measured in the same process.
+- ``train_flops_per_step``: FLOPs of forward + losses + backward of one step, counted by
+  ``torch.utils.flop_counter.FlopCounterMode`` (2 per multiply-add). CPU fused attention is not in
+  torch's table, so this script registers it with torch's own SDPA formulas, which count the full
+  L x L score matrix even where attention is causal. Elementwise ops and the optimizer are not
+  counted. ``forward_flops_per_step`` is the forward part alone and ``forward_flops_by_part`` its
+  split over the model's top-level modules (FlopCounterMode cannot split the backward pass: it
+  files it under the module that ran last).
+- ``encode_frames_per_s``: ``model.encode`` on uint8 clips (B, T, H, W, 3) at the model's
+  resolution (no resize), fp32, batch and clip length as for training; median over reps.
+- ``matmul_flops_per_s``: a dense N x N @ N x N matmul (2 N^3 FLOPs, N = ``matmul_size``), median
+  over reps after 0.5 s of warm-up, fp32 and bf16, measured at the start and at the end of the
+  worker (``matmul_flops_per_s_start_end``); the better of the two is the reference, so a moment
+  of contention does not make the model look efficient, and a gap between them shows the load
+  changed during the run.
+- ``peak_rss_mb``: the worker's peak resident memory (``ru_maxrss``): model, optimizer state,
+  activations of the largest step, the matmul operands and the Python/torch baseline.
+- ``cpu_share_taken_by_others``: over the worker's run, the share of the machine's CPU time
+  (wall x cores, from /proc/stat) that other processes used (``other_processes``) or the
+  hypervisor withheld (``stolen``). On a shared machine every rate here is low by about that
+  share; compare runs only when it is near 0. ``loadavg_start`` / ``loadavg_end`` are the
+  1/5/15-minute load averages, a weaker signal (inside a container they can sit at the core
+  count while the cores are idle).
+- ``batch_size`` may be below ``config_batch_size`` and ``timed_steps`` differ by config (base
+  is slow on a CPU); ``reduced`` says so (null when the config's batch was used).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from torch.utils import flop_counter  # noqa: E402
+
+# Per config: (batch size, timed steps) when --batch / --steps are not given; None = the config's
+# batch. base takes 10-30 s for one clip of 16 frames on 2 shared cores: one clip a step.
+DEFAULT_PLAN: dict[str, tuple[int | None, int]] = {"tiny": (None, 3), "base": (1, 2)}
+FALLBACK_PLAN: tuple[int | None, int] = (None, 3)
+NUM_LABELS = 8  # distinct labels cycling through a batch, for the InfoNCE term
+
+
+def machine_cpu_seconds() -> tuple[float, float] | None:
+    """Busy and stolen CPU seconds of the whole machine so far (all processes), from /proc/stat."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except (OSError, IndexError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / tick, steal / tick
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def contention(start: tuple[float, float] | None, own_start: float, wall_start: float
+               ) -> dict[str, float] | None:
+    """Share of the machine's CPU time that other processes (and the hypervisor) took."""
+    end = machine_cpu_seconds()
+    if start is None or end is None:
+        return None
+    capacity = (time.perf_counter() - wall_start) * (os.cpu_count() or 1)
+    others = (end[0] - start[0]) - (own_cpu_seconds() - own_start)
+    return {"other_processes": round(max(others, 0.0) / capacity, 3),
+            "stolen": round((end[1] - start[1]) / capacity, 3)}
+
+
+def log(message: str) -> None:
+    print(f"[bench_train {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def rounded(value: float, digits: int = 4) -> float:
+    return float(f"{value:.{digits}g}")
+
+
+def config_path(name: str) -> Path:
+    return Path(name) if name.endswith((".yaml", ".yml")) else ROOT / "configs" / f"{name}.yaml"
+
+
+# ---------------------------------------------------------------------------- FLOP counting
+def register_cpu_attention_flops() -> None:
+    """Teach FlopCounterMode the CPU fused attention kernels, with torch's own SDPA formulas."""
+    aten = torch.ops.aten
+    forward_op = aten._scaled_dot_product_flash_attention_for_cpu
+    backward_op = aten._scaled_dot_product_flash_attention_for_cpu_backward
+    if forward_op in flop_counter.flop_registry:  # a later torch counts it already
+        return
+
+    @flop_counter.register_flop_formula(forward_op)
+    def _forward(query, key, value, *args, out_shape=None, **kwargs) -> int:
+        return flop_counter.sdpa_flop_count(query, key, value)
+
+    @flop_counter.register_flop_formula(backward_op)
+    def _backward(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+        return flop_counter.sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+# ---------------------------------------------------------------------------- measurements
+def matmul_flops_per_s(size: int, reps: int, dtype: torch.dtype) -> float:
+    """Median rate of a dense (size x size) @ (size x size) matmul, after ~0.5 s of warm-up."""
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=generator).to(dtype)
+    b = torch.randn(size, size, generator=generator).to(dtype)
+    out = torch.empty(size, size, dtype=dtype)
+    warm_until = time.perf_counter() + 0.5  # thread pool, kernel selection, clock ramp-up
+    while time.perf_counter() < warm_until:
+        torch.mm(a, b, out=out)
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times)
+
+
+def timed_steps(step: Callable[[], dict[str, float]], warmup: int, steps: int
+                ) -> tuple[list[float], dict[str, float]]:
+    """Run ``warmup`` untimed then ``steps`` timed calls; step times and median phase times."""
+    for _ in range(warmup):
+        step()
+    phases = [step() for _ in range(steps)]
+    totals = [sum(p.values()) for p in phases]
+    medians = {name: rounded(statistics.median(p[name] for p in phases)) for name in phases[0]}
+    return totals, medians
+
+
+def train_row(precision: str, loop: str, frames_per_step: int, step_times: list[float],
+              phases: dict[str, float], flops: int, matmul: float) -> dict[str, Any]:
+    median = statistics.median(step_times)
+    return {
+        "precision": precision,
+        "loop": loop,
+        "train_frames_per_s": rounded(frames_per_step / median),
+        "step_s_median": rounded(median),
+        "step_s": [rounded(t) for t in step_times],
+        "phase_s": phases,
+        "achieved_flops_per_s": rounded(flops / median),
+        "fraction_of_matmul": rounded(flops / median / matmul, 3),
+    }
+
+
+class Bench:
+    """One config's model, optimizer and random batch, with the step functions to time."""
+
+    def __init__(self, name: str, batch: int | None) -> None:
+        from groundlam.config import load_config
+        from groundlam.losses import label_ids
+        from groundlam.model import GroundLAM
+
+        overrides = [f"train.batch_size={batch}"] if batch else []
+        self.config = load_config(config_path(name), overrides)
+        self.config_batch = load_config(config_path(name)).train.batch_size
+        torch.manual_seed(0)
+        self.model = GroundLAM(self.config.model)
+        model_config = self.config.model
+        self.batch = self.config.train.batch_size
+        self.clip_length = self.config.data.clip_length
+        size = model_config.image_size
+        # (B, T, H, W, 3) uint8, as the data loader yields
+        self.video = torch.randint(0, 256, (self.batch, self.clip_length, size, size, 3),
+                                   dtype=torch.uint8)
+        labels = [f"label {i % NUM_LABELS}" for i in range(self.batch)]
+        self.ids = label_ids(labels)  # (B,)
+        table = torch.randn(NUM_LABELS, model_config.text_dim)
+        table = table / table.norm(dim=-1, keepdim=True)
+        self.text = table[torch.arange(self.batch) % NUM_LABELS]  # (B, K), fixed unit vectors
+
+    @property
+    def frames_per_step(self) -> int:
+        return self.batch * self.clip_length
+
+    def torch_optimizer(self) -> torch.optim.Optimizer:
+        from groundlam.train import parameter_groups
+
+        train = self.config.train
+        return torch.optim.AdamW(parameter_groups(self.model, train.weight_decay), lr=train.lr,
+                                 betas=(0.9, 0.95), eps=1e-8)
+
+    def forward_losses(self, model_call: Callable, module: torch.nn.Module) -> torch.Tensor:
+        from groundlam.train import compute_losses
+        from groundlam.video import to_model_input
+
+        frames = to_model_input(self.video)  # (B, T, C, H, W) in [-1, 1]
+        output = model_call(frames)
+        return compute_losses(module, output, frames, self.text, self.ids, self.config)["loss"]
+
+    def torch_step(self, optimizer: torch.optim.Optimizer, bf16: bool) -> Callable:
+        def step() -> dict[str, float]:
+            start = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = self.forward_losses(self.model, self.model)
+            forward = time.perf_counter()
+            loss.backward()
+            backward = time.perf_counter()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            end = time.perf_counter()
+            return {"forward": forward - start, "backward": backward - forward,
+                    "optimizer": end - backward}
+
+        return step
+
+    def count_flops(self, optimizer: torch.optim.Optimizer) -> tuple[int, int, dict[str, int]]:
+        """FLOPs of one fp32 step (which also serves as warm-up): forward + losses + backward,
+        forward alone, and forward by top-level module.
+
+        Two counters, because FlopCounterMode files backward FLOPs under whichever module ran
+        last in the forward pass (here ``task_proj``), so a per-module split of the whole step
+        would be wrong.
+        """
+        register_cpu_attention_flops()
+        with flop_counter.FlopCounterMode(display=False) as forward_counter:
+            loss = self.forward_losses(self.model, self.model)
+        with flop_counter.FlopCounterMode(display=False) as backward_counter:
+            loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        forward = forward_counter.get_total_flops()
+        parts = {name.split(".", 1)[1]: sum(counts.values())
+                 for name, counts in forward_counter.get_flop_counts().items()
+                 if name.count(".") == 1}  # "GroundLAM.encoder" -> "encoder"
+        return forward + backward_counter.get_total_flops(), forward, parts
+
+    def encode_rates(self, warmup: int, reps: int) -> list[float]:
+        for _ in range(warmup):
+            self.model.encode(self.video)
+        times = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            self.model.encode(self.video)
+            times.append(time.perf_counter() - start)
+        return times
+
+
+# ---------------------------------------------------------------------------- workers
+def torch_worker(args: argparse.Namespace) -> dict[str, Any]:
+    started, cpu_start, own_start = time.perf_counter(), machine_cpu_seconds(), own_cpu_seconds()
+    loadavg_start = os.getloadavg()
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    matmul = {name: matmul_flops_per_s(args.matmul_size, args.matmul_reps, dtype)
+              for name, dtype in dtypes.items()}
+    bench = Bench(args.config, args.batch)
+    model = bench.model
+    model.train()
+    log(f"{args.config}: batch {bench.batch} x {bench.clip_length} frames, "
+        f"{model.num_parameters() / 1e6:.2f}M parameters")
+
+    optimizer = bench.torch_optimizer()
+    flops, forward_flops, forward_by_part = bench.count_flops(optimizer)
+    log(f"{args.config}: {flops / 1e9:.1f} GFLOP a step; timing fp32")
+    timings = {"fp32": timed_steps(bench.torch_step(optimizer, bf16=False), args.warmup - 1,
+                                   args.steps)}
+    if args.bf16:
+        log(f"{args.config}: timing bf16 autocast")
+        timings["bf16"] = timed_steps(bench.torch_step(optimizer, bf16=True), args.warmup,
+                                      args.steps)
+
+    log(f"{args.config}: timing encode")
+    encode_times = bench.encode_rates(args.warmup, args.steps)
+    matmul_end = {name: matmul_flops_per_s(args.matmul_size, args.matmul_reps, dtype)
+                  for name, dtype in dtypes.items()}
+    # the better of start and end: a moment of contention must not make the model look efficient
+    reference = {name: max(matmul[name], matmul_end[name]) for name in dtypes}
+    rows = [train_row(precision, "torch", bench.frames_per_step, times, phases, flops,
+                      reference[precision])
+            for precision, (times, phases) in timings.items()]
+    parameters = {name: sum(p.numel() for p in child.parameters())
+                  for name, child in model.named_children()}
+    return {
+        "config_file": str(config_path(args.config).relative_to(ROOT)
+                           if config_path(args.config).is_relative_to(ROOT)
+                           else config_path(args.config)),
+        "parameters": model.num_parameters(),
+        "parameters_by_part": parameters,
+        "image_size": bench.config.model.image_size,
+        "clip_length": bench.clip_length,
+        "batch_size": bench.batch,
+        "config_batch_size": bench.config_batch,
+        "frames_per_step": bench.frames_per_step,
+        "warmup_steps": args.warmup,
+        "timed_steps": args.steps,
+        "train": rows,
+        "train_flops_per_step": flops,
+        "forward_flops_per_step": forward_flops,
+        "forward_flops_by_part": forward_by_part,
+        "encode_frames_per_s": rounded(bench.frames_per_step / statistics.median(encode_times)),
+        "encode_s": [rounded(t) for t in encode_times],
+        "matmul_flops_per_s": {name: rounded(reference[name]) for name in dtypes},
+        "matmul_flops_per_s_start_end": {name: [rounded(matmul[name]), rounded(matmul_end[name])]
+                                         for name in dtypes},
+        "peak_rss_mb": rounded(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "loadavg_start": [round(x, 2) for x in loadavg_start],
+        "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+        "cpu_share_taken_by_others": contention(cpu_start, own_start, started),
+        "worker_wall_s": round(time.perf_counter() - started, 1),
+    }
+
+
+def free_port() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return str(sock.getsockname()[1])
+
+
+def deepspeed_worker(args: argparse.Namespace) -> dict[str, Any]:
+    """The fp32 step through a DeepSpeed engine in a world of one, as ``groundlam train`` runs."""
+    started, cpu_start, own_start = time.perf_counter(), machine_cpu_seconds(), own_cpu_seconds()
+    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=free_port())
+    import deepspeed
+
+    from groundlam.train import deepspeed_config, parameter_groups
+
+    matmul_start = matmul_flops_per_s(args.matmul_size, args.matmul_reps, torch.float32)
+    bench = Bench(args.config, args.batch)
+    bench.model.train()
+    deepspeed.init_distributed(dist_backend="gloo")
+    engine, _, _, _ = deepspeed.initialize(
+        model=bench.model,
+        model_parameters=parameter_groups(bench.model, bench.config.train.weight_decay),
+        config=deepspeed_config(bench.config, bf16=False))
+    init_s = time.perf_counter() - started
+
+    def step() -> dict[str, float]:
+        start = time.perf_counter()
+        loss = bench.forward_losses(engine, engine.module)
+        forward = time.perf_counter()
+        engine.backward(loss)
+        backward = time.perf_counter()
+        engine.step()
+        end = time.perf_counter()
+        return {"forward": forward - start, "backward": backward - forward,
+                "optimizer": end - backward}
+
+    log(f"{args.config}: timing the DeepSpeed engine (fp32, ZeRO {bench.config.train.zero_stage})")
+    times, phases = timed_steps(step, args.warmup, args.steps)
+    matmul = max(matmul_start,
+                 matmul_flops_per_s(args.matmul_size, args.matmul_reps, torch.float32))
+    row = train_row("fp32", "deepspeed", bench.frames_per_step, times, phases, args.flops or 0,
+                    matmul)
+    if not args.flops:
+        del row["achieved_flops_per_s"], row["fraction_of_matmul"]
+    row.update(zero_stage=bench.config.train.zero_stage, init_s=round(init_s, 1),
+               peak_rss_mb=rounded(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+               cpu_share_taken_by_others=contention(cpu_start, own_start, started))
+    torch.distributed.destroy_process_group()
+    return row
+
+
+# ---------------------------------------------------------------------------- driver
+def run_worker(kind: str, name: str, batch: int | None, steps: int, args: argparse.Namespace,
+               flops: int | None = None) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as folder:
+        result = Path(folder) / "result.json"
+        command = [sys.executable, str(Path(__file__).resolve()), "--worker", kind,
+                   "--config", name, "--steps", str(steps), "--warmup", str(args.warmup),
+                   "--matmul-size", str(args.matmul_size), "--matmul-reps", str(args.matmul_reps),
+                   "--result", str(result)]
+        command += ["--batch", str(batch)] if batch else []
+        command += ["--flops", str(flops)] if flops else []
+        command += [] if args.bf16 else ["--no-bf16"]
+        # the worker's stdout (DeepSpeed logs there) goes to our stderr: stdout is the JSON only
+        subprocess.run(command, stdout=sys.stderr, check=True, cwd=ROOT)
+        return json.loads(result.read_text())
+
+
+def cpu_description() -> dict[str, Any]:
+    name, flags = "unknown", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and name == "unknown":
+                name = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
+    return {"model": name, "logical_cpus": os.cpu_count(),
+            "flags": [flag for flag in wanted if flag in flags]}
+
+
+def git_revision() -> str | None:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                              capture_output=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=ROOT, text=True, capture_output=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def driver(args: argparse.Namespace) -> dict[str, Any]:
+    started = time.perf_counter()
+    report: dict[str, Any] = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git": git_revision(),
+        "cpu": cpu_description(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "deepspeed": version("deepspeed"),
+        "python": sys.version.split()[0],
+        "matmul_size": args.matmul_size,
+        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+        "configs": {},
+    }
+    for name in args.configs:
+        default_batch, default_steps = DEFAULT_PLAN.get(name, FALLBACK_PLAN)
+        batch = args.batch or default_batch
+        steps = args.steps or default_steps
+        log(f"{name}: worker starting")
+        result = run_worker("torch", name, batch, steps, args)
+        smaller = result["batch_size"] < result["config_batch_size"]
+        result["reduced"] = (f"batch {result['batch_size']} instead of the config's "
+                             f"{result['config_batch_size']}, {steps} timed step(s): CPU time"
+                             if smaller else None)
+        if name in args.deepspeed:
+            row = run_worker("deepspeed", name, batch, steps, args,
+                             flops=result["train_flops_per_step"])
+            torch_fp32 = result["train"][0]["step_s_median"]
+            row["overhead_vs_torch"] = rounded(row["step_s_median"] / torch_fp32, 3)
+            result["train"].append(row)
+        report["configs"][name] = result
+    report["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    report["wall_s"] = round(time.perf_counter() - started, 1)
+    return report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", nargs="+", default=["tiny", "base"],
+                        help="config names under configs/ or YAML paths")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="timed steps for every config (default: tiny 3, base 2)")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="clips a step for every config (default: tiny its own, base 1)")
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="untimed steps first; the first one is FLOP-counted (minimum 1)")
+    parser.add_argument("--no-bf16", dest="bf16", action="store_false",
+                        help="skip the bf16 autocast training row")
+    parser.add_argument("--deepspeed", nargs="*", default=["tiny"], metavar="CONFIG",
+                        help="configs also timed through a DeepSpeed engine (default: tiny; "
+                             "give the flag alone for none)")
+    parser.add_argument("--matmul-size", type=int, default=2048)
+    parser.add_argument("--matmul-reps", type=int, default=5)
+    # internal: one config measured in this process, result written to --result
+    parser.add_argument("--worker", choices=["torch", "deepspeed"], help=argparse.SUPPRESS)
+    parser.add_argument("--config", help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--flops", type=int, default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.warmup = max(args.warmup, 1)
+    if args.worker:
+        worker = torch_worker if args.worker == "torch" else deepspeed_worker
+        args.result.write_text(json.dumps(worker(args)))
+        return 0
+    print(json.dumps(driver(args), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
