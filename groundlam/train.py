@@ -99,16 +99,26 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[s
 
 
 class SafeCheckpointEngine:
-    """DeepSpeed's torch checkpoint engine, loading with ``weights_only=True`` (no pickle code)."""
+    """DeepSpeed's torch checkpoint engine, loading with ``weights_only=True``.
+
+    No pickled code runs on load: besides tensors and containers, only the three plain DeepSpeed
+    record types that ZeRO optimiser states hold are allowed.
+    """
 
     def __new__(cls, engine_config: Any):
         from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import (
             TorchCheckpointEngine,
         )
+        from deepspeed.runtime.fp16.loss_scaler import LossScaler
+        from deepspeed.runtime.zero.config import ZeroStageEnum
+        from deepspeed.utils.tensor_fragment import fragment_address
+
+        allowed = [LossScaler, ZeroStageEnum, fragment_address]
 
         class _Engine(TorchCheckpointEngine):
             def load(self, path: str, map_location=None):
-                return torch.load(path, map_location=map_location, weights_only=True)
+                with torch.serialization.safe_globals(allowed):
+                    return torch.load(path, map_location=map_location, weights_only=True)
 
         return _Engine(engine_config)
 

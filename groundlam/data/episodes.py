@@ -100,10 +100,12 @@ class ClipDataset(torch.utils.data.Dataset):
         if clip_length < 2:
             raise ValueError(f"clip_length={clip_length}: a clip needs at least 2 frames")
         self.clip_length, self.image_size, self.frame_stride = clip_length, image_size, frame_stride
-        columns = [c for c in ("frames", "actions") if c in episodes.column_names]
-        self.episodes = episodes.with_format("numpy", columns=columns, dtype=np.uint8,
-                                             output_all_columns=True)
+        # dtype=uint8 applies to every column it formats: keep it to frames (offsets or float
+        # actions would wrap), or datasets hands frames back as int64
+        self.frames = episodes.with_format("numpy", columns=["frames"], dtype=np.uint8)
         self.labels = episodes["label"]
+        self.actions = (episodes.with_format("numpy", columns=["actions"])
+                        if "actions" in episodes.column_names and frame_stride == 1 else None)
         span = (clip_length - 1) * frame_stride + 1
         lengths = episode_lengths(episodes)
         self.skipped = int((lengths < span).sum())
@@ -114,23 +116,22 @@ class ClipDataset(torch.utils.data.Dataset):
                       for start in range(0, int(length) - span + 1, span)]
         if not self.clips:
             raise ValueError(f"{name}: no episode has the {span} frames one clip needs")
-        self._has_actions = "actions" in episodes.column_names and frame_stride == 1
 
     def __len__(self) -> int:
         return len(self.clips)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         row, start = self.clips[index]
-        episode = self.episodes[row]
         stop = start + (self.clip_length - 1) * self.frame_stride + 1
-        frames = torch.from_numpy(np.ascontiguousarray(episode["frames"][start:stop:self.frame_stride]))
+        frames = self.frames[row]["frames"][start:stop:self.frame_stride]
+        frames = torch.from_numpy(np.ascontiguousarray(frames))
         if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"episode {row}: frames must be uint8 (T, H, W, 3), got "
                              f"{frames.dtype} {tuple(frames.shape)}")
         item = {"frames": resize_video(frames, self.image_size), "label": self.labels[row],
                 "episode": row, "start": start}
-        if self._has_actions:
-            actions = np.asarray(episode["actions"])
+        if self.actions is not None:
+            actions = np.asarray(self.actions[row]["actions"])
             if actions.ndim == 1:  # discrete; continuous actions are for the data issue's probes
                 item["actions"] = torch.as_tensor(actions[start:stop - 1], dtype=torch.int64)
         return item

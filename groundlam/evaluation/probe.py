@@ -124,7 +124,9 @@ def probe_checkpoint(checkpoint: str | Path, config, focus_path: str | Path | No
         # the first episodes of the training seed (the model saw them; the probe fits on them)
         probe_train = replace(data.synthetic, num_episodes=data.eval_episodes)
         held_out = held_out_synthetic(data.synthetic, data.eval_episodes)
-        for variant in ("clean", "distracted"):
+        # "distracted" renders the run's distractors; a run without any is probed clean only
+        distracted = any(vars(data.synthetic.distractors).values())
+        for variant in ("clean", "distracted") if distracted else ("clean",):
             test = clips("synthetic", held_out, variant)
             results[variant] = probe_model(model, clips("synthetic", probe_train, variant), test,
                                            max_clips)

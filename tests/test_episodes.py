@@ -1,0 +1,79 @@
+import datasets
+import numpy as np
+import pytest
+import torch
+
+from groundlam.data.episodes import ClipDataset, collate_clips, episode_lengths, load_episodes
+from groundlam.data.synthetic import SyntheticConfig, episode_features, generate_dataset
+
+
+def small_dataset(lengths, size=16, with_label=True):
+    rng = np.random.default_rng(0)
+    rows = {"frames": [rng.integers(0, 256, (n, size, size + 8, 3), dtype=np.uint8)
+                       for n in lengths],
+            "actions": [rng.integers(0, 6, n - 1) for n in lengths]}
+    features = {"frames": datasets.Array4D(shape=(None, size, size + 8, 3), dtype="uint8"),
+                "actions": datasets.List(datasets.Value("int64"))}
+    if with_label:
+        rows["label"] = [f"task {i}" for i in range(len(lengths))]
+        features["label"] = datasets.Value("string")
+    return datasets.Dataset.from_dict(rows, features=datasets.Features(features)), rows
+
+
+def test_save_to_disk_and_parquet_load_the_same(tmp_path):
+    dataset, rows = small_dataset([5, 9])
+    dataset.save_to_disk(str(tmp_path / "disk"))
+    dataset.to_parquet(str(tmp_path / "pq" / "part-0.parquet"))
+    for spec in (tmp_path / "disk", tmp_path / "pq", tmp_path / "pq" / "part-0.parquet",
+                 str(tmp_path / "pq" / "*.parquet")):
+        loaded = load_episodes(str(spec))
+        frames = loaded.with_format("numpy", columns=["frames"], dtype=np.uint8)[1]["frames"]
+        assert frames.dtype == np.uint8
+        np.testing.assert_array_equal(frames, rows["frames"][1])
+        assert loaded["label"] == ["task 0", "task 1"]
+
+
+def test_missing_label_names_dataset_and_column(tmp_path):
+    dataset, _ = small_dataset([5], with_label=False)
+    dataset.save_to_disk(str(tmp_path / "nolabel"))
+    with pytest.raises(ValueError, match=r"nolabel.*'label'"):
+        load_episodes(str(tmp_path / "nolabel"))
+
+
+def test_missing_source_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no episodes"):
+        load_episodes(str(tmp_path / "nothing-here"))
+
+
+def test_clips_cut_resize_and_skip_short_episodes():
+    dataset, rows = small_dataset([3, 8, 13])
+    assert list(episode_lengths(dataset)) == [3, 8, 13]
+    clips = ClipDataset(dataset, clip_length=4, image_size=16)
+    assert clips.skipped == 1  # the 3-frame episode
+    assert clips.clips == [(1, 0), (1, 4), (2, 0), (2, 4), (2, 8)]
+    item = clips[3]
+    assert item["frames"].shape == (4, 16, 16, 3) and item["frames"].dtype == torch.uint8
+    assert item["label"] == "task 2"
+    np.testing.assert_array_equal(item["actions"].numpy(), rows["actions"][2][4:7])
+    # resize keeps the aspect ratio: 16x24 -> centre crop 16x16 (columns 4..19)
+    np.testing.assert_array_equal(item["frames"].numpy(), rows["frames"][2][4:8, :, 4:20])
+    batch = collate_clips([clips[0], clips[1]])
+    assert batch["frames"].shape == (2, 4, 16, 16, 3) and batch["actions"].shape == (2, 3)
+    assert batch["labels"] == ["task 1", "task 1"]
+
+
+def test_frame_stride_and_no_clip_at_all():
+    dataset, rows = small_dataset([9])
+    clips = ClipDataset(dataset, clip_length=3, image_size=16, frame_stride=4)
+    np.testing.assert_array_equal(clips[0]["frames"].numpy(), rows["frames"][0][0:9:4, :, 4:20])
+    assert "actions" not in clips[0]  # one action per step no longer lines up with the clip
+    with pytest.raises(ValueError, match="no episode"):
+        ClipDataset(dataset, clip_length=10, image_size=16)
+
+
+def test_synthetic_spec_uses_config_and_variant():
+    config = SyntheticConfig(num_episodes=3, image_size=32, seed=5)
+    clean = load_episodes("synthetic", config, variant="clean")
+    assert len(clean) == 3 and clean.features == episode_features(32)
+    expected = generate_dataset(config, variant="clean")
+    assert clean["label"] == expected["label"]
