@@ -1,4 +1,4 @@
-"""Run configuration: typed dataclasses per component, filled from YAML plus ``key=value`` overrides.
+"""Run configuration: typed dataclasses per component, from YAML plus ``key=value`` overrides.
 
 A YAML file has up to four sections, ``model`` (``GroundLAMConfig``), ``data``, ``loss`` and
 ``train``. Every key is checked: an unknown key is an error naming the key and the file, and a

@@ -33,7 +33,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from groundlam.config import Config, ConfigError, config_to_dict, load_config
-from groundlam.data.episodes import ClipDataset, collate_clips, held_out_synthetic, load_episodes
+from groundlam.data.episodes import ClipDataset, collate_clips, load_episodes
 from groundlam.losses import infonce_loss, label_ids, reconstruction_loss
 from groundlam.model import GroundLAM
 from groundlam.video import to_model_input

@@ -18,7 +18,8 @@ def direct_infonce(task, text, labels, scale):
     text_terms = []
     for label in distinct:
         logits = [scale * float(task[j] @ label_text[label]) for j in range(len(labels))]
-        positive = sum(math.exp(v) for v, other in zip(logits, labels) if other == label)
+        pairs = zip(logits, labels, strict=True)
+        positive = sum(math.exp(v) for v, other in pairs if other == label)
         text_terms.append(-(math.log(positive) - math.log(sum(map(math.exp, logits)))))
     return (sum(clip_terms) / len(clip_terms) + sum(text_terms) / len(text_terms)) / 2
 

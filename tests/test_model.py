@@ -63,7 +63,8 @@ def test_save_load_roundtrip(tmp_path, video):
     assert {"config.json", "model.safetensors", "README.md"} <= {p.name for p in tmp_path.iterdir()}
     loaded = GroundLAM.from_pretrained(str(tmp_path))
     assert loaded.config == config
-    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(),
+                                    strict=True):
         assert torch.equal(a, b), name
     torch.testing.assert_close(loaded.encode(video).motion, model.encode(video).motion)
 

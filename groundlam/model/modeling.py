@@ -164,7 +164,7 @@ class GroundLAM(nn.Module, PyTorchModelHubMixin, library_name="groundlam",
 
     # ------------------------------------------------------------------ public API
     def prepare(self, video: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Validate and resize a uint8 video to model input (B, T, C, H, W) on the model's device."""
+        """Validate and resize a uint8 video to model input (B, T, C, H, W) on the model device."""
         video = as_video_batch(video, max_frames=self.config.max_frames)
         video = resize_video(video, self.config.image_size)
         return to_model_input(video).to(self.logit_scale.device)
