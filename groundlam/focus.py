@@ -59,7 +59,7 @@ class FocusMaps:
         return np.concatenate(panels, axis=2)
 
     def save(self, path: str | Path, fps: float = 4.0, scale: int = 4) -> Path:
-        """Write ``.png`` (frames left to right), ``.gif`` or ``.mp4``, upscaled ``scale`` times."""
+        """Write ``.png`` (a row per frame), ``.gif`` or ``.mp4``, upscaled ``scale`` times."""
         path = Path(path)
         frames = self.overlay().repeat(scale, axis=1).repeat(scale, axis=2)
         suffix = path.suffix.lower()

@@ -1,0 +1,51 @@
+"""The ``groundlam`` console script, as users call it."""
+
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+from groundlam.cli import main
+from groundlam.data.synthetic import SyntheticConfig, generate_dataset
+from groundlam.data.video_io import encode_video
+
+
+def test_usage_lists_the_commands(capsys):
+    assert main(["--help"]) == 0
+    assert "train" in capsys.readouterr().out
+    assert main(["nonsense"]) == 2
+
+
+def test_train_subcommand_reports_config_errors(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  max_stepz: 3\n")
+    assert main(["train", "--config", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "max_stepz" in err and str(bad) in err
+
+
+def test_console_script_is_installed():
+    result = subprocess.run([sys.executable, "-m", "groundlam.cli", "--help"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "focus" in result.stdout
+
+
+def test_focus_from_a_dataset_and_a_video_file(tmp_path, tiny_model):
+    tiny_model.save_pretrained(tmp_path / "model")
+    data = tmp_path / "episodes"
+    generate_dataset(SyntheticConfig(num_episodes=2, episode_length=8, image_size=32),
+                     variant="clean").save_to_disk(str(data))
+    out = tmp_path / "focus.png"
+    assert main(["focus", str(data), "--checkpoint", str(tmp_path / "model"),
+                 "--out", str(out), "--episode", "1"]) == 0
+    strip = np.asarray(Image.open(out))
+    # a row per frame (the model's 6), each frame | motion map | task map, upscaled 4 times
+    assert strip.shape == (6 * 32 * 4, 3 * 32 * 4, 3)
+
+    frames = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(encode_video(frames))
+    assert main(["focus", str(clip), "--checkpoint", str(tmp_path / "model"),
+                 "--out", str(tmp_path / "focus.gif"), "--layers", "last"]) == 0
+    assert (tmp_path / "focus.gif").stat().st_size > 0
