@@ -21,6 +21,7 @@ from groundlam.data.episodes import (
     SkipReport,
     collate_clips,
     load_episodes,
+    read_episode,
 )
 from groundlam.data.sources import detect_source, lerobot_cameras, probe_video, read_frames
 from groundlam.data.video_io import encode_video
@@ -102,6 +103,8 @@ def test_frames_and_mp4_bytes_give_the_same_clips(tmp_path, frames):
         assert a["label"] == b["label"] == LABELS[row] and b["skipped"] == []
         np.testing.assert_array_equal(a["frames"].numpy(), resized(frames[row][start:start + 4]))
         assert_close(b["frames"].numpy(), a["frames"].numpy())
+    for spec in ("frames", "video"):
+        assert_close(read_episode(load_episodes(str(tmp_path / spec)), 1), frames[1])
 
 
 def test_arrow_files_glob_and_folder(tmp_path, frames):
@@ -268,6 +271,7 @@ def test_lerobot(tmp_path, frames, version):
             expected = frames[row][start:start + 4]
             assert item["label"] == LABELS[row] and item["skipped"] == []
             assert_close(item["frames"].numpy(), resized(expected[:, ::-1] if flip else expected))
+    assert_close(read_episode(episodes, 1, count=5), frames[1][:5])  # v3: from 0.9 s on
     with pytest.raises(ValueError, match=r"no camera 'cam'.*observation.images.top"):
         load_episodes(spec, camera="cam")
 

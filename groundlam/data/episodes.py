@@ -31,7 +31,8 @@ from groundlam.data.synthetic import SyntheticConfig, generate_dataset
 from groundlam.data.video_io import VideoDecodeError
 from groundlam.video import resize_video
 
-__all__ = ["REQUIRED_COLUMNS", "load_episodes", "held_out_synthetic", "episode_lengths",
+__all__ = ["REQUIRED_COLUMNS", "load_episodes", "held_out_synthetic", "read_episode",
+           "episode_lengths",
            "ClipSampler", "ClipDataset", "collate_clips", "BadDataError", "SkipReport"]
 
 logger = logging.getLogger(__name__)
@@ -78,6 +79,20 @@ def load_episodes(spec: str, synthetic: SyntheticConfig | None = None,
         raise ValueError(f"dataset {spec} has no column {missing[0]!r} (columns: "
                          f"{columns}); every episode needs 'label' and 'frames' (or 'video')")
     return dataset
+
+
+def read_episode(episodes: datasets.Dataset, index: int, count: int | None = None) -> np.ndarray:
+    """The first ``count`` frames (all by default) of episode ``index``: uint8 (T, H, W, 3).
+
+    Works on ``frames`` and on encoded ``video`` rows (decoding only the frames asked for).
+    """
+    if "frames" in episodes.column_names:
+        view = episodes.with_format("numpy", columns=["frames"], dtype=np.uint8)
+        return view[index]["frames"][:count]
+    row = episodes.select_columns([c for c in ("video", "video_start", "fps")
+                                   if c in episodes.column_names])[index]
+    return read_frames(row["video"], 0, count, fps=row.get("fps"),
+                       video_start=row.get("video_start") or 0.0, name=f"episode {index}")
 
 
 def episode_lengths(dataset: datasets.Dataset) -> np.ndarray:
@@ -271,7 +286,7 @@ class ClipDataset(torch.utils.data.Dataset):
         lengths: list[int | None] = []
         for row in range(len(episodes)):  # read each container's header, decode nothing
             try:
-                lengths.append(probe_video(self.videos[row]["video"], name=self.where(row))[0])
+                lengths.append(probe_video(self.videos[row]["video"], name="video")[0])
             except VideoDecodeError as error:
                 self._skip(row, "unreadable", str(error))
                 lengths.append(None)
@@ -315,7 +330,7 @@ class ClipDataset(torch.utils.data.Dataset):
             try:
                 frames = read_frames(video["video"], start, span, fps=self.fps[row],
                                      video_start=video.get("video_start") or 0.0,
-                                     name=self.where(row))[::stride]
+                                     name="video")[::stride]
             except VideoDecodeError as error:
                 raise _BadEpisode("unreadable", str(error)) from None
         if frames.dtype != np.uint8:
