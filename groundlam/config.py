@@ -30,12 +30,14 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    train: str = "synthetic"  # "synthetic", a save_to_disk folder, or Parquet files / a glob
+    train: str = "synthetic"  # any load_episodes spec: "synthetic", a save_to_disk folder,
+    # Parquet/Arrow files or a glob, a video folder, a LeRobot folder, a Hub id "org/name"
     eval: str | None = "synthetic"  # held-out episodes for the final probe; "synthetic" = new seed
     clip_length: int = 8  # frames a training clip
     frame_stride: int = 1  # take every n-th frame
     num_workers: int = 0  # DataLoader workers a rank
     eval_episodes: int = 256  # synthetic held-out episodes
+    strict: bool = False  # stop at the first bad file or episode instead of skipping and counting
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 

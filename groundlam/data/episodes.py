@@ -10,11 +10,9 @@ at the model's resolution; ``collate_clips`` batches them.
 
 from __future__ import annotations
 
-import glob
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any
 
 import datasets
@@ -22,11 +20,20 @@ import numpy as np
 import pyarrow.compute as pc
 import torch
 
+from groundlam.data.sources import (
+    BadDataError,
+    SkipReport,
+    open_source,
+    probe_video,
+    read_frames,
+)
 from groundlam.data.synthetic import SyntheticConfig, generate_dataset
+from groundlam.data.video_io import VideoDecodeError
 from groundlam.video import resize_video
 
-__all__ = ["REQUIRED_COLUMNS", "load_episodes", "held_out_synthetic", "episode_lengths",
-           "ClipDataset", "collate_clips"]
+__all__ = ["REQUIRED_COLUMNS", "load_episodes", "held_out_synthetic", "read_episode",
+           "episode_lengths",
+           "ClipSampler", "ClipDataset", "collate_clips", "BadDataError", "SkipReport"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,43 +45,54 @@ def held_out_synthetic(config: SyntheticConfig, num_episodes: int) -> SyntheticC
     return replace(config, seed=config.seed + 1_000_003, num_episodes=num_episodes)
 
 
-def _open(spec: str, synthetic: SyntheticConfig | None, variant: str) -> datasets.Dataset:
-    if spec == "synthetic":
-        return generate_dataset(synthetic or SyntheticConfig(), variant=variant)
-    path = Path(spec)
-    if path.is_dir() and any((path / f).exists() for f in ("state.json", "dataset_dict.json")):
-        loaded = datasets.load_from_disk(str(path))
-        if isinstance(loaded, datasets.DatasetDict):
-            if "train" not in loaded:
-                raise ValueError(f"dataset {spec} has splits {list(loaded)} and no 'train'")
-            loaded = loaded["train"]
-        return loaded
-    if any(c in spec for c in "*?["):
-        files = sorted(glob.glob(spec))
-    elif path.is_dir():
-        files = sorted(str(p) for p in path.rglob("*.parquet"))
-    else:
-        files = [spec] if path.is_file() else []
-    if not files:
-        raise FileNotFoundError(f"no episodes at {spec!r}: expected 'synthetic', a folder written "
-                                "by save_to_disk, or Parquet files (a path, glob or folder)")
-    return datasets.load_dataset("parquet", data_files=files, split="train")
-
-
 def load_episodes(spec: str, synthetic: SyntheticConfig | None = None,
-                  variant: str = "distracted") -> datasets.Dataset:
+                  variant: str = "distracted", *, camera: str | None = None, split: str = "train",
+                  strict: bool = False, report: SkipReport | None = None
+                  ) -> datasets.Dataset | datasets.IterableDataset:
     """Load episodes from ``spec`` and check the schema.
 
     ``spec``: ``"synthetic"`` (generated from ``synthetic``; ``variant`` "clean" or
-    "distracted"), a folder written by ``Dataset.save_to_disk``, or Parquet files (a path, a glob,
-    or a folder of ``*.parquet``).
+    "distracted"), a folder written by ``Dataset.save_to_disk``, Parquet or Arrow files (a path, a
+    glob, or a folder), a video folder (videos + ``metadata.csv`` / ``metadata.jsonl``), a LeRobot
+    dataset folder (v2.x or v3.0; ``camera`` picks the video key), or a Hub dataset id
+    ``org/name`` (streamed: an ``IterableDataset``). See ``groundlam.data.sources``.
+
+    Rows hold ``frames`` uint8 (T, H, W, 3) or encoded ``video`` (decoded on access by
+    ``ClipDataset``), and ``label``. Unreadable files and rows are skipped, counted in ``report``
+    and logged; with ``strict`` the first one raises ``BadDataError``. A source without a
+    ``label`` column, or with neither ``frames`` nor ``video``, is an error naming the column.
     """
-    dataset = _open(spec, synthetic, variant)
-    missing = [c for c in REQUIRED_COLUMNS if c not in dataset.column_names]
+    if spec == "synthetic":
+        dataset = generate_dataset(synthetic or SyntheticConfig(), variant=variant)
+    else:
+        report = report if report is not None else SkipReport(spec)
+        dataset = open_source(spec, camera=camera, split=split, strict=strict, report=report)
+        if len(report):
+            logger.warning("%s", report.summary())
+    columns = dataset.column_names
+    if columns is None:  # a stream whose features are unknown until read: checked per row
+        return dataset
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if "frames" in missing and "video" in columns:
+        missing.remove("frames")
     if missing:
         raise ValueError(f"dataset {spec} has no column {missing[0]!r} (columns: "
-                         f"{dataset.column_names}); every episode needs 'frames' and 'label'")
+                         f"{columns}); every episode needs 'label' and 'frames' (or 'video')")
     return dataset
+
+
+def read_episode(episodes: datasets.Dataset, index: int, count: int | None = None) -> np.ndarray:
+    """The first ``count`` frames (all by default) of episode ``index``: uint8 (T, H, W, 3).
+
+    Works on ``frames`` and on encoded ``video`` rows (decoding only the frames asked for).
+    """
+    if "frames" in episodes.column_names:
+        view = episodes.with_format("numpy", columns=["frames"], dtype=np.uint8)
+        return view[index]["frames"][:count]
+    row = episodes.select_columns([c for c in ("video", "video_start", "fps")
+                                   if c in episodes.column_names])[index]
+    return read_frames(row["video"], 0, count, fps=row.get("fps"),
+                       video_start=row.get("video_start") or 0.0, name=f"episode {index}")
 
 
 def episode_lengths(dataset: datasets.Dataset) -> np.ndarray:
@@ -86,62 +104,266 @@ def episode_lengths(dataset: datasets.Dataset) -> np.ndarray:
     return np.array([len(row) for row in dataset["frames"]], dtype=np.int64)
 
 
+@dataclass(frozen=True)
+class ClipSampler:
+    """How clips are cut from an episode; every choice is a pure function of (episode, start, seed).
+
+    An episode of ``num_frames`` frames is cut into non-overlapping clips of ``clip_length``
+    frames taken every ``stride`` frames, from frame 0. The stride is ``frame_stride``, or, with
+    ``target_fps`` and an episode whose fps is known, ``round(fps / target_fps)`` (at least 1).
+    Frames are resized to ``image_size`` (``resize_video``: shorter side scaled, centre crop);
+    ``crop="random"`` first crops a square of ``crop_scale`` times the shorter side at a place
+    drawn from ``seed``, the episode and the clip's start, so the same clip is always the same.
+    """
+
+    clip_length: int
+    image_size: int
+    frame_stride: int = 1  # take every n-th frame (without target_fps or an episode fps)
+    target_fps: float | None = None  # resample to this rate where the episode has an fps
+    crop: str = "center"  # "center" | "random"
+    crop_scale: float = 1.0  # random crop: square side / shorter side, in (0, 1]
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.clip_length < 2:
+            raise ValueError(f"clip_length={self.clip_length}: a clip needs at least 2 frames")
+        if self.frame_stride < 1:
+            raise ValueError(f"frame_stride={self.frame_stride}: must be at least 1")
+        if self.target_fps is not None and self.target_fps <= 0:
+            raise ValueError(f"target_fps={self.target_fps}: must be positive")
+        if self.crop not in ("center", "random"):
+            raise ValueError(f"crop={self.crop!r} is not 'center' or 'random'")
+        if not 0 < self.crop_scale <= 1:
+            raise ValueError(f"crop_scale={self.crop_scale}: must be in (0, 1]")
+
+    def stride(self, fps: float | None) -> int:
+        if self.target_fps is None or not fps:
+            return self.frame_stride
+        return max(1, round(fps / self.target_fps))
+
+    def span(self, fps: float | None) -> int:
+        """Frames of the episode one clip covers."""
+        return (self.clip_length - 1) * self.stride(fps) + 1
+
+    def starts(self, num_frames: int, fps: float | None) -> list[int]:
+        span = self.span(fps)
+        return list(range(0, num_frames - span + 1, span))
+
+    def transform(self, frames: np.ndarray, episode: int, start: int) -> torch.Tensor:
+        """uint8 (T, H, W, 3) -> uint8 (T, S, S, 3) at ``image_size``."""
+        video = torch.from_numpy(np.ascontiguousarray(frames))
+        if self.crop == "random":
+            height, width = video.shape[1:3]
+            side = max(1, round(min(height, width) * self.crop_scale))
+            rng = np.random.default_rng([self.seed, episode, start])
+            top = int(rng.integers(0, height - side + 1))
+            left = int(rng.integers(0, width - side + 1))
+            video = video[:, top:top + side, left:left + side]
+        return resize_video(video, self.image_size)
+
+
+class _BadEpisode(Exception):
+    """An episode found unusable while reading a clip; ``ClipDataset`` skips or raises."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind, self.reason = kind, reason
+
+
+def _leaf_dtype(feature: Any) -> str | None:
+    """The element dtype of a (nested) ``datasets`` feature: Array4D, List(List(...)), Value."""
+    while feature is not None:
+        if hasattr(feature, "dtype"):
+            return str(feature.dtype)
+        feature = getattr(feature, "feature", None)
+    return None
+
+
 class ClipDataset(torch.utils.data.Dataset):
     """Clips of ``clip_length`` frames (every ``frame_stride``-th frame), resized to ``image_size``.
 
-    Each episode is cut into non-overlapping clips from its first frame; an episode shorter than
-    one clip is skipped and counted in ``skipped``. Items are dicts with ``frames`` uint8
-    (T, S, S, 3), ``label``, ``episode`` (row index), ``start`` and, where the episode has discrete
-    ``actions`` and ``frame_stride`` is 1, ``actions`` int64 (T-1,).
+    Episodes hold ``frames`` (uint8 (T, H, W, 3)) or encoded ``video`` (bytes or a path, with
+    optional ``video_start``, ``num_frames``, ``fps``); both give the same clips. Video rows are
+    decoded on access, only the frames of the clip asked for; their lengths come from
+    ``num_frames`` or the container's header, never from decoding every frame. ``ClipSampler``
+    cuts the clips (by default non-overlapping from frame 0; see its options, which the keyword
+    arguments set). Items are dicts with ``frames`` uint8 (T, S, S, 3), ``label``, ``episode``
+    (row index), ``start``, ``skipped`` (see below) and, where the episode has discrete
+    ``actions`` and the stride is 1, ``actions`` int64 (T-1,).
+
+    Bad data. Found when the dataset is built (an empty label, an episode shorter than one clip,
+    a video whose header cannot be read): the episode is left out and recorded in ``report``
+    (``skipped`` counts it). Found when a clip is read (a video that does not decode, decodes
+    short, or frames of the wrong shape): the episode is marked bad and the item is the next good
+    clip in order, *with that clip's own label*, never the bad episode's; the item's ``skipped``
+    lists what was passed over, so a trainer can count it across DataLoader workers. With
+    ``strict`` every case raises ``BadDataError`` naming the episode (row, file) and the reason.
     """
 
+    max_substitutes = 16  # bad clips in a row passed over before __getitem__ gives up
+
     def __init__(self, episodes: datasets.Dataset, clip_length: int, image_size: int,
-                 frame_stride: int = 1, name: str = "episodes") -> None:
-        if clip_length < 2:
-            raise ValueError(f"clip_length={clip_length}: a clip needs at least 2 frames")
+                 frame_stride: int = 1, name: str = "episodes", *, target_fps: float | None = None,
+                 crop: str = "center", crop_scale: float = 1.0, seed: int = 0,
+                 strict: bool = False, report: SkipReport | None = None) -> None:
+        if not isinstance(episodes, datasets.Dataset):
+            raise TypeError(f"{name}: ClipDataset needs a map-style datasets.Dataset, got "
+                            f"{type(episodes).__name__}; stream an IterableDataset instead")
+        self.sampler = ClipSampler(clip_length, image_size, frame_stride, target_fps, crop,
+                                   crop_scale, seed)
         self.clip_length, self.image_size, self.frame_stride = clip_length, image_size, frame_stride
-        # dtype=uint8 applies to every column it formats: keep it to frames (offsets or float
-        # actions would wrap), or datasets hands frames back as int64
-        self.frames = episodes.with_format("numpy", columns=["frames"], dtype=np.uint8)
+        self.name, self.strict = name, strict
+        self.report = report if report is not None else SkipReport(name)
+        columns = episodes.column_names
+        self.episode_ids = episodes["episode_id"] if "episode_id" in columns else None
+        if "frames" in columns:
+            dtype = _leaf_dtype(episodes.features["frames"])
+            if dtype is not None and not (dtype.startswith("uint") or dtype.startswith("int")):
+                raise ValueError(f"{name}: 'frames' are {dtype}; expected uint8 (T, H, W, 3)")
+            # dtype=uint8 applies to every column it formats: keep it to frames (offsets or float
+            # actions would wrap), or datasets hands frames back as int64. Other integer frames
+            # are read as they are and range-checked per episode.
+            self.frames = episodes.with_format("numpy", columns=["frames"],
+                                               dtype=np.uint8 if dtype == "uint8" else None)
+            self.videos = None
+        elif "video" in columns:
+            self.frames = None
+            self.videos = episodes.select_columns(
+                [c for c in ("video", "video_start") if c in columns])
+        else:
+            raise ValueError(f"{name}: no column 'frames' or 'video' (columns: {columns})")
+        if "label" not in columns:
+            raise ValueError(f"{name}: no column 'label' (columns: {columns})")
         self.labels = episodes["label"]
+        self.fps = episodes["fps"] if "fps" in columns else [None] * len(episodes)
         self.actions = (episodes.with_format("numpy", columns=["actions"])
-                        if "actions" in episodes.column_names and frame_stride == 1 else None)
-        span = (clip_length - 1) * frame_stride + 1
-        lengths = episode_lengths(episodes)
-        self.skipped = int((lengths < span).sum())
-        if self.skipped:
-            logger.warning("%s: skipped %d of %d episodes shorter than one clip (%d frames)",
-                           name, self.skipped, len(lengths), span)
-        self.clips = [(row, start) for row, length in enumerate(lengths)
-                      for start in range(0, int(length) - span + 1, span)]
+                        if "actions" in columns else None)
+        self._bad_rows: set[int] = set()
+
+        lengths = self._lengths(episodes)
+        self.clips = []
+        for row, length in enumerate(lengths):
+            label = self.labels[row]
+            if length is None:
+                continue  # unreadable, already recorded
+            if not isinstance(label, str) or not label.strip():
+                self._skip(row, "label", f"empty label {label!r}")
+            elif length < self.sampler.span(self.fps[row]):
+                self._skip(row, "short", f"{length} frames, shorter than one clip "
+                                         f"({self.sampler.span(self.fps[row])} frames)")
+            else:
+                self.clips += [(row, start) for start in self.sampler.starts(length, self.fps[row])]
+        if len(self.report):
+            logger.warning("%s", self.report.summary())
         if not self.clips:
-            raise ValueError(f"{name}: no episode has the {span} frames one clip needs")
+            raise ValueError(f"{name}: no episode has the frames one clip needs "
+                             f"({self.sampler.span(None)} at stride {frame_stride})\n"
+                             f"{self.report.summary()}")
+
+    @property
+    def skipped(self) -> int:
+        """How many things ``report`` holds (episodes left out, and bad episodes met so far)."""
+        return len(self.report)
+
+    def where(self, row: int) -> str:
+        """How messages name an episode: its row, and its episode_id or video file."""
+        detail = self.episode_ids[row] if self.episode_ids is not None else None
+        if detail is None and self.videos is not None:
+            video = self.videos[row]["video"]
+            detail = video if isinstance(video, str) else None
+        return f"row {row}" + (f" ({detail})" if detail else "")
+
+    def _skip(self, row: int, kind: str, reason: str) -> None:
+        if self.strict:
+            raise BadDataError(f"{self.name}: {self.where(row)}: {reason}")
+        self.report.add(self.where(row), kind, reason)
+
+    def _lengths(self, episodes: datasets.Dataset) -> list[int | None]:
+        if self.frames is not None:
+            return [int(n) for n in episode_lengths(episodes)]
+        if "num_frames" in episodes.column_names:
+            return [int(n) if n is not None else None for n in episodes["num_frames"]]
+        lengths: list[int | None] = []
+        for row in range(len(episodes)):  # read each container's header, decode nothing
+            try:
+                lengths.append(probe_video(self.videos[row]["video"], name="video")[0])
+            except VideoDecodeError as error:
+                self._skip(row, "unreadable", str(error))
+                lengths.append(None)
+        return lengths
 
     def __len__(self) -> int:
         return len(self.clips)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        row, start = self.clips[index]
-        stop = start + (self.clip_length - 1) * self.frame_stride + 1
-        frames = self.frames[row]["frames"][start:stop:self.frame_stride]
-        frames = torch.from_numpy(np.ascontiguousarray(frames))
-        if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ValueError(f"episode {row}: frames must be uint8 (T, H, W, 3), got "
-                             f"{frames.dtype} {tuple(frames.shape)}")
-        item = {"frames": resize_video(frames, self.image_size), "label": self.labels[row],
+        passed_over: list[str] = []
+        for offset in range(min(len(self.clips), self.max_substitutes + 1)):
+            row, start = self.clips[(index + offset) % len(self.clips)]
+            if row in self._bad_rows:
+                continue
+            try:
+                item = self._clip(row, start)
+            except _BadEpisode as bad:
+                where = f"{self.where(row)} clip at frame {start}"
+                if self.strict:
+                    raise BadDataError(f"{self.name}: {where}: {bad.reason}") from None
+                self._bad_rows.add(row)
+                self.report.add(where, bad.kind, bad.reason)
+                logger.warning("%s: skipped %s: %s", self.name, where, bad.reason)
+                passed_over.append(f"{where}: {bad.reason}")
+                continue
+            item["skipped"] = passed_over
+            return item
+        raise BadDataError(f"{self.name}: clip {index} and the clips after it are all bad\n"
+                           f"{self.report.summary()}")
+
+    def _read(self, row: int, start: int, stride: int, span: int) -> np.ndarray:
+        """The clip's frames as uint8 (T, H, W, 3), before resizing; ``_BadEpisode`` if unusable."""
+        if self.frames is not None:
+            frames = np.asarray(self.frames[row]["frames"])
+            if frames.ndim != 4 or frames.shape[-1] != 3:
+                raise _BadEpisode("shape", f"frames have shape {frames.shape}, expected "
+                                           "(T, H, W, 3)")
+            frames = frames[start:start + span:stride]
+        else:
+            video = self.videos[row]
+            try:
+                frames = read_frames(video["video"], start, span, fps=self.fps[row],
+                                     video_start=video.get("video_start") or 0.0,
+                                     name="video")[::stride]
+            except VideoDecodeError as error:
+                raise _BadEpisode("unreadable", str(error)) from None
+        if frames.dtype != np.uint8:
+            if frames.dtype.kind not in "iu" or frames.min() < 0 or frames.max() > 255:
+                raise _BadEpisode("shape", f"frames are {frames.dtype} outside 0..255")
+            frames = frames.astype(np.uint8)
+        if len(frames) < self.clip_length:
+            raise _BadEpisode("short", f"{len(frames)} frames from frame {start}, a clip needs "
+                                       f"{self.clip_length} (the video ends early)")
+        return frames
+
+    def _clip(self, row: int, start: int) -> dict[str, Any]:
+        fps = self.fps[row]
+        stride, span = self.sampler.stride(fps), self.sampler.span(fps)
+        frames = self._read(row, start, stride, span)
+        item = {"frames": self.sampler.transform(frames, row, start), "label": self.labels[row],
                 "episode": row, "start": start}
-        if self.actions is not None:
+        if self.actions is not None and stride == 1:
             actions = np.asarray(self.actions[row]["actions"])
-            if actions.ndim == 1:  # discrete; continuous actions are for the data issue's probes
-                item["actions"] = torch.as_tensor(actions[start:stop - 1], dtype=torch.int64)
+            if actions.ndim == 1:  # discrete; continuous actions stay in the episodes
+                item["actions"] = torch.as_tensor(actions[start:start + span - 1],
+                                                  dtype=torch.int64)
         return item
 
 
 def collate_clips(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Stack clips: ``frames`` uint8 (B, T, H, W, 3), ``labels`` list[str], ``actions`` (B, T-1)."""
+    """Stack clips: ``frames`` uint8 (B, T, H, W, 3), ``labels`` list[str], ``actions`` (B, T-1),
+    ``skipped`` list[str]."""
     batch = {"frames": torch.stack([item["frames"] for item in items]),
              "labels": [item["label"] for item in items],
              "episodes": torch.tensor([item["episode"] for item in items])}
     if all("actions" in item for item in items):
         batch["actions"] = torch.stack([item["actions"] for item in items])
+    # bad episodes passed over for these items (see ClipDataset), for the trainer to count
+    batch["skipped"] = [entry for item in items for entry in item.get("skipped", ())]
     return batch

@@ -1,0 +1,425 @@
+"""Every source kind, built tiny in a temp folder, loaded and checked frame by frame; bad data."""
+
+import io
+import json
+import shutil
+
+import av
+import datasets
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from groundlam.data import sources
+from groundlam.data.episodes import (
+    BadDataError,
+    ClipDataset,
+    ClipSampler,
+    SkipReport,
+    collate_clips,
+    load_episodes,
+    read_episode,
+)
+from groundlam.data.sources import detect_source, lerobot_cameras, probe_video, read_frames
+from groundlam.data.video_io import encode_video
+from groundlam.video import resize_video
+
+H, W, FPS = 32, 48, 10
+CODEC_TOLERANCE = 6.0  # mean absolute error in 0..255 levels that H.264 at crf 18 stays under
+
+
+def episode_frames(num_frames, seed):
+    """Smooth frames a codec keeps: a gradient whose phase and a square that move with time."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(30, 200, 3)
+    y, x = np.mgrid[0:H, 0:W]
+    frames = np.empty((num_frames, H, W, 3), np.uint8)
+    for t in range(num_frames):
+        image = np.stack([(base[c] + 40 * np.sin((x + 3 * t + 10 * c) / 9)) for c in range(3)], -1)
+        top, left = (2 * t + seed) % (H - 8), (3 * t + 5 * seed) % (W - 8)
+        image[top:top + 8, left:left + 8] = 255 - base
+        frames[t] = np.clip(image, 0, 255).astype(np.uint8)
+    return frames
+
+
+def assert_close(decoded, expected):
+    assert decoded.shape == expected.shape
+    error = np.abs(decoded.astype(np.float32) - expected.astype(np.float32)).mean()
+    assert error < CODEC_TOLERANCE, f"mean abs error {error:.2f}"
+
+
+def resized(frames, size=16):
+    return resize_video(torch.from_numpy(np.ascontiguousarray(frames)), size).numpy()
+
+
+def encode(frames, path, codec="libx264"):
+    """Write ``frames`` to ``path`` with PyAV; container from the suffix."""
+    if codec == "libx264":
+        path.write_bytes(encode_video(frames, fps=FPS))
+        return
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        stream.bit_rate = 4_000_000  # the default (~200 kbit/s) blurs a 32 px test video
+        for image in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+
+
+LENGTHS, LABELS = (9, 13), ("open the drawer", "push the cup left")
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return [episode_frames(n, seed) for seed, n in enumerate(LENGTHS)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Parquet / Arrow with frames or mp4 bytes
+
+
+def frames_dataset(frames):
+    return datasets.Dataset.from_dict(
+        {"frames": frames, "label": list(LABELS), "episode_id": ["a", "b"]},
+        features=datasets.Features({"frames": datasets.Array4D((None, H, W, 3), "uint8"),
+                                    "label": datasets.Value("string"),
+                                    "episode_id": datasets.Value("string")}))
+
+
+def test_frames_and_mp4_bytes_give_the_same_clips(tmp_path, frames):
+    frames_dataset(frames).to_parquet(str(tmp_path / "frames" / "part-0.parquet"))
+    videos = datasets.Dataset.from_dict({"video": [encode_video(f, FPS) for f in frames],
+                                         "label": list(LABELS)})
+    videos.to_parquet(str(tmp_path / "video" / "part-0.parquet"))
+    from_frames = ClipDataset(load_episodes(str(tmp_path / "frames")), 4, 16)
+    from_video = ClipDataset(load_episodes(str(tmp_path / "video")), 4, 16)
+    # lengths of video rows come from the mp4 header: the same clips, in the same order
+    assert from_frames.clips == from_video.clips == [(0, 0), (0, 4), (1, 0), (1, 4), (1, 8)]
+    for index, (row, start) in enumerate(from_frames.clips):
+        a, b = from_frames[index], from_video[index]
+        assert a["label"] == b["label"] == LABELS[row] and b["skipped"] == []
+        np.testing.assert_array_equal(a["frames"].numpy(), resized(frames[row][start:start + 4]))
+        assert_close(b["frames"].numpy(), a["frames"].numpy())
+    for spec in ("frames", "video"):
+        assert_close(read_episode(load_episodes(str(tmp_path / spec)), 1), frames[1])
+
+
+def test_arrow_files_glob_and_folder(tmp_path, frames):
+    frames_dataset(frames).save_to_disk(str(tmp_path / "disk"))
+    (tmp_path / "arrow").mkdir()
+    for file in (tmp_path / "disk").glob("*.arrow"):
+        shutil.copy(file, tmp_path / "arrow" / file.name)
+    for spec in (tmp_path / "arrow", str(tmp_path / "arrow" / "*.arrow")):
+        assert detect_source(str(spec)) == "arrow"
+        loaded = load_episodes(str(spec))
+        assert loaded["label"] == list(LABELS)
+        view = loaded.with_format("numpy", columns=["frames"], dtype=np.uint8)
+        np.testing.assert_array_equal(view[1]["frames"], frames[1])
+
+
+def test_read_frames_windows_and_probe(frames):
+    video = encode_video(frames[1], FPS)
+    assert probe_video(video) == (13, FPS)
+    assert_close(read_frames(video, 5, 4, fps=FPS), frames[1][5:9])
+    assert_close(read_frames(video, 5, 4), frames[1][5:9])  # counted, not timed
+    assert len(read_frames(video, 10, 8, fps=FPS)) == 3  # the video ends: the caller decides
+
+
+# ---------------------------------------------------------------------------------------------
+# Video folders
+
+
+@pytest.mark.parametrize("metadata", ["csv", "jsonl"])
+def test_video_folder(tmp_path, frames, metadata):
+    encode(frames[0], tmp_path / "a.mp4")
+    encode(frames[1], tmp_path / "b.avi", "mpeg4")
+    actions = [[0, 1, 2, 3, 4, 5, 0, 1], list(range(12))]
+    lines = [{"file_name": "a.mp4", "label": LABELS[0], "actions": actions[0]},
+             {"file_name": "b.avi", "label": LABELS[1], "actions": actions[1]}]
+    if metadata == "csv":
+        pd.DataFrame([{**line, "actions": json.dumps(line["actions"])} for line in lines]
+                     ).to_csv(tmp_path / "metadata.csv", index=False)
+    else:
+        (tmp_path / "metadata.jsonl").write_text("\n".join(json.dumps(line) for line in lines))
+    assert detect_source(str(tmp_path)) == "video_folder"
+    episodes = load_episodes(str(tmp_path))
+    assert episodes["label"] == list(LABELS) and episodes["episode_id"] == ["a.mp4", "b.avi"]
+    assert episodes["num_frames"] == list(LENGTHS) and episodes["fps"] == [FPS, FPS]
+    clips = ClipDataset(episodes, 4, 16)
+    for index, (row, start) in enumerate(clips.clips):
+        item = clips[index]
+        assert item["label"] == LABELS[row]
+        assert_close(item["frames"].numpy(), resized(frames[row][start:start + 4]))
+        np.testing.assert_array_equal(item["actions"].numpy(), actions[row][start:start + 3])
+
+
+def test_video_folder_without_label_column_names_it(tmp_path, frames):
+    encode(frames[0], tmp_path / "a.mp4")
+    (tmp_path / "metadata.csv").write_text("file_name,caption\na.mp4,hello\n")
+    with pytest.raises(ValueError, match=r"metadata.csv has no column 'label'"):
+        load_episodes(str(tmp_path))
+
+
+# ---------------------------------------------------------------------------------------------
+# LeRobot v2.1 and v3.0
+
+
+CAMERAS = ("observation.images.top", "observation.images.wrist")
+
+
+def lerobot_info(version, num_episodes, total_frames):
+    video = {"dtype": "video", "shape": [H, W, 3], "names": ["height", "width", "channels"],
+             "info": {"video.fps": float(FPS), "video.codec": "h264"}}
+    scalar = {"dtype": "int64", "shape": [1], "names": None}
+    if version == "v2.1":
+        paths = {"data_path": "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet",
+                 "video_path": "videos/chunk-{episode_chunk:03d}/{video_key}/"
+                               "episode_{episode_index:06d}.mp4"}
+    else:
+        paths = {"data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
+                 "video_path": "videos/{video_key}/chunk-{chunk_index:03d}/"
+                               "file-{file_index:03d}.mp4"}
+    return {"codebase_version": version, "robot_type": "test", "fps": FPS, "chunks_size": 1000,
+            "total_episodes": num_episodes, "total_frames": total_frames,
+            "splits": {"train": f"0:{num_episodes}"}, **paths,
+            "features": {CAMERAS[0]: video, CAMERAS[1]: video,
+                         "action": {"dtype": "float32", "shape": [2], "names": ["x", "y"]},
+                         "timestamp": {"dtype": "float32", "shape": [1], "names": None},
+                         "frame_index": scalar, "episode_index": scalar, "index": scalar,
+                         "task_index": scalar}}
+
+
+def frame_table(episode, num_frames, first_index, actions):
+    return pa.table({"action": pa.array(list(actions), pa.list_(pa.float32())),
+                     "timestamp": pa.array(np.arange(num_frames) / FPS, pa.float32()),
+                     "frame_index": np.arange(num_frames), "episode_index": [episode] * num_frames,
+                     "index": first_index + np.arange(num_frames),
+                     "task_index": [episode] * num_frames})
+
+
+def make_lerobot(root, version, frames, actions):
+    """A LeRobot dataset of ``frames`` per episode; the wrist camera sees them upside down."""
+    (root / "meta").mkdir(parents=True)
+    (root / "meta" / "info.json").write_text(
+        json.dumps(lerobot_info(version, len(frames), sum(len(f) for f in frames))))
+    views = {CAMERAS[0]: frames, CAMERAS[1]: [np.ascontiguousarray(f[:, ::-1]) for f in frames]}
+    if version == "v2.1":
+        (root / "meta" / "tasks.jsonl").write_text("\n".join(
+            json.dumps({"task_index": i, "task": label}) for i, label in enumerate(LABELS)))
+        (root / "meta" / "episodes.jsonl").write_text("\n".join(
+            json.dumps({"episode_index": i, "tasks": [LABELS[i]], "length": len(f)})
+            for i, f in enumerate(frames)))
+        first = 0
+        for i, f in enumerate(frames):
+            data = root / f"data/chunk-000/episode_{i:06d}.parquet"
+            data.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(frame_table(i, len(f), first, actions[i]), data)
+            first += len(f)
+            for camera, episodes in views.items():
+                video = root / f"videos/chunk-000/{camera}/episode_{i:06d}.mp4"
+                video.parent.mkdir(parents=True, exist_ok=True)
+                encode(episodes[i], video)
+        return
+    # v3.0: all episodes in one data file and one mp4 per camera, located by meta/episodes
+    tasks = pd.DataFrame({"task_index": range(len(LABELS))}, index=list(LABELS))
+    tasks.to_parquet(root / "meta" / "tasks.parquet")  # the task string is the index, as lerobot
+    starts = np.cumsum([0] + [len(f) for f in frames])
+    data = root / "data/chunk-000/file-000.parquet"
+    data.parent.mkdir(parents=True)
+    pq.write_table(pa.concat_tables([frame_table(i, len(f), starts[i], actions[i])
+                                     for i, f in enumerate(frames)]), data)
+    for camera, episodes in views.items():
+        video = root / f"videos/{camera}/chunk-000/file-000.mp4"
+        video.parent.mkdir(parents=True)
+        encode(np.concatenate(episodes), video)
+    rows = []
+    for i, f in enumerate(frames):
+        row = {"episode_index": i, "tasks": [LABELS[i]], "length": len(f),
+               "data/chunk_index": 0, "data/file_index": 0,
+               "dataset_from_index": int(starts[i]), "dataset_to_index": int(starts[i + 1])}
+        for camera in CAMERAS:
+            row |= {f"videos/{camera}/chunk_index": 0, f"videos/{camera}/file_index": 0,
+                    f"videos/{camera}/from_timestamp": starts[i] / FPS,
+                    f"videos/{camera}/to_timestamp": starts[i + 1] / FPS}
+        rows.append(row)
+    meta = root / "meta/episodes/chunk-000/file-000.parquet"
+    meta.parent.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), meta)
+
+
+@pytest.mark.parametrize("version", ["v2.1", "v3.0"])
+def test_lerobot(tmp_path, frames, version):
+    rng = np.random.default_rng(1)
+    actions = [rng.normal(size=(n, 2)).astype(np.float32) for n in LENGTHS]
+    make_lerobot(tmp_path / "robot", version, frames, actions)
+    spec = str(tmp_path / "robot")
+    assert detect_source(spec) == "lerobot" and lerobot_cameras(spec) == list(CAMERAS)
+    episodes = load_episodes(spec)
+    assert episodes["label"] == list(LABELS) and episodes["num_frames"] == list(LENGTHS)
+    assert episodes["episode_id"] == ["robot/episode_000000", "robot/episode_000001"]
+    stored = episodes.with_format("numpy", columns=["actions"])
+    for i, expected in enumerate(actions):  # the last frame's action is dropped: [T-1, A]
+        np.testing.assert_array_equal(stored[i]["actions"], expected[:-1])
+    for camera, flip in ((None, False), (CAMERAS[1], True)):
+        clips = ClipDataset(load_episodes(spec, camera=camera), 4, 16)
+        assert clips.clips == [(0, 0), (0, 4), (1, 0), (1, 4), (1, 8)]
+        for index, (row, start) in enumerate(clips.clips):  # v3: episode 1 starts at 0.9 s
+            item = clips[index]
+            expected = frames[row][start:start + 4]
+            assert item["label"] == LABELS[row] and item["skipped"] == []
+            assert_close(item["frames"].numpy(), resized(expected[:, ::-1] if flip else expected))
+    assert_close(read_episode(episodes, 1, count=5), frames[1][:5])  # v3: from 0.9 s on
+    with pytest.raises(ValueError, match=r"no camera 'cam'.*observation.images.top"):
+        load_episodes(spec, camera="cam")
+
+
+# ---------------------------------------------------------------------------------------------
+# Hub ids (no network here: detection and the call are checked, not a download)
+
+
+def test_hub_id_is_streamed(tmp_path, monkeypatch):
+    assert detect_source("someone/some-robot-data") == "hub"
+    with pytest.raises(FileNotFoundError, match="no episodes"):
+        detect_source(str(tmp_path / "not" / "here"))
+    calls = []
+    stream = datasets.Dataset.from_dict({"video": [b""], "label": ["x"]}).to_iterable_dataset()
+
+    def fake_load_dataset(*args, **kwargs):
+        calls.append((args, kwargs))
+        return stream
+
+    monkeypatch.setattr(sources.datasets, "load_dataset", fake_load_dataset)
+    assert load_episodes("someone/some-robot-data", split="validation") is stream
+    assert calls == [(("someone/some-robot-data",), {"split": "validation", "streaming": True})]
+
+
+# ---------------------------------------------------------------------------------------------
+# Clip sampler
+
+
+def test_clip_sampler_target_fps_and_random_crop(frames):
+    episodes = frames_dataset(frames).add_column("fps", [20.0, 20.0])
+    clips = ClipDataset(episodes, 3, 16, target_fps=10.0)  # 20 fps -> every 2nd frame
+    assert clips.clips == [(0, 0), (1, 0), (1, 5)]
+    np.testing.assert_array_equal(clips[2]["frames"].numpy(), resized(frames[1][5:10:2]))
+    assert "actions" not in clips[0]
+
+    sampler = ClipSampler(3, 16, crop="random", crop_scale=0.5, seed=7)
+    a = sampler.transform(frames[1][:3], episode=1, start=0)
+    assert a.shape == (3, 16, 16, 3)
+    assert torch.equal(a, sampler.transform(frames[1][:3], episode=1, start=0))  # pure
+    others = [ClipSampler(3, 16, crop="random", crop_scale=0.5, seed=s).transform(
+        frames[1][:3], episode=1, start=0) for s in range(8)]
+    assert any(not torch.equal(a, other) for other in others)
+    with pytest.raises(ValueError, match="crop="):
+        ClipSampler(3, 16, crop="corner")
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad data: skipped and counted with the file and the reason, or strict
+
+
+def test_corrupt_video_in_folder_is_skipped_or_strict(tmp_path, frames):
+    encode(frames[0], tmp_path / "good.mp4")
+    (tmp_path / "bad.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(500))
+    (tmp_path / "metadata.csv").write_text(
+        f"file_name,label\ngood.mp4,{LABELS[0]}\nbad.mp4,{LABELS[1]}\nmissing.mp4,x\ngood.mp4,\n")
+    report = SkipReport("folder")
+    episodes = load_episodes(str(tmp_path), report=report)
+    assert episodes["episode_id"] == ["good.mp4"]
+    assert report.counts() == {"unreadable": 1, "missing": 1, "label": 1}
+    assert "bad.mp4" in report.summary() and "missing.mp4" in report.summary()
+    with pytest.raises(BadDataError, match=r"bad.mp4.*cannot read"):
+        load_episodes(str(tmp_path), strict=True)
+
+
+def test_truncated_parquet_is_skipped_or_strict(tmp_path, frames):
+    folder = tmp_path / "pq"
+    frames_dataset(frames).to_parquet(str(folder / "part-0.parquet"))
+    frames_dataset(frames).to_parquet(str(folder / "part-1.parquet"))
+    data = (folder / "part-1.parquet").read_bytes()
+    (folder / "part-1.parquet").write_bytes(data[:len(data) // 2])
+    report = SkipReport("pq")
+    episodes = load_episodes(str(folder), report=report)
+    assert len(episodes) == 2 and report.counts() == {"unreadable": 1}
+    assert "part-1.parquet" in report.entries[0].where
+    with pytest.raises(BadDataError, match=r"part-1.parquet: unreadable parquet"):
+        load_episodes(str(folder), strict=True)
+
+
+def test_empty_label_and_short_episode_are_skipped_or_strict(frames):
+    episodes = datasets.Dataset.from_dict(
+        {"frames": [frames[0], frames[1], frames[0][:2]], "label": [None, LABELS[1], "short"]},
+        features=datasets.Features({"frames": datasets.Array4D((None, H, W, 3), "uint8"),
+                                    "label": datasets.Value("string")}))
+    clips = ClipDataset(episodes, 4, 16)
+    assert {row for row, _ in clips.clips} == {1}
+    assert clips.skipped == 2 and clips.report.counts() == {"label": 1, "short": 1}
+    assert "row 2: 2 frames, shorter than one clip" in clips.report.summary()
+    with pytest.raises(BadDataError, match=r"row 0: empty label None"):
+        ClipDataset(episodes, 4, 16, strict=True)
+
+
+def test_wrong_frame_shape_substitutes_a_clip_with_its_own_label(frames):
+    rgba = np.concatenate([frames[0], frames[0][..., :1]], axis=-1)  # 4 channels
+    ragged = list(frames[1][:5]) + [frames[1][5, :16]] + list(frames[1][6:])  # one frame 16 rows
+    episodes = datasets.Dataset.from_dict(
+        {"frames": [rgba.tolist(), [f.tolist() for f in ragged], frames[1].tolist()],
+         "label": ["rgba", "ragged", LABELS[1]]})
+    clips = ClipDataset(episodes, 4, 16)  # int64 nested lists: checked per episode, on access
+    assert [row for row, _ in clips.clips] == [0, 0, 1, 1, 1, 2, 2, 2]
+    item = clips[0]  # rows 0 and 1 are bad: the first clip of row 2, with row 2's label
+    assert (item["episode"], item["start"], item["label"]) == (2, 0, LABELS[1])
+    np.testing.assert_array_equal(item["frames"].numpy(), resized(frames[1][0:4]))
+    assert len(item["skipped"]) == 2 and "shape (9, 32, 48, 4)" in item["skipped"][0]
+    assert clips[1]["episode"] == 2 and clips[1]["skipped"] == []  # known bad: passed silently
+    assert clips.report.counts() == {"shape": 2}
+    batch = collate_clips([clips[0], clips[6]])
+    assert batch["labels"] == [LABELS[1], LABELS[1]] and batch["skipped"] == []
+    with pytest.raises(BadDataError, match=r"row 0 clip at frame 0: frames have shape"):
+        ClipDataset(episodes, 4, 16, strict=True)[0]
+
+
+def test_float_frames_are_a_clear_error(frames):
+    episodes = datasets.Dataset.from_dict(
+        {"frames": [(frames[0] / 255.0).astype(np.float32)], "label": ["x"]},
+        features=datasets.Features({"frames": datasets.Array4D((None, H, W, 3), "float32"),
+                                    "label": datasets.Value("string")}))
+    with pytest.raises(ValueError, match="'frames' are float32; expected uint8"):
+        ClipDataset(episodes, 4, 16)
+
+
+def test_video_that_breaks_after_loading_never_gets_another_label(tmp_path, frames):
+    encode(frames[0], tmp_path / "a.mp4")
+    encode(frames[1], tmp_path / "b.mp4")
+    (tmp_path / "metadata.csv").write_text(f"file_name,label\na.mp4,{LABELS[0]}\n"
+                                           f"b.mp4,{LABELS[1]}\n")
+    episodes = load_episodes(str(tmp_path))
+    clips, all_bad = ClipDataset(episodes, 4, 16), ClipDataset(episodes, 4, 16)
+    (tmp_path / "a.mp4").write_bytes(b"not a video")  # breaks after the header was read
+    item = clips[1]  # episode 0's second clip: a.mp4 no longer decodes
+    assert (item["episode"], item["label"]) == (1, LABELS[1])
+    assert_close(item["frames"].numpy(), resized(frames[1][0:4]))
+    assert "a.mp4" in item["skipped"][0] and clips.report.counts() == {"unreadable": 1}
+    (tmp_path / "b.mp4").write_bytes(b"not a video either")
+    with pytest.raises(BadDataError, match="all bad"):
+        all_bad[0]
+
+
+def test_video_shorter_than_its_header_says(tmp_path, frames):
+    rows = {"video": [encode_video(frames[0], FPS), encode_video(frames[1], FPS)],
+            "label": list(LABELS), "num_frames": [20, 13]}  # row 0 claims 20 frames, holds 9
+    clips = ClipDataset(datasets.Dataset.from_dict(rows), 4, 16)
+    item = clips[2]  # row 0, frames 8..11: the video ends at 9
+    assert item["episode"] == 1 and item["label"] == LABELS[1]
+    assert clips.report.counts() == {"short": 1}
+    with pytest.raises(BadDataError, match=r"row 0 clip at frame 8: 1 frames"):
+        ClipDataset(datasets.Dataset.from_dict(rows), 4, 16, strict=True)[2]
+
+
+def test_read_frames_of_bytes_without_stream():
+    with pytest.raises(sources.VideoDecodeError, match="cannot"):
+        read_frames(io.BytesIO(b"junk").getvalue())
