@@ -13,14 +13,6 @@ from pathlib import Path
 __all__ = ["main"]
 
 
-def _read_video(path: Path, max_frames: int):
-    import imageio.v3 as iio
-    import numpy as np
-
-    frames = iio.imread(path, plugin="pyav")  # (T, H, W, 3) uint8, decoded on the CPU
-    return np.asarray(frames)[:max_frames]
-
-
 def focus(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="groundlam focus",
@@ -39,17 +31,16 @@ def focus(argv: list[str]) -> int:
     frames_needed = model.config.max_frames
     source = Path(args.source)
     if source.is_file() and source.suffix.lower() in (".mp4", ".webm", ".avi", ".mov", ".gif"):
-        video = _read_video(source, frames_needed)
+        from groundlam.data.video_io import decode_video
+
+        video = decode_video(source, max_frames=frames_needed)
     else:
-        import numpy as np
+        from groundlam.data.episodes import load_episodes, read_episode
 
-        from groundlam.data.episodes import load_episodes
-
-        episodes = load_episodes(args.source).with_format("numpy", columns=["frames"],
-                                                          dtype=np.uint8)
+        episodes = load_episodes(args.source)
         if not 0 <= args.episode < len(episodes):
             parser.error(f"--episode {args.episode} is out of range ({len(episodes)} episodes)")
-        video = episodes[args.episode]["frames"][:frames_needed]
+        video = read_episode(episodes, args.episode, frames_needed)
     layers = args.layers if args.layers in ("all", "last") else [
         int(i) for i in args.layers.split(",")]
     path = focus_map(video, model, layers=layers).save(args.out)
