@@ -25,6 +25,7 @@ the moving texture is the floor and the sky (the world body and no geom).
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 
@@ -198,15 +199,25 @@ def _camera_track(view: CameraView, strength: float, num_frames: int,
     return track.astype(np.float32)
 
 
+@functools.lru_cache(maxsize=64)
+def _benchmark(task: str, seed: int):
+    """``metaworld.MT1(task, seed)``: its environment class and 50 variations (pure data).
+
+    Building it resets a fresh environment 50 times (~3 s); generators of the same seed share it.
+    """
+    metaworld, _, _ = _import_metaworld()
+    benchmark = metaworld.MT1(task, seed=seed)
+    return benchmark.train_classes[task], tuple(benchmark.train_tasks)
+
+
 class _TaskScene:
     """One task's environment, expert, renderer and geom lookups (built once, then reused)."""
 
     def __init__(self, task: str, seed: int, image_size: int) -> None:
-        metaworld, mujoco, policies = _import_metaworld()
+        _, mujoco, policies = _import_metaworld()
         self.mujoco = mujoco
-        benchmark = metaworld.MT1(task, seed=seed)
-        self.variations = benchmark.train_tasks  # object and goal positions
-        self.env = benchmark.train_classes[task]()
+        env_class, self.variations = _benchmark(task, seed)  # variations: object, goal positions
+        self.env = env_class()
         self.policy = policies[task]()
         model = self.env.model
         model.vis.quality.offsamples = 0  # no multisampling; must precede the renderer
@@ -238,9 +249,9 @@ class _TaskScene:
         renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
         renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
         frame = renderer.render().copy()
+        # The segmentation pass reuses the scene just built: no second update_scene.
         renderer.enable_segmentation_rendering()
         try:
-            renderer.update_scene(self.env.data, camera=camera)
             segmentation = renderer.render()  # (H, W, 2): object id, object type
         finally:
             renderer.disable_segmentation_rendering()
