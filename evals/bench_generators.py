@@ -9,8 +9,9 @@ running several ``groundlam datagen`` processes with different ``--seed`` values
 
 What each number means, per source and variant:
 - ``frames_per_s``: frames of the generated episodes / wall time of ``generator.episode(i,
-  distracted)`` over ``episodes`` episodes, after one warm-up episode (which builds the
-  environment: minigrid's level, Meta-World's MuJoCo model and renderer). It includes simulation,
+  distracted)`` over ``episodes`` episodes, after an untimed pass over the same episodes (which
+  builds the environments: minigrid's level, each Meta-World task's MuJoCo model and renderer,
+  and fills minigrid's tile cache). It includes simulation,
   the expert, rendering, the masks and, for ``distracted``, every distractor switched on at
   ``--strength`` (Meta-World also its camera-pose jitter inside MuJoCo).
 - ``episodes``, ``frames``: what was timed. ``seconds``: the wall time.
@@ -54,15 +55,18 @@ def bench_source(source: str, episodes: int, image_size: int, strength: float,
     from groundlam.datagen import build_generator
 
     distractors = f"all={strength}"
-    generator = build_generator(source, episodes + 1, seed, image_size, distractors,
+    generator = build_generator(source, episodes, seed, image_size, distractors,
                                 ENVIRONMENT_OPTIONS[source])
     result = {}
     try:
+        # Warm-up: every episode once, untimed, so the environments (one per Meta-World task) and
+        # caches are built before the clock starts.
+        for index in range(episodes):
+            generator.episode(index, distracted=False)
         for variant in ("clean", "distracted"):
             distracted = variant == "distracted"
-            generator.episode(0, distracted)  # warm-up: builds the environment
             start, frames = time.perf_counter(), 0
-            for index in range(1, episodes + 1):
+            for index in range(episodes):
                 frames += len(generator.episode(index, distracted)["frames"])
             seconds = time.perf_counter() - start
             result[variant] = {"frames_per_s": round(frames / seconds, 1), "episodes": episodes,

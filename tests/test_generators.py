@@ -142,6 +142,24 @@ def test_babyai_mask_follows_the_agent():
 
 
 @needs_minigrid
+def test_babyai_incremental_render_matches_minigrid():
+    from groundlam.data.generators.babyai import BabyAIConfig, BabyAIGenerator
+
+    with BabyAIGenerator(BabyAIConfig(level="BabyAI-GoTo-v0", image_size=44)) as generator:
+        env = generator.env.unwrapped
+        generator._reset(7)
+        # Turns, moves, a pickup, a drop, a toggle: tiles change in every way the bot changes them.
+        for action in (None, 2, 2, 1, 2, 2, 0, 2, 3, 2, 1, 4, 5, 2, 2):
+            if action is not None:
+                generator.env.step(action)
+            frame, floor = generator._render()
+            expected = env.get_frame(highlight=False, tile_size=generator.tile_px)
+            np.testing.assert_array_equal(frame, expected)
+            x, y = env.agent_pos
+            assert not floor[y, x] and floor.sum() > 0
+
+
+@needs_minigrid
 def test_babyai_rejects_unknown_level():
     from groundlam.data.generators.babyai import BabyAIConfig, BabyAIGenerator
 
