@@ -268,6 +268,11 @@ def write_card(path: Path, source: str, generator, stats: dict[str, CorpusStats]
               "## Known biases (measured on this corpus)", ""]
     first = next(iter(stats))
     lines += _bias_lines(source, stats[first])
+    rejections = getattr(generator, "rejections", None)
+    if rejections:  # BabyAI: lengths outside [min_frames, max_frames] are re-drawn, not cut
+        lines.append("- Demonstrations re-drawn: " + ", ".join(
+            f"{count} {reason}" for reason, count in rejections.most_common())
+            + ". The length distribution is that of the bot cut to [min_frames, max_frames].")
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 
 import datasets
@@ -138,7 +139,9 @@ class BabyAIGenerator:
         self._pixel_to_cell = _nearest_indices(rendered_px, config.image_size) // self.tile_px
         self._tile_keys: list | None = None  # per cell, what the canvas shows there
         self._canvas = np.zeros((rendered_px, rendered_px, 3), dtype=np.uint8)
-        self.rejected = 0  # demonstrations re-drawn for their length or a bot failure
+        # Demonstrations re-drawn, by reason: "shorter than min_frames", "longer than max_frames",
+        # "bot failed" (an exception, a failed mission or a step limit).
+        self.rejections: Counter[str] = Counter()
 
     def features(self) -> datasets.Features:
         return babyai_features(self.config.image_size)
@@ -178,17 +181,17 @@ class BabyAIGenerator:
                 if terminated:  # BabyAI terminates on success (reward > 0) and on failure
                     if reward > 0:
                         break
-                    return actions, "the bot failed the mission"
+                    return actions, "bot failed: the mission failed"
                 if truncated:
-                    return actions, "the level's step limit ran out"
+                    return actions, "bot failed: the level's step limit ran out"
             else:
-                return actions, f"not solved within max_frames={config.max_frames}"
+                return actions, f"longer than max_frames={config.max_frames}"
         except Exception as error:  # noqa: BLE001 (the bot fails on rare layouts: re-draw)
             return actions, f"bot failed: {type(error).__name__}: {error}"
         if action == env.actions.done:
-            return actions, "the bot stopped before the mission was verified"
+            return actions, "bot failed: it stopped before the mission was verified"
         if len(actions) + 1 < config.min_frames:
-            return actions, f"{len(actions) + 1} frames < min_frames={config.min_frames}"
+            return actions, f"shorter than min_frames={config.min_frames}: {len(actions) + 1}"
         return actions, ""
 
     def _demonstration(self, index: int) -> tuple[str, list[int], list[np.ndarray],
@@ -206,7 +209,7 @@ class BabyAIGenerator:
             actions, reason = self._plan(int(reset_seed))
             if reason:
                 reasons.append(reason)
-                self.rejected += 1
+                self.rejections[reason.partition(":")[0].partition("=")[0]] += 1
                 continue
             mission = self._reset(int(reset_seed))
             targets = _mission_objects(self.env.unwrapped.instrs)

@@ -113,7 +113,7 @@ class MetaWorldConfig:
 
     tasks: tuple[str, ...] = tuple(TASK_LABELS)  # Meta-World v3 task names, drawn uniformly
     num_episodes: int = 100
-    episode_length: int = 150  # frames (episode_length - 1 expert steps); most tasks succeed by 100-190
+    episode_length: int = 150  # frames, episode_length - 1 expert steps (most succeed by 190)
     image_size: int = 64  # pixels per side
     seed: int = 0
     action_noise: float = 0.1  # std of Gaussian noise on the expert's actions, before clipping
