@@ -288,3 +288,34 @@ def test_datagen_metaworld(tmp_path):
     check_corpus(out, 2, variants=("clean",))
     card = (out / "README.md").read_text()
     assert "metaworld" in card and "MIT" in card and "mujoco" in card
+
+
+def test_datagen_leaves_no_partial_shard_on_a_crash(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    from groundlam import datagen
+    from groundlam.data.synthetic import SyntheticConfig
+
+    class Crashing(datagen.SyntheticGenerator):
+        def episode(self, index: int, distracted: bool = True) -> dict:
+            if index == 3:
+                raise RuntimeError("simulator crashed")
+            return super().episode(index, distracted)
+
+    config = SyntheticConfig(num_episodes=6, episode_length=4, image_size=32)
+    with pytest.raises(RuntimeError, match="simulator crashed"):
+        datagen.generate_corpus(Crashing(config), tmp_path, "clean", shard_size=2,
+                                progress=False)
+    assert sorted(p.name for p in (tmp_path / "clean").iterdir()) == ["shard-00000.parquet"]
+
+    write_table = pq.write_table
+
+    def write_half_then_fail(table, where, **kwargs):
+        write_table(table.slice(0, 1), where)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(datagen.pq, "write_table", write_half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        datagen.generate_corpus(datagen.SyntheticGenerator(config), tmp_path / "b", "clean",
+                                shard_size=4, progress=False)
+    assert list((tmp_path / "b" / "clean").iterdir()) == []
