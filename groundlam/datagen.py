@@ -111,6 +111,7 @@ class CorpusStats:
     continuous_actions: list[np.ndarray] = field(default_factory=list)
     mask_share: list[float] = field(default_factory=list)
     final_success: list[bool] = field(default_factory=list)
+    any_success: list[bool] = field(default_factory=list)
     bytes_on_disk: int = 0
     shards: int = 0
 
@@ -127,7 +128,9 @@ class CorpusStats:
             self.continuous_actions.append(actions)
         self.mask_share.append(float(np.mean(row["agent_mask"])))
         if "success" in row:
-            self.final_success.append(bool(np.asarray(row["success"])[-1]))
+            success = np.asarray(row["success"], dtype=bool)
+            self.final_success.append(bool(success[-1]))
+            self.any_success.append(bool(success.any()))
 
 
 def _write_shard(rows: list[dict], features: datasets.Features, path: Path) -> int:
@@ -226,8 +229,9 @@ def _bias_lines(source: str, stats: CorpusStats) -> list[str]:
             f"dim {d}: {actions[:, d].mean():+.2f} / {actions[:, d].std():.2f} / "
             f"{100 * saturated[d]:.0f}%" for d in range(actions.shape[1])) + ".")
     if stats.final_success:
-        lines.append(f"- Task solved at the last frame in "
-                     f"{100 * np.mean(stats.final_success):.0f}% of episodes.")
+        lines.append(f"- Task solved at some frame in {100 * np.mean(stats.any_success):.0f}% of "
+                     f"episodes, still solved at the last frame in "
+                     f"{100 * np.mean(stats.final_success):.0f}% (the expert can undo it).")
     lines.append(f"- {len(stats.labels)} distinct labels; most frequent: " + "; ".join(
         f'"{label}" ({count})' for label, count in stats.labels.most_common(3)) + ".")
     if stats.mask_share:
