@@ -2,6 +2,7 @@
 
     groundlam train --config configs/tiny.yaml [key=value ...] [--resume]
     groundlam focus VIDEO_OR_DATASET --checkpoint DIR --out focus.gif
+    groundlam datagen {synthetic,babyai,metaworld} --out DIR --episodes N [--seed S] ...
 """
 
 from __future__ import annotations
@@ -51,9 +52,10 @@ def focus(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"train": "train a GroundLAM (see configs/)",
-                "focus": "draw focus maps of a clip"}
+                "focus": "draw focus maps of a clip",
+                "datagen": "generate an episode corpus (Parquet shards + data card)"}
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
-        print("usage: groundlam {train,focus} ...\n")
+        print("usage: groundlam {train,focus,datagen} ...\n")
         for name, text in commands.items():
             print(f"  {name:8s}{text}")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
@@ -62,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         from groundlam.train import main as train_main
 
         return train_main(rest)
+    if command == "datagen":
+        from groundlam.datagen import main as datagen_main
+
+        return datagen_main(rest)
     return focus(rest)
 
 

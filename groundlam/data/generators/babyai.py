@@ -1,0 +1,312 @@
+"""BabyAI demonstrations: minigrid's ``BabyAIBot`` solving a level, rendered as the full grid.
+
+Dimension keys:
+    T  frames of an episode (T - 1 actions)
+    H  height, W width (pixels, both ``image_size``)
+
+Needs the optional extra ``groundlam[babyai]`` (the ``minigrid`` package, Apache-2.0). The whole
+grid is drawn from above with minigrid's software tile renderer: no OpenGL, no window.
+
+Episode ``index`` of a config is a pure function of ``(seed, index)``: the level is reset with a
+seed drawn from that pair, the bot plays until the mission is done, and an episode with fewer
+than ``min_frames`` or more than ``max_frames`` frames is rejected and the level is reset with the
+next seed of the episode's own sequence (``max_attempts`` in all). The label is the mission string
+("put the blue key next to the grey key"); the actions are minigrid's discrete actions (0 left,
+1 right, 2 forward, 3 pickup, 4 drop, 5 toggle); ``agent_mask`` covers the agent's cell and the
+cells of the objects the mission names (all objects matching a description like "a green ball").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+import datasets
+import numpy as np
+
+from groundlam.data.generators.common import (
+    DISTRACTOR_STREAM,
+    SCENE_STREAM,
+    apply_distractors,
+    clean_parameters,
+)
+from groundlam.data.synthetic import Distractors
+
+__all__ = ["ACTIONS", "BabyAIConfig", "BabyAIGenerator", "babyai_features"]
+
+ACTIONS: tuple[str, ...] = ("left", "right", "forward", "pickup", "drop", "toggle")
+INSTRUCTION_PARTS = ("desc", "desc_move", "desc_fixed", "instr_a", "instr_b")
+
+
+@dataclass
+class BabyAIConfig:
+    """Which BabyAI level, how many episodes, how big, which seed, which distractors."""
+
+    level: str = "BabyAI-PutNextLocal-v0"  # a registered minigrid BabyAI level id
+    num_episodes: int = 100
+    image_size: int = 64  # pixels per side; the grid is drawn at ceil(size / cells) px per cell
+    seed: int = 0
+    min_frames: int = 8  # shorter demonstrations are re-drawn (GoToLocal is often 2-4 frames)
+    max_frames: int = 64  # longer demonstrations are re-drawn
+    max_attempts: int = 50  # resets per episode before giving up with an error
+    distractors: Distractors = field(default_factory=Distractors)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.distractors, dict):
+            self.distractors = Distractors(**self.distractors)
+        if self.num_episodes < 0:
+            raise ValueError(f"BabyAIConfig.num_episodes must be >= 0, got {self.num_episodes}")
+        if self.image_size < 16:
+            raise ValueError(f"BabyAIConfig.image_size must be >= 16, got {self.image_size}")
+        if not 2 <= self.min_frames <= self.max_frames:
+            raise ValueError(f"BabyAIConfig needs 2 <= min_frames <= max_frames, got "
+                             f"{self.min_frames} and {self.max_frames}")
+        if self.seed < 0:
+            raise ValueError(f"BabyAIConfig.seed must be >= 0, got {self.seed}")
+        if self.max_attempts < 1:
+            raise ValueError(f"BabyAIConfig.max_attempts must be >= 1, got {self.max_attempts}")
+
+
+def babyai_features(image_size: int) -> datasets.Features:
+    """The ``datasets`` schema of a BabyAI episode row (T is free)."""
+    return datasets.Features({
+        "frames": datasets.Array4D(shape=(None, image_size, image_size, 3), dtype="uint8"),
+        "label": datasets.Value("string"),
+        "actions": datasets.List(datasets.Value("int64")),
+        "agent_mask": datasets.Array3D(shape=(None, image_size, image_size), dtype="bool"),
+        "camera_offset": datasets.Array2D(shape=(None, 2), dtype="float32"),
+        "background_phase": datasets.List(datasets.Value("float32")),
+        "sprite_positions": datasets.List(datasets.List(datasets.Value("float32"))),
+        "episode_id": datasets.Value("string"),
+        "level": datasets.Value("string"),
+    })
+
+
+def _import_minigrid():
+    try:
+        import gymnasium
+        import minigrid  # noqa: F401  (registers the BabyAI levels with gymnasium)
+        from minigrid.utils.baby_ai_bot import BabyAIBot
+    except ImportError as error:
+        raise ImportError("the BabyAI generator needs minigrid: pip install 'groundlam[babyai]'"
+                          ) from error
+    return gymnasium, BabyAIBot
+
+
+def _mission_objects(instruction) -> list:
+    """Every object a (possibly compound) BabyAI instruction names."""
+    objects = []
+    for part in INSTRUCTION_PARTS:
+        child = getattr(instruction, part, None)
+        if child is None:
+            continue
+        if hasattr(child, "obj_set"):  # an ObjDesc
+            objects.extend(child.obj_set)
+        else:  # a sub-instruction of "and" / "before" / "after"
+            objects.extend(_mission_objects(child))
+    return objects
+
+
+def _nearest_indices(source: int, target: int) -> np.ndarray:
+    """Source pixel of each target pixel when resizing ``source`` px to ``target`` px."""
+    return np.minimum(((np.arange(target) + 0.5) * source / target).astype(np.int64), source - 1)
+
+
+class BabyAIGenerator:
+    """Renders the episodes of one ``BabyAIConfig``; keeps one environment for all of them.
+
+    >>> generator = BabyAIGenerator(BabyAIConfig(num_episodes=2))
+    >>> clean, distracted = generator.pair(0)   # same actions and label, other pixels
+    """
+
+    def __init__(self, config: BabyAIConfig) -> None:
+        self.config = config
+        gymnasium, self._bot_class = _import_minigrid()
+        try:
+            self.env = gymnasium.make(config.level)
+        except gymnasium.error.Error as error:
+            raise ValueError(f"BabyAIConfig.level={config.level!r} is not a registered minigrid "
+                             f"level ({error})") from error
+        self.grid_cells = self.env.unwrapped.width
+        if self.env.unwrapped.height != self.grid_cells:
+            raise ValueError(f"{config.level}: the grid is not square "
+                             f"({self.grid_cells}x{self.env.unwrapped.height})")
+        self.tile_px = math.ceil(config.image_size / self.grid_cells)
+        rendered_px = self.tile_px * self.grid_cells
+        self._pixel_to_cell = _nearest_indices(rendered_px, config.image_size) // self.tile_px
+        self._tile_keys: list | None = None  # per cell, what the canvas shows there
+        self._canvas = np.zeros((rendered_px, rendered_px, 3), dtype=np.uint8)
+        # Demonstrations re-drawn, by reason: "shorter than min_frames", "longer than max_frames",
+        # "bot failed" (an exception, a failed mission or a step limit).
+        self.rejections: Counter[str] = Counter()
+
+    def features(self) -> datasets.Features:
+        return babyai_features(self.config.image_size)
+
+    def close(self) -> None:
+        self.env.close()
+
+    def __enter__(self) -> BabyAIGenerator:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------ simulation
+
+    def _reset(self, reset_seed: int) -> str:
+        self._tile_keys = None  # a new level: redraw every tile
+        # minigrid prints every rejected level layout ("Sampling rejected: ...") to stdout.
+        with contextlib.redirect_stdout(io.StringIO()):
+            observation, _ = self.env.reset(seed=reset_seed)
+        return observation["mission"]
+
+    def _plan(self, reset_seed: int) -> tuple[list[int], str]:
+        """The bot's actions on the level drawn with ``reset_seed`` and why they are rejected
+        ("" when accepted); nothing is rendered, so rejected attempts cost only the bot."""
+        config, env = self.config, self.env.unwrapped
+        self._reset(reset_seed)
+        bot = self._bot_class(self.env)
+        actions: list[int] = []
+        try:
+            while len(actions) + 1 < config.max_frames:
+                action = bot.replan()
+                if action == env.actions.done:
+                    break
+                _, reward, terminated, truncated, _ = self.env.step(action)
+                actions.append(int(action))
+                if terminated:  # BabyAI terminates on success (reward > 0) and on failure
+                    if reward > 0:
+                        break
+                    return actions, "bot failed: the mission failed"
+                if truncated:
+                    return actions, "bot failed: the level's step limit ran out"
+            else:
+                return actions, f"longer than max_frames={config.max_frames}"
+        except Exception as error:  # noqa: BLE001 (the bot fails on rare layouts: re-draw)
+            return actions, f"bot failed: {type(error).__name__}: {error}"
+        if action == env.actions.done:
+            return actions, "bot failed: it stopped before the mission was verified"
+        if len(actions) + 1 < config.min_frames:
+            return actions, f"shorter than min_frames={config.min_frames}: {len(actions) + 1}"
+        return actions, ""
+
+    def _demonstration(self, index: int) -> tuple[str, list[int], list[np.ndarray],
+                                                   list[np.ndarray], list[np.ndarray]]:
+        """(mission, actions, frames, task cells (G, G), floor cells (G, G)) of a solved level.
+
+        The bot plans first without rendering; an accepted plan is replayed from the same reset
+        seed (minigrid is deterministic given it) and rendered frame by frame.
+        """
+        config = self.config
+        seeds = np.random.SeedSequence([config.seed, index, SCENE_STREAM])
+        reset_seeds = seeds.generate_state(config.max_attempts, dtype=np.uint32)
+        reasons = []
+        for reset_seed in reset_seeds:
+            actions, reason = self._plan(int(reset_seed))
+            if reason:
+                reasons.append(reason)
+                self.rejections[reason.partition(":")[0].partition("=")[0]] += 1
+                continue
+            mission = self._reset(int(reset_seed))
+            targets = _mission_objects(self.env.unwrapped.instrs)
+            frames, task_cells, floor_cells = [], [], []
+            for action in [None, *actions]:
+                if action is not None:
+                    self.env.step(action)
+                frame, floor = self._render()
+                frames.append(frame)
+                floor_cells.append(floor)
+                task_cells.append(self._task_cells(targets))
+            return mission, actions, frames, task_cells, floor_cells
+        raise RuntimeError(f"{config.level} episode {index} (seed {config.seed}): no demonstration "
+                           f"of {config.min_frames}-{config.max_frames} frames in "
+                           f"{config.max_attempts} attempts; last reasons: {reasons[-3:]}")
+
+    def _render(self) -> tuple[np.ndarray, np.ndarray]:
+        """The full grid as ``get_frame(highlight=False)`` draws it, uint8 (Hr, Wr, 3), and the
+        floor cells, bool (G, G) (empty and not the agent's).
+
+        Only the tiles that changed since the previous frame are redrawn (minigrid's own
+        ``render_tile``, cached by the same key): minigrid redraws every tile of the grid and
+        computes the agent's view for the highlight even when it is off, ~5 ms a frame at 22x22.
+        """
+        from minigrid.core.grid import Grid
+
+        env = self.env.unwrapped
+        size, tile = self.grid_cells, self.tile_px
+        agent = int(env.agent_pos[1]) * size + int(env.agent_pos[0])
+        keys = [(None if obj is None else obj.encode(), None) for obj in env.grid.grid]
+        keys[agent] = (keys[agent][0], int(env.agent_dir))
+        if self._tile_keys is None:
+            self._canvas = np.zeros((size * tile, size * tile, 3), dtype=np.uint8)
+            self._tile_keys = [()] * len(keys)
+        for cell, key in enumerate(keys):
+            if key == self._tile_keys[cell]:
+                continue
+            row, col = divmod(cell, size)
+            self._canvas[row * tile:(row + 1) * tile, col * tile:(col + 1) * tile] = (
+                Grid.render_tile(env.grid.grid[cell], agent_dir=key[1], highlight=False,
+                                 tile_size=tile))
+        self._tile_keys = keys
+        floor = np.array([key == (None, None) for key in keys]).reshape(size, size)
+        return self._canvas.copy(), floor
+
+    def _task_cells(self, targets: list) -> np.ndarray:
+        env = self.env.unwrapped
+        cells = np.zeros((self.grid_cells, self.grid_cells), dtype=bool)  # (rows, cols)
+        x, y = env.agent_pos
+        cells[y, x] = True
+        for obj in targets:
+            position = getattr(obj, "cur_pos", None)
+            if position is None:
+                continue
+            x, y = int(position[0]), int(position[1])
+            if 0 <= x < self.grid_cells and 0 <= y < self.grid_cells:  # (-1, -1) when carried
+                cells[y, x] = True
+        return cells
+
+    # ------------------------------------------------------------------------ rendering
+
+    def _clean(self, index: int) -> tuple[dict, np.ndarray]:
+        mission, actions, frames, task_cells, floor_cells = self._demonstration(index)
+        size = self.config.image_size
+        frames = np.stack(frames)  # (T, Hr, Wr, 3), Hr = tile_px * cells
+        if frames.shape[1] != size:
+            import torch
+
+            from groundlam.video import resize_video
+
+            frames = resize_video(torch.from_numpy(frames), size).numpy()
+        rows = self._pixel_to_cell
+        agent_mask = np.stack(task_cells)[:, rows][:, :, rows]  # (T, H, W)
+        background_mask = np.stack(floor_cells)[:, rows][:, :, rows]  # (T, H, W)
+        episode = {
+            "frames": np.ascontiguousarray(frames, dtype=np.uint8),
+            "label": str(mission),
+            "actions": np.asarray(actions, dtype=np.int64),
+            "agent_mask": agent_mask,
+            **clean_parameters(len(frames)),
+            "episode_id": f"babyai-{self.config.level}-s{self.config.seed}-{index:06d}",
+            "level": self.config.level,
+        }
+        return episode, background_mask
+
+    def _distract(self, clean: dict, background_mask: np.ndarray, index: int) -> dict:
+        rng = np.random.default_rng([self.config.seed, index, DISTRACTOR_STREAM])
+        rendered = apply_distractors(clean["frames"], clean["agent_mask"],
+                                     self.config.distractors, rng, background_mask)
+        return {**clean, **rendered, "actions": clean["actions"].copy()}
+
+    def episode(self, index: int, distracted: bool = True) -> dict:
+        """Episode ``index`` as one dataset row (numpy arrays and strings)."""
+        clean, background_mask = self._clean(index)
+        return self._distract(clean, background_mask, index) if distracted else clean
+
+    def pair(self, index: int) -> tuple[dict, dict]:
+        """(clean, distracted) renderings of episode ``index``: one demonstration, two looks."""
+        clean, background_mask = self._clean(index)
+        return clean, self._distract(clean, background_mask, index)
