@@ -45,11 +45,13 @@ import pyarrow.compute as pc
 import torch
 from datasets.distributed import split_dataset_by_node
 
-from groundlam.data.episodes import collate_clips
+from groundlam.data.episodes import collate_clips, load_episodes
+from groundlam.data.synthetic import SyntheticConfig
 from groundlam.data.video_io import episode_frames
 from groundlam.video import resize_video
 
-__all__ = ["ClipStream", "StreamingLoader", "as_episode_stream", "arrow_row_to_episode"]
+__all__ = ["ClipStream", "StreamingLoader", "as_episode_stream", "open_episode_stream",
+           "parquet_files", "arrow_row_to_episode", "stable_episode_number"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,18 +80,34 @@ def as_episode_stream(episodes: str | datasets.Dataset | datasets.IterableDatase
     if not isinstance(episodes, str):
         raise TypeError(f"as_episode_stream: expected a path, Dataset or IterableDataset, got "
                         f"{type(episodes).__name__}")
-    path = Path(episodes)
-    if any(c in episodes for c in "*?["):
-        files = sorted(glob.glob(episodes))
-    elif path.is_dir():
-        files = sorted(str(p) for p in path.rglob("*.parquet"))
-    else:
-        files = [episodes] if path.is_file() and path.suffix == ".parquet" else []
+    files = parquet_files(episodes)
     if not files:
         raise FileNotFoundError(f"as_episode_stream: no Parquet files at {episodes!r} (a .parquet "
                                 "file, a glob, or a folder of them)")
     stream = datasets.load_dataset("parquet", data_files=files, split="train", streaming=True)
     return stream.reshard()  # one shard per row group where the files allow it
+
+
+def parquet_files(spec: str) -> list[str]:
+    """The Parquet episode files ``spec`` names (a file, a glob, or a folder searched
+    recursively), or [] (also for a LeRobot folder, whose Parquet files hold frames' rows)."""
+    path = Path(spec)
+    if any(c in spec for c in "*?["):
+        return sorted(f for f in glob.glob(spec) if f.endswith(".parquet"))
+    if path.is_dir():
+        if (path / "meta" / "info.json").is_file():
+            return []
+        return sorted(str(p) for p in path.rglob("*.parquet"))
+    return [spec] if path.is_file() and path.suffix == ".parquet" else []
+
+
+def open_episode_stream(spec: str, synthetic: SyntheticConfig | None = None,
+                        world_size: int = 1) -> datasets.IterableDataset:
+    """``spec`` as a stream: Parquet files are read in place (``streaming=True``); anything else
+    goes through ``load_episodes`` (which may itself stream) and then ``as_episode_stream``."""
+    if parquet_files(spec):
+        return as_episode_stream(spec, world_size=world_size)
+    return as_episode_stream(load_episodes(spec, synthetic), world_size=world_size)
 
 
 def _nested_to_numpy(column: pa.ChunkedArray | pa.Array, name: str) -> np.ndarray:
@@ -195,6 +213,9 @@ class ClipStream(torch.utils.data.IterableDataset):
     # -------------------------------------------------------------------- epochs and state
     def set_epoch(self, epoch: int) -> None:
         """Start ``epoch``: a new shard order and new window shuffles (call before iterating)."""
+        if self._resume is not None and self._resume["epoch"] == epoch:
+            return  # a loaded state continues this very epoch: keep it
+        self._resume = None
         self.epoch = epoch
         self.episodes.set_epoch(self.seed * _EPOCH_STRIDE + epoch + 1 if self.shuffle else 0)
         self._positions = {}
@@ -212,6 +233,7 @@ class ClipStream(torch.utils.data.IterableDataset):
             if state.get(key) != mine:
                 raise ValueError(f"{self.name}: cannot resume a stream saved with {key}="
                                  f"{state.get(key)} in one with {key}={mine}")
+        self._resume = None
         self.set_epoch(state["epoch"])
         self._resume = state
         self._positions = {int(w): p for w, p in state["workers"].items()}
@@ -332,8 +354,11 @@ class StreamingLoader:
         self._positions: dict[int, dict[str, Any]] = {}
 
     def set_epoch(self, epoch: int) -> None:
+        """Start ``epoch``; a no-op for the epoch a loaded state is about to continue."""
+        resuming = self.stream._resume is not None  # noqa: SLF001
         self.stream.set_epoch(epoch)
-        self._positions = {}
+        if not (resuming and self.stream._resume is not None):  # noqa: SLF001
+            self._positions = {}
 
     def state_dict(self) -> dict[str, Any]:
         return self.stream._make_state(self._positions, max(self.num_workers, 1))  # noqa: SLF001
