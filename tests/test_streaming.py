@@ -127,6 +127,8 @@ def test_resume_refuses_a_different_world_or_worker_count():
     state = loader.state_dict()
     with pytest.raises(ValueError, match="world_size=2 in one with world_size=1"):
         stream_for(dataset, 0, 1).load_state_dict(state)
+    with pytest.raises(ValueError, match="buffer_episodes=3 in one with buffer_episodes=5"):
+        stream_for(dataset, 0, 2, buffer_episodes=5).load_state_dict(state)
     other = StreamingLoader(stream_for(dataset, 0, 2), 3, num_workers=2)
     other.load_state_dict(state)
     with pytest.raises(ValueError, match="same data.num_workers"):

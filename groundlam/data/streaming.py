@@ -227,9 +227,9 @@ class ClipStream(torch.utils.data.IterableDataset):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from ``state``: the next iteration yields exactly the clips not yet yielded
-        in ``state["epoch"]``. The rank, world size and worker count must match."""
-        for key, mine in (("rank", self.rank), ("world_size", self.world_size),
-                          ("num_shards", self.num_shards), ("seed", self.seed)):
+        in ``state["epoch"]``. The rank, world size, worker count and every setting that decides
+        what a window holds (shards, seed, shuffle, clip span, buffer) must match."""
+        for key, mine in self._layout().items():
             if state.get(key) != mine:
                 raise ValueError(f"{self.name}: cannot resume a stream saved with {key}="
                                  f"{state.get(key)} in one with {key}={mine}")
@@ -238,10 +238,14 @@ class ClipStream(torch.utils.data.IterableDataset):
         self._resume = state
         self._positions = {int(w): p for w, p in state["workers"].items()}
 
+    def _layout(self) -> dict[str, Any]:
+        return {"rank": self.rank, "world_size": self.world_size, "num_shards": self.num_shards,
+                "seed": self.seed, "shuffle": self.shuffle, "clip_length": self.clip_length,
+                "frame_stride": self.frame_stride, "buffer_episodes": self.buffer_episodes}
+
     def _make_state(self, positions: dict[int, dict[str, Any]], num_workers: int
                     ) -> dict[str, Any]:
-        return {"epoch": self.epoch, "rank": self.rank, "world_size": self.world_size,
-                "num_shards": self.num_shards, "seed": self.seed, "num_workers": num_workers,
+        return {"epoch": self.epoch, **self._layout(), "num_workers": num_workers,
                 "workers": {str(w): p for w, p in sorted(positions.items())},
                 "skipped": sum(p["skipped"] for p in positions.values()),
                 "episodes": sum(p["episodes"] for p in positions.values())}
