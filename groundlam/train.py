@@ -20,6 +20,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,7 +137,7 @@ class ResumableSampler(torch.utils.data.DistributedSampler):
 
 
 # ---------------------------------------------------------------------------- streamed data
-def even_batches(loader: StreamingLoader) -> Any:
+def even_batches(loader: StreamingLoader) -> Iterator[dict[str, Any]]:
     """The loader's batches while every rank still has one: ranks stream different numbers of
     clips, and one rank stepping alone would hang the others in the gradient all-reduce."""
     iterator = iter(loader)
