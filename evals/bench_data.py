@@ -298,7 +298,7 @@ def rss_long_stream(context: Context) -> dict[str, Any]:
     samples.append({"episodes": state["episodes"], "rss_mb": round(rss_mb())})
     warm = next(i for i, s in enumerate(samples) if s["episodes"] >= 0.1 * state["episodes"])
     growth = max(s["rss_mb"] for s in samples[warm:]) - samples[warm]["rss_mb"]
-    keep = max(1, len(samples) // 25)  # about 25 samples in the output, and the last
+    keep = max(1, -(-len(samples) // 25))  # at most ~25 samples in the output, and the last
     shown = samples[::keep] + ([samples[-1]] if (len(samples) - 1) % keep else [])
     return {"episodes": state["episodes"], "skipped": state["skipped"],
             "frames_per_episode": frames, "image_size": size, "clip_length": clip,
