@@ -93,26 +93,29 @@ def test_two_dataloader_workers_split_each_rank_exactly():
     assert sum(1 for n in (len(f) for f in dataset["frames"]) if n < CLIP) > 0
 
 
-@pytest.mark.parametrize("num_workers", [0, 2])
-def test_resume_mid_epoch_yields_exactly_the_rest(num_workers):
+@pytest.mark.parametrize(("num_workers", "num_shards"), [(0, 8), (2, 8), (0, 5)])
+def test_resume_mid_epoch_yields_exactly_the_rest(num_workers, num_shards):
     dataset = corpus()
+
+    def loader_for(rank, epoch=None):
+        loader = StreamingLoader(stream_for(dataset, rank, 2, num_shards=num_shards), 3,
+                                 num_workers=num_workers)
+        return loader if epoch is None else _set_epoch(loader, epoch)
+
     for rank in (0, 1):
-        full = seen(_set_epoch(StreamingLoader(stream_for(dataset, rank, 2), 3,
-                                               num_workers=num_workers), 1))
+        full = seen(loader_for(rank, 1))
         for stop_after in (1, 4, 7):
-            loader = _set_epoch(StreamingLoader(stream_for(dataset, rank, 2), 3,
-                                                num_workers=num_workers), 1)
+            loader = loader_for(rank, 1)
             first = seen(itertools.islice(loader, stop_after))
             state = loader.state_dict()
             assert state["epoch"] == 1
-            resumed = StreamingLoader(stream_for(dataset, rank, 2), 3, num_workers=num_workers)
+            resumed = loader_for(rank)
             resumed.load_state_dict(state)
             rest = seen(resumed)
             assert first + rest == full, (stop_after, rank)
             # the next epoch after a resumed one is whole again (ranks get other shards)
             resumed.set_epoch(2)
-            assert seen(resumed) == seen(_set_epoch(StreamingLoader(
-                stream_for(dataset, rank, 2), 3, num_workers=num_workers), 2))
+            assert seen(resumed) == seen(loader_for(rank, 2))
 
 
 def _set_epoch(loader, epoch):
