@@ -38,6 +38,10 @@ class DataConfig:
     num_workers: int = 0  # DataLoader workers a rank
     eval_episodes: int = 256  # synthetic held-out episodes
     strict: bool = False  # stop at the first bad file or episode instead of skipping and counting
+    # streamed, bounded-memory training data (groundlam.data.streaming): shards split by rank and
+    # worker, exact mid-epoch resume; Parquet files are read in place, never converted
+    streaming: bool = False
+    stream_buffer_episodes: int = 16  # episodes whose clips are shuffled together, per worker
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 

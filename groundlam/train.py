@@ -20,6 +20,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from tqdm.auto import tqdm
 
 from groundlam.config import Config, ConfigError, config_to_dict, load_config
 from groundlam.data.episodes import ClipDataset, collate_clips, load_episodes
+from groundlam.data.streaming import ClipStream, StreamingLoader, open_episode_stream
 from groundlam.losses import infonce_loss, label_ids, reconstruction_loss
 from groundlam.model import GroundLAM
 from groundlam.video import to_model_input
@@ -132,6 +134,34 @@ class ResumableSampler(torch.utils.data.DistributedSampler):
         indices = list(super().__iter__())
         skip, self.skip = self.skip, 0
         return iter(indices[skip:])
+
+
+# ---------------------------------------------------------------------------- streamed data
+def even_batches(loader: StreamingLoader) -> Iterator[dict[str, Any]]:
+    """The loader's batches while every rank still has one: ranks stream different numbers of
+    clips, and one rank stepping alone would hang the others in the gradient all-reduce."""
+    iterator = iter(loader)
+    while True:
+        batch = next(iterator, None)
+        have = torch.tensor(float(batch is not None))
+        dist.all_reduce(have, op=dist.ReduceOp.MIN)
+        if not have.item():
+            if batch is not None:
+                logger.info("epoch ends: another rank ran out of clips first; the rest of this "
+                            "rank's epoch is not trained on")
+            return
+        yield batch
+
+
+def checkpoint_state(epoch: int, batches_done: int, loader: Any, world: int) -> dict[str, Any]:
+    """Client state of a checkpoint; with streaming, every rank's stream position (DeepSpeed
+    writes rank 0's client state only, so the positions are gathered there first)."""
+    state = {"epoch": epoch, "batches_done": batches_done}
+    if isinstance(loader, StreamingLoader):
+        streams: list[Any] = [None] * world
+        dist.all_gather_object(streams, loader.state_dict())
+        state["stream"] = streams
+    return state
 
 
 # ---------------------------------------------------------------------------- monitoring
@@ -293,19 +323,32 @@ def train(config: Config, resume: bool = False) -> Path:
     # rank 0 builds (and caches) the episodes first, then the others read them
     if rank != 0:
         dist.barrier()
-    episodes = load_episodes(config.data.train, config.data.synthetic)
+    if config.data.streaming:  # Parquet is read in place; other sources are loaded, then streamed
+        episodes = open_episode_stream(config.data.train, config.data.synthetic, world)
+    else:
+        episodes = load_episodes(config.data.train, config.data.synthetic)
     if rank == 0:
         dist.barrier()
-    clips = ClipDataset(episodes, config.data.clip_length, config.model.image_size,
-                        config.data.frame_stride, name=config.data.train)
-    sampler = ResumableSampler(clips, num_replicas=world, rank=rank, shuffle=True,
-                               seed=config.train.seed, drop_last=True)
-    loader = torch.utils.data.DataLoader(clips, batch_size=config.train.batch_size,
-                                         sampler=sampler, collate_fn=collate_clips,
-                                         num_workers=config.data.num_workers, drop_last=True)
-    if len(loader) == 0:
-        raise ValueError(f"{len(clips)} clips give no full batch of {config.train.batch_size} "
-                         f"on each of {world} ranks; lower train.batch_size")
+    if config.data.streaming:
+        sampler = None
+        stream = ClipStream(episodes, config.data.clip_length, config.model.image_size,
+                            config.data.frame_stride, rank=rank, world_size=world,
+                            seed=config.train.seed,
+                            buffer_episodes=config.data.stream_buffer_episodes,
+                            name=config.data.train)
+        loader = StreamingLoader(stream, config.train.batch_size, config.data.num_workers)
+    else:
+        clips = ClipDataset(episodes, config.data.clip_length, config.model.image_size,
+                            config.data.frame_stride, name=config.data.train)
+        sampler = ResumableSampler(clips, num_replicas=world, rank=rank, shuffle=True,
+                                   seed=config.train.seed, drop_last=True)
+        loader = torch.utils.data.DataLoader(clips, batch_size=config.train.batch_size,
+                                             sampler=sampler, collate_fn=collate_clips,
+                                             num_workers=config.data.num_workers, drop_last=True)
+        if len(loader) == 0:
+            raise ValueError(f"{len(clips)} clips give no full batch of "
+                             f"{config.train.batch_size} on each of {world} ranks; lower "
+                             "train.batch_size")
 
     bf16 = use_bf16(config.train.precision, torch.device(device_type))
     engine, _, _, scheduler = deepspeed.initialize(
@@ -321,6 +364,14 @@ def train(config: Config, resume: bool = False) -> Path:
             raise FileNotFoundError(f"--resume: no complete checkpoint in {checkpoint_root}")
         _, state = engine.load_checkpoint(str(checkpoint_root), tag=tag)
         epoch, batches_done = state["epoch"], state["batches_done"]
+        if sampler is None:  # streaming: continue each rank's stream where it stopped
+            if "stream" not in state:
+                raise ValueError(f"--resume with data.streaming: {checkpoint_root / tag} holds "
+                                 "no stream position (saved without data.streaming)")
+            if len(state["stream"]) != world:
+                raise ValueError(f"--resume with data.streaming: {checkpoint_root / tag} was "
+                                 f"saved by {len(state['stream'])} ranks, this run has {world}")
+            loader.load_state_dict(state["stream"][rank])
         logger.info("resumed from %s (step %d)", checkpoint_root / tag, engine.global_steps)
 
     metrics_log = Logger.create(config, output_dir, rank)
@@ -332,9 +383,14 @@ def train(config: Config, resume: bool = False) -> Path:
     last_saved = engine.global_steps if resume else -1
     recent_features: torch.Tensor | None = None
     while engine.global_steps < max_steps:
-        sampler.set_epoch(epoch)
-        sampler.skip = batches_done * config.train.batch_size
-        for batch in loader:
+        if sampler is None:
+            loader.set_epoch(epoch)  # keeps a resumed epoch's position
+            batches = even_batches(loader)
+        else:
+            sampler.set_epoch(epoch)
+            sampler.skip = batches_done * config.train.batch_size
+            batches = loader
+        for batch in batches:
             if engine.global_steps >= max_steps:
                 break
             frames = to_model_input(batch["frames"]).to(device)  # (B, T, C, H, W)
@@ -385,15 +441,19 @@ def train(config: Config, resume: bool = False) -> Path:
                 window_start, window_steps = time.perf_counter(), 0
             if step % config.train.save_every == 0 or step == max_steps:
                 save_checkpoint(engine, checkpoint_root, step,
-                                {"epoch": epoch, "batches_done": batches_done},
+                                checkpoint_state(epoch, batches_done, loader, world),
                                 config.train.keep_checkpoints, rank)
                 last_saved = step
         else:
+            if sampler is None and batches_done == 0:
+                raise ValueError(f"{config.data.train}: the stream gave no batch of clips "
+                                 f"(clip_length {config.data.clip_length}, stride "
+                                 f"{config.data.frame_stride}) on some rank in epoch {epoch}")
             epoch, batches_done = epoch + 1, 0
     progress.close()
     if last_saved != engine.global_steps:
         save_checkpoint(engine, checkpoint_root, engine.global_steps,
-                        {"epoch": epoch, "batches_done": batches_done},
+                        checkpoint_state(epoch, batches_done, loader, world),
                         config.train.keep_checkpoints, rank)
     final = save_final(engine, engine.module, output_dir, config.train.zero_stage, rank)
     if rank == 0:
