@@ -326,7 +326,8 @@ def train(config: Config, resume: bool = False) -> Path:
     if config.data.streaming:  # Parquet is read in place; other sources are loaded, then streamed
         episodes = open_episode_stream(config.data.train, config.data.synthetic, world)
     else:
-        episodes = load_episodes(config.data.train, config.data.synthetic)
+        episodes = load_episodes(config.data.train, config.data.synthetic,
+                                 strict=config.data.strict)
     if rank == 0:
         dist.barrier()
     if config.data.streaming:
@@ -339,7 +340,8 @@ def train(config: Config, resume: bool = False) -> Path:
         loader = StreamingLoader(stream, config.train.batch_size, config.data.num_workers)
     else:
         clips = ClipDataset(episodes, config.data.clip_length, config.model.image_size,
-                            config.data.frame_stride, name=config.data.train)
+                            config.data.frame_stride, name=config.data.train,
+                            strict=config.data.strict)
         sampler = ResumableSampler(clips, num_replicas=world, rank=rank, shuffle=True,
                                    seed=config.train.seed, drop_last=True)
         loader = torch.utils.data.DataLoader(clips, batch_size=config.train.batch_size,
@@ -382,6 +384,7 @@ def train(config: Config, resume: bool = False) -> Path:
     bad_in_row, bad_total, window_start, window_steps = 0, 0, time.perf_counter(), 0
     last_saved = engine.global_steps if resume else -1
     recent_features: torch.Tensor | None = None
+    passed_over: list[str] = []  # bad episodes met this epoch (each clip replaced by a good one)
     while engine.global_steps < max_steps:
         if sampler is None:
             loader.set_epoch(epoch)  # keeps a resumed epoch's position
@@ -393,6 +396,7 @@ def train(config: Config, resume: bool = False) -> Path:
         for batch in batches:
             if engine.global_steps >= max_steps:
                 break
+            passed_over += batch.get("skipped", [])
             frames = to_model_input(batch["frames"]).to(device)  # (B, T, C, H, W)
             text = text_encoder(batch["labels"])  # (B, K)
             output = engine(frames)
@@ -449,7 +453,10 @@ def train(config: Config, resume: bool = False) -> Path:
                 raise ValueError(f"{config.data.train}: the stream gave no batch of clips "
                                  f"(clip_length {config.data.clip_length}, stride "
                                  f"{config.data.frame_stride}) on some rank in epoch {epoch}")
-            epoch, batches_done = epoch + 1, 0
+            if passed_over:
+                logger.warning("epoch %d: rank %d passed over %d clips of bad episodes: %s",
+                               epoch, rank, len(passed_over), "; ".join(passed_over[:10]))
+            epoch, batches_done, passed_over = epoch + 1, 0, []
     progress.close()
     if last_saved != engine.global_steps:
         save_checkpoint(engine, checkpoint_root, engine.global_steps,
