@@ -1,15 +1,10 @@
 """Every source kind, built tiny in a temp folder, loaded and checked frame by frame; bad data."""
 
 import io
-import json
 import shutil
 
-import av
 import datasets
 import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -25,6 +20,7 @@ from groundlam.data.episodes import (
 )
 from groundlam.data.sources import detect_source, lerobot_cameras, probe_video, read_frames
 from groundlam.data.video_io import encode_video
+from groundlam.data.writers import write_lerobot, write_video, write_video_folder
 from groundlam.video import resize_video
 
 H, W, FPS = 32, 48, 10
@@ -53,20 +49,6 @@ def assert_close(decoded, expected):
 
 def resized(frames, size=16):
     return resize_video(torch.from_numpy(np.ascontiguousarray(frames)), size).numpy()
-
-
-def encode(frames, path, codec="libx264"):
-    """Write ``frames`` to ``path`` with PyAV; container from the suffix."""
-    if codec == "libx264":
-        path.write_bytes(encode_video(frames, fps=FPS))
-        return
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(codec, rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-        stream.bit_rate = 4_000_000  # the default (~200 kbit/s) blurs a 32 px test video
-        for image in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        container.mux(stream.encode())
 
 
 LENGTHS, LABELS = (9, 13), ("open the drawer", "push the cup left")
@@ -134,16 +116,13 @@ def test_read_frames_windows_and_probe(frames):
 
 @pytest.mark.parametrize("metadata", ["csv", "jsonl"])
 def test_video_folder(tmp_path, frames, metadata):
-    encode(frames[0], tmp_path / "a.mp4")
-    encode(frames[1], tmp_path / "b.avi", "mpeg4")
     actions = [[0, 1, 2, 3, 4, 5, 0, 1], list(range(12))]
-    lines = [{"file_name": "a.mp4", "label": LABELS[0], "actions": actions[0]},
-             {"file_name": "b.avi", "label": LABELS[1], "actions": actions[1]}]
-    if metadata == "csv":
-        pd.DataFrame([{**line, "actions": json.dumps(line["actions"])} for line in lines]
-                     ).to_csv(tmp_path / "metadata.csv", index=False)
-    else:
-        (tmp_path / "metadata.jsonl").write_text("\n".join(json.dumps(line) for line in lines))
+    write_video_folder([{"frames": frames[0], "label": LABELS[0], "actions": actions[0],
+                         "file_name": "a.mp4"},
+                        {"frames": frames[1], "label": LABELS[1], "actions": actions[1],
+                         "file_name": "b.avi"}],  # MPEG-4 part 2 in AVI
+                       tmp_path, fps=FPS, metadata=metadata)
+    assert (tmp_path / f"metadata.{metadata}").is_file()
     assert detect_source(str(tmp_path)) == "video_folder"
     episodes = load_episodes(str(tmp_path))
     assert episodes["label"] == list(LABELS) and episodes["episode_id"] == ["a.mp4", "b.avi"]
@@ -156,8 +135,20 @@ def test_video_folder(tmp_path, frames, metadata):
         np.testing.assert_array_equal(item["actions"].numpy(), actions[row][start:start + 3])
 
 
+def test_video_folder_writer_names_and_checks(tmp_path, frames):
+    episodes = [{"frames": f, "label": label} for f, label in zip(frames, LABELS, strict=True)]
+    write_video_folder(iter(episodes), tmp_path / "plain", fps=FPS)  # a generator is enough
+    loaded = load_episodes(str(tmp_path / "plain"))
+    assert loaded["episode_id"] == ["episode_000000.mp4", "episode_000001.mp4"]
+    assert "actions" not in loaded.column_names
+    with pytest.raises(ValueError, match=r"episode 1 \(episode_000001.mp4\): 3 actions for 13"):
+        write_video_folder([episodes[0], {**episodes[1], "actions": [0, 1, 2]}], tmp_path / "bad")
+    with pytest.raises(ValueError, match=r"even height and width"):
+        write_video(frames[0][:, :31], tmp_path / "odd.mp4")
+
+
 def test_video_folder_without_label_column_names_it(tmp_path, frames):
-    encode(frames[0], tmp_path / "a.mp4")
+    write_video(frames[0], tmp_path / "a.mp4", FPS)
     (tmp_path / "metadata.csv").write_text("file_name,caption\na.mp4,hello\n")
     with pytest.raises(ValueError, match=r"metadata.csv has no column 'label'"):
         load_episodes(str(tmp_path))
@@ -170,99 +161,27 @@ def test_video_folder_without_label_column_names_it(tmp_path, frames):
 CAMERAS = ("observation.images.top", "observation.images.wrist")
 
 
-def lerobot_info(version, num_episodes, total_frames):
-    video = {"dtype": "video", "shape": [H, W, 3], "names": ["height", "width", "channels"],
-             "info": {"video.fps": float(FPS), "video.codec": "h264"}}
-    scalar = {"dtype": "int64", "shape": [1], "names": None}
-    if version == "v2.1":
-        paths = {"data_path": "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet",
-                 "video_path": "videos/chunk-{episode_chunk:03d}/{video_key}/"
-                               "episode_{episode_index:06d}.mp4"}
-    else:
-        paths = {"data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
-                 "video_path": "videos/{video_key}/chunk-{chunk_index:03d}/"
-                               "file-{file_index:03d}.mp4"}
-    return {"codebase_version": version, "robot_type": "test", "fps": FPS, "chunks_size": 1000,
-            "total_episodes": num_episodes, "total_frames": total_frames,
-            "splits": {"train": f"0:{num_episodes}"}, **paths,
-            "features": {CAMERAS[0]: video, CAMERAS[1]: video,
-                         "action": {"dtype": "float32", "shape": [2], "names": ["x", "y"]},
-                         "timestamp": {"dtype": "float32", "shape": [1], "names": None},
-                         "frame_index": scalar, "episode_index": scalar, "index": scalar,
-                         "task_index": scalar}}
-
-
-def frame_table(episode, num_frames, first_index, actions):
-    return pa.table({"action": pa.array(list(actions), pa.list_(pa.float32())),
-                     "timestamp": pa.array(np.arange(num_frames) / FPS, pa.float32()),
-                     "frame_index": np.arange(num_frames), "episode_index": [episode] * num_frames,
-                     "index": first_index + np.arange(num_frames),
-                     "task_index": [episode] * num_frames})
-
-
-def make_lerobot(root, version, frames, actions):
-    """A LeRobot dataset of ``frames`` per episode; the wrist camera sees them upside down."""
-    (root / "meta").mkdir(parents=True)
-    (root / "meta" / "info.json").write_text(
-        json.dumps(lerobot_info(version, len(frames), sum(len(f) for f in frames))))
-    views = {CAMERAS[0]: frames, CAMERAS[1]: [np.ascontiguousarray(f[:, ::-1]) for f in frames]}
-    if version == "v2.1":
-        (root / "meta" / "tasks.jsonl").write_text("\n".join(
-            json.dumps({"task_index": i, "task": label}) for i, label in enumerate(LABELS)))
-        (root / "meta" / "episodes.jsonl").write_text("\n".join(
-            json.dumps({"episode_index": i, "tasks": [LABELS[i]], "length": len(f)})
-            for i, f in enumerate(frames)))
-        first = 0
-        for i, f in enumerate(frames):
-            data = root / f"data/chunk-000/episode_{i:06d}.parquet"
-            data.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(frame_table(i, len(f), first, actions[i]), data)
-            first += len(f)
-            for camera, episodes in views.items():
-                video = root / f"videos/chunk-000/{camera}/episode_{i:06d}.mp4"
-                video.parent.mkdir(parents=True, exist_ok=True)
-                encode(episodes[i], video)
-        return
-    # v3.0: all episodes in one data file and one mp4 per camera, located by meta/episodes
-    tasks = pd.DataFrame({"task_index": range(len(LABELS))}, index=list(LABELS))
-    tasks.to_parquet(root / "meta" / "tasks.parquet")  # the task string is the index, as lerobot
-    starts = np.cumsum([0] + [len(f) for f in frames])
-    data = root / "data/chunk-000/file-000.parquet"
-    data.parent.mkdir(parents=True)
-    pq.write_table(pa.concat_tables([frame_table(i, len(f), starts[i], actions[i])
-                                     for i, f in enumerate(frames)]), data)
-    for camera, episodes in views.items():
-        video = root / f"videos/{camera}/chunk-000/file-000.mp4"
-        video.parent.mkdir(parents=True)
-        encode(np.concatenate(episodes), video)
-    rows = []
-    for i, f in enumerate(frames):
-        row = {"episode_index": i, "tasks": [LABELS[i]], "length": len(f),
-               "data/chunk_index": 0, "data/file_index": 0,
-               "dataset_from_index": int(starts[i]), "dataset_to_index": int(starts[i + 1])}
-        for camera in CAMERAS:
-            row |= {f"videos/{camera}/chunk_index": 0, f"videos/{camera}/file_index": 0,
-                    f"videos/{camera}/from_timestamp": starts[i] / FPS,
-                    f"videos/{camera}/to_timestamp": starts[i + 1] / FPS}
-        rows.append(row)
-    meta = root / "meta/episodes/chunk-000/file-000.parquet"
-    meta.parent.mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(rows), meta)
-
-
 @pytest.mark.parametrize("version", ["v2.1", "v3.0"])
 def test_lerobot(tmp_path, frames, version):
     rng = np.random.default_rng(1)
-    actions = [rng.normal(size=(n, 2)).astype(np.float32) for n in LENGTHS]
-    make_lerobot(tmp_path / "robot", version, frames, actions)
+    actions = [rng.normal(size=(n - 1, 2)).astype(np.float32) for n in LENGTHS]
+    # the wrist camera sees the frames upside down; v3.0 puts both episodes in one file
+    write_lerobot([{"frames": f, "label": LABELS[i], "actions": actions[i],
+                    "views": {CAMERAS[1]: np.ascontiguousarray(f[:, ::-1])}}
+                   for i, f in enumerate(frames)],
+                  tmp_path / "robot", version=version, fps=FPS, camera=CAMERAS[0])
     spec = str(tmp_path / "robot")
+    files = sorted(str(p.relative_to(spec)) for p in (tmp_path / "robot").rglob("*.*"))
+    assert [f for f in files if f.startswith("data")] == (
+        ["data/chunk-000/episode_000000.parquet", "data/chunk-000/episode_000001.parquet"]
+        if version == "v2.1" else ["data/chunk-000/file-000.parquet"])
     assert detect_source(spec) == "lerobot" and lerobot_cameras(spec) == list(CAMERAS)
     episodes = load_episodes(spec)
     assert episodes["label"] == list(LABELS) and episodes["num_frames"] == list(LENGTHS)
     assert episodes["episode_id"] == ["robot/episode_000000", "robot/episode_000001"]
     stored = episodes.with_format("numpy", columns=["actions"])
-    for i, expected in enumerate(actions):  # the last frame's action is dropped: [T-1, A]
-        np.testing.assert_array_equal(stored[i]["actions"], expected[:-1])
+    for i, expected in enumerate(actions):  # one per transition: [T-1, A]
+        np.testing.assert_array_equal(stored[i]["actions"], expected)
     for camera, flip in ((None, False), (CAMERAS[1], True)):
         clips = ClipDataset(load_episodes(spec, camera=camera), 4, 16)
         assert clips.clips == [(0, 0), (0, 4), (1, 0), (1, 4), (1, 8)]
@@ -274,6 +193,18 @@ def test_lerobot(tmp_path, frames, version):
     assert_close(read_episode(episodes, 1, count=5), frames[1][:5])  # v3: from 0.9 s on
     with pytest.raises(ValueError, match=r"no camera 'cam'.*observation.images.top"):
         load_episodes(spec, camera="cam")
+
+
+def test_lerobot_v3_episodes_in_several_files(tmp_path, frames):
+    write_lerobot([{"frames": f, "label": label} for f, label in zip(frames, LABELS, strict=True)],
+                  tmp_path / "robot", fps=FPS, episodes_per_file=1, chunks_size=1)
+    assert (tmp_path / "robot/videos/observation.images.main/chunk-001/file-000.mp4").is_file()
+    episodes = load_episodes(str(tmp_path / "robot"))
+    assert episodes["video_start"] == [0.0, 0.0] and "actions" not in episodes.column_names
+    assert episodes["label"] == list(LABELS) and episodes["num_frames"] == list(LENGTHS)
+    assert_close(read_episode(episodes, 1), frames[1])
+    with pytest.raises(FileExistsError, match="already holds"):
+        write_lerobot([{"frames": frames[0], "label": "x"}], tmp_path / "robot")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,7 +254,7 @@ def test_clip_sampler_target_fps_and_random_crop(frames):
 
 
 def test_corrupt_video_in_folder_is_skipped_or_strict(tmp_path, frames):
-    encode(frames[0], tmp_path / "good.mp4")
+    write_video(frames[0], tmp_path / "good.mp4", FPS)
     (tmp_path / "bad.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(500))
     (tmp_path / "metadata.csv").write_text(
         f"file_name,label\ngood.mp4,{LABELS[0]}\nbad.mp4,{LABELS[1]}\nmissing.mp4,x\ngood.mp4,\n")
@@ -393,8 +324,8 @@ def test_float_frames_are_a_clear_error(frames):
 
 
 def test_video_that_breaks_after_loading_never_gets_another_label(tmp_path, frames):
-    encode(frames[0], tmp_path / "a.mp4")
-    encode(frames[1], tmp_path / "b.mp4")
+    write_video(frames[0], tmp_path / "a.mp4", FPS)
+    write_video(frames[1], tmp_path / "b.mp4", FPS)
     (tmp_path / "metadata.csv").write_text(f"file_name,label\na.mp4,{LABELS[0]}\n"
                                            f"b.mp4,{LABELS[1]}\n")
     episodes = load_episodes(str(tmp_path))
