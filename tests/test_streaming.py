@@ -9,9 +9,16 @@ import numpy as np
 import pytest
 import torch
 
+from groundlam.data import sources, streaming
 from groundlam.data.episodes import ClipDataset
-from groundlam.data.streaming import ClipStream, StreamingLoader, as_episode_stream
+from groundlam.data.streaming import (
+    ClipStream,
+    StreamingLoader,
+    as_episode_stream,
+    open_episode_stream,
+)
 from groundlam.data.video_io import decode_video, encode_video
+from groundlam.data.writers import write_lerobot, write_video_folder
 
 CLIP, SIZE = 4, 8
 
@@ -179,6 +186,51 @@ def test_parquet_files_and_mp4_video_rows_stream(tmp_path):
                           decode_video(videos[1]["video"])[:CLIP])  # b, first clip
     error = np.abs(items[1]["frames"].numpy().astype(int) - clips[0][CLIP:2 * CLIP]).mean()
     assert error < 4, error  # within codec tolerance of what was encoded
+
+
+def test_open_episode_stream_goes_by_the_detected_kind(tmp_path, monkeypatch):
+    ramp = np.linspace(0, 200, 16, dtype=np.float32)
+    smooth = [{"frames": np.stack([np.broadcast_to((ramp[:, None, None] + 5 * t + 20 * k) % 256,
+                                                   (16, 16, 3)) for t in range(9)]
+                                  ).astype(np.uint8), "label": f"task {k}"} for k in range(3)]
+    write_video_folder(smooth, tmp_path / "videos")
+    # a Parquet file beside the videos (annotations, say) must not make it a Parquet source
+    corpus(4).to_parquet(str(tmp_path / "videos" / "notes" / "extra.parquet"))
+    write_lerobot(smooth, tmp_path / "robot")
+    dataset = corpus(10)
+    dataset.to_parquet(str(tmp_path / "parquet" / "part-0.parquet"))
+    dataset.save_to_disk(str(tmp_path / "disk"))
+
+    def clips(spec):
+        stream = open_episode_stream(spec, world_size=2)
+        assert isinstance(stream, datasets.IterableDataset)
+        return collections.Counter(i["episode_id"] for i in ClipStream(stream, CLIP, SIZE))
+
+    for name in ("videos", "robot"):  # loaded map-style (paths, not frames), then sharded
+        stream = open_episode_stream(str(tmp_path / name), world_size=2)
+        assert stream.num_shards == 2
+        items = list(ClipStream(stream, CLIP, 16, shuffle=False))
+        assert sorted((i["label"], i["start"]) for i in items) == [
+            (f"task {k}", s) for k in range(3) for s in (0, 4)]
+        for item in items:  # each episode's own frames (LeRobot v3: one mp4 holds all three)
+            expected = smooth[int(item["label"][-1])]["frames"][item["start"]:][:CLIP]
+            assert np.abs(item["frames"].numpy().astype(int) - expected).mean() < 4
+    assert clips(str(tmp_path / "disk")) == expected_clips(dataset)
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("Parquet must be read in place, not through load_episodes")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(streaming, "load_episodes", no_load)
+        assert clips(str(tmp_path / "parquet")) == expected_clips(dataset)
+        assert clips(str(tmp_path / "parquet" / "*.parquet")) == expected_clips(dataset)
+
+    hub = dataset.to_iterable_dataset(num_shards=2)
+    calls = []
+    monkeypatch.setattr(sources.datasets, "load_dataset",
+                        lambda *args, **kwargs: calls.append((args, kwargs)) or hub)
+    assert open_episode_stream("someone/robot-videos") is hub  # streamed as the Hub gives it
+    assert calls == [(("someone/robot-videos",), {"split": "train", "streaming": True})]
 
 
 def test_memory_is_bounded_by_the_window_not_the_corpus():

@@ -46,6 +46,7 @@ import torch
 from datasets.distributed import split_dataset_by_node
 
 from groundlam.data.episodes import collate_clips, load_episodes
+from groundlam.data.sources import detect_source, read_frames
 from groundlam.data.synthetic import SyntheticConfig
 from groundlam.data.video_io import episode_frames
 from groundlam.video import resize_video
@@ -102,12 +103,22 @@ def parquet_files(spec: str) -> list[str]:
 
 
 def open_episode_stream(spec: str, synthetic: SyntheticConfig | None = None,
-                        world_size: int = 1) -> datasets.IterableDataset:
-    """``spec`` as a stream: Parquet files are read in place (``streaming=True``); anything else
-    goes through ``load_episodes`` (which may itself stream) and then ``as_episode_stream``."""
-    if parquet_files(spec):
+                        world_size: int = 1, *, camera: str | None = None, split: str = "train",
+                        strict: bool = False) -> datasets.IterableDataset:
+    """``spec`` (any source ``load_episodes`` accepts) as a stream, by its ``detect_source`` kind.
+
+    ``parquet``: the files are read in place (``streaming=True``, sharded by row group: nothing is
+    converted or cached). ``hub``: streamed from the Hub by ``load_episodes``. Every other kind
+    (``synthetic``, ``save_to_disk``, ``arrow``, ``video_folder``, ``lerobot``) is loaded
+    map-style by ``load_episodes`` (video sources hold paths, not frames, so this stays small)
+    and turned into shards by ``as_episode_stream``. ``camera``, ``split`` and ``strict`` go to
+    ``load_episodes``.
+    """
+    kind = detect_source(spec)
+    if kind == "parquet":
         return as_episode_stream(spec, world_size=world_size)
-    return as_episode_stream(load_episodes(spec, synthetic), world_size=world_size)
+    episodes = load_episodes(spec, synthetic, camera=camera, split=split, strict=strict)
+    return as_episode_stream(episodes, world_size=world_size)
 
 
 def _nested_to_numpy(column: pa.ChunkedArray | pa.Array, name: str) -> np.ndarray:
@@ -151,6 +162,15 @@ def arrow_row_to_episode(table: pa.Table, name: str = "episode") -> dict[str, An
         else:
             row[column_name] = column[0].as_py()
     return row
+
+
+def _episode_frames(episode: dict[str, Any], name: str) -> np.ndarray:
+    """uint8 (T, H, W, 3) of an episode row; a ``video`` row decodes only its own frames: from
+    ``video_start`` seconds, ``num_frames`` of them (a LeRobot v3 mp4 holds many episodes)."""
+    if episode.get("frames") is not None or episode.get("video") is None:
+        return episode_frames(episode, name=name)
+    return read_frames(episode["video"], 0, episode.get("num_frames"), fps=episode.get("fps"),
+                       video_start=episode.get("video_start") or 0.0, name=name)
 
 
 def stable_episode_number(episode_id: str) -> int:
@@ -288,7 +308,7 @@ class ClipStream(torch.utils.data.IterableDataset):
                 window_rows += 1
                 episode = arrow_row_to_episode(table, f"{self.name} {episode_id}")
                 episode_id = str(episode.get("episode_id") or episode_id)
-                frames = episode_frames(episode, name=f"{self.name} {episode_id}")
+                frames = _episode_frames(episode, name=f"{self.name} {episode_id}")
                 if len(frames) and (frames.ndim != 4 or frames.shape[-1] != 3):
                     raise ValueError(f"{self.name} {episode_id}: frames must be uint8 "
                                      f"(T, H, W, 3), got shape {frames.shape}")
