@@ -1,7 +1,7 @@
 """How fast episodes reach the training loop, how flat memory stays, and what training consumes.
 
-    python evals/bench_data.py            # ~5-10 min on 2 shared cores
-    python evals/bench_data.py --quick    # smaller corpora and fewer steps, ~2-3 min
+    python evals/bench_data.py            # ~6-12 min on 2 shared cores
+    python evals/bench_data.py --quick    # smaller corpora and fewer steps, ~3 min
     python evals/bench_data.py --only stream_parquet_shuffled rss_long_stream
 
 Prints one JSON object to stdout (progress goes to stderr): ``measurements`` maps each name to
@@ -27,6 +27,19 @@ What the numbers mean:
   groundlam: its buffer is lost on resume).
 - ``stream_mp4_video``: the same episodes as H.264 mp4 bytes in a Parquet ``video`` column,
   decoded with PyAV as they stream.
+- ``map_video_folder`` / ``stream_video_folder``: the same episodes as one H.264 mp4 file each
+  plus ``metadata.csv`` (written by ``groundlam.data.writers.write_video_folder``), through
+  ``load_episodes`` + ``ClipDataset`` (map-style: each clip seeks and decodes its own frames;
+  ``prepare_s`` reads every header) or ``open_episode_stream`` + ``ClipStream`` (each episode
+  decoded once as it streams).
+- ``map_lerobot_v3`` / ``stream_lerobot_v3`` / ``map_lerobot_v2``: the same episodes as a
+  LeRobot dataset folder (``write_lerobot``): codebase v3.0 (every episode in one data file and
+  one mp4, episodes located by timestamp) or v2.1 (one Parquet file and one mp4 per episode), one
+  camera, read like the video folder.
+- ``generator_synthetic`` / ``generator_babyai`` / ``generator_metaworld``: frames/s of each
+  episode generator, clean and distracted, pinned to one core, at the training image size
+  (``evals/bench_generators.py``'s ``bench_generators``; its docstring says what is timed);
+  ``{"skipped": reason}`` where the optional package is not installed.
 - ``rss_long_stream``: streams ``episodes`` rows of 24 frames of 64 x 64 (a 500-episode Parquet
   shard written once and copied, so writing stays cheap; every row is still read and decoded)
   and samples the process's resident memory (``VmRSS``) every ``sample_every_batches`` batches.
@@ -139,6 +152,13 @@ def write_video_parquet(path: Path, first: int, count: int, frames: int, size: i
     pq.write_table(table, path, row_group_size=8)
 
 
+def bench_episodes(count: int, frames: int, size: int) -> Iterable[dict[str, Any]]:
+    """The episodes of ``write_frames_parquet`` as dicts, one at a time, for the writers."""
+    for index in range(count):
+        yield {"frames": smooth_episode(index, frames, size), "label": f"task {index % 7}",
+               "episode_id": f"bench-{index:06d}"}
+
+
 @dataclass
 class Context:
     """Shared settings and lazily written corpora (each written once, on first use)."""
@@ -189,6 +209,34 @@ class Context:
         return self._write("video", write_video_parquet, self.base.data.synthetic.episode_length,
                            self.base.data.synthetic.image_size)
 
+    def _write_folder(self, name: str, writer: Callable[..., Path], **options: Any) -> Path:
+        """``writer(episodes, folder, **options)`` of ``groundlam.data.writers``, timed."""
+        start = time.perf_counter()
+        synthetic = self.base.data.synthetic
+        folder = writer(bench_episodes(self.episodes, synthetic.episode_length,
+                                       synthetic.image_size), self.root / name, **options)
+        self.notes[f"{name}_write_s"] = round(time.perf_counter() - start, 1)
+        log(f"wrote {name}: {self.episodes} episodes in {self.notes[f'{name}_write_s']} s")
+        return folder
+
+    @cached_property
+    def video_folder(self) -> Path:
+        from groundlam.data.writers import write_video_folder
+
+        return self._write_folder("video_folder", write_video_folder)
+
+    @cached_property
+    def lerobot_v3(self) -> Path:
+        from groundlam.data.writers import write_lerobot
+
+        return self._write_folder("lerobot_v3", write_lerobot, version="v3.0")
+
+    @cached_property
+    def lerobot_v2(self) -> Path:
+        from groundlam.data.writers import write_lerobot
+
+        return self._write_folder("lerobot_v2", write_lerobot, version="v2.1")
+
 
 # ---------------------------------------------------------------------------- measurements
 def timed_batches(batches: Iterable[dict[str, Any]], max_batches: int) -> dict[str, Any]:
@@ -222,21 +270,27 @@ def stream_rate(context: Context, source: Any, shuffle: bool = True, num_workers
     return {**result, "num_workers": num_workers, "shards": stream.num_shards}
 
 
+def map_rate(context: Context, episodes: Any, prepare_start: float) -> dict[str, Any]:
+    """Frames/s of a shuffled ``DataLoader`` over ``ClipDataset(episodes)``; ``prepare_s`` from
+    ``prepare_start`` (opening the source) to the clip index being built."""
+    from groundlam.data.episodes import ClipDataset, collate_clips
+
+    clips = ClipDataset(episodes, context.clip_length, context.image_size, name="bench")
+    prepare = time.perf_counter() - prepare_start
+    loader = torch.utils.data.DataLoader(clips, batch_size=context.batch_size, shuffle=True,
+                                         collate_fn=collate_clips,
+                                         generator=torch.Generator().manual_seed(0))
+    return {**timed_batches(loader, context.max_batches), "prepare_s": round(prepare, 2)}
+
+
 def map_parquet_frames(context: Context) -> dict[str, Any]:
     import datasets
-
-    from groundlam.data.episodes import ClipDataset, collate_clips
 
     start = time.perf_counter()
     files = sorted(str(p) for p in context.frames_parquet.glob("*.parquet"))
     episodes = datasets.load_dataset("parquet", data_files=files, split="train",
                                      cache_dir=str(context.root / "hf_cache"))
-    clips = ClipDataset(episodes, context.clip_length, context.image_size, name="bench")
-    prepare = time.perf_counter() - start
-    loader = torch.utils.data.DataLoader(clips, batch_size=context.batch_size, shuffle=True,
-                                         collate_fn=collate_clips,
-                                         generator=torch.Generator().manual_seed(0))
-    return {**timed_batches(loader, context.max_batches), "prepare_s": round(prepare, 2)}
+    return map_rate(context, episodes, start)
 
 
 def stream_parquet_shuffled(context: Context) -> dict[str, Any]:
@@ -268,6 +322,70 @@ def stream_mp4_video(context: Context) -> dict[str, Any]:
     from groundlam.data.streaming import as_episode_stream
 
     return stream_rate(context, as_episode_stream(str(context.video_parquet)))
+
+
+def map_folder(context: Context, folder: Path) -> dict[str, Any]:
+    from groundlam.data.episodes import load_episodes
+
+    start = time.perf_counter()
+    return map_rate(context, load_episodes(str(folder)), start)
+
+
+def stream_folder(context: Context, folder: Path) -> dict[str, Any]:
+    from groundlam.data.streaming import open_episode_stream
+
+    return stream_rate(context, open_episode_stream(str(folder)))
+
+
+def map_video_folder(context: Context) -> dict[str, Any]:
+    return map_folder(context, context.video_folder)
+
+
+def stream_video_folder(context: Context) -> dict[str, Any]:
+    return stream_folder(context, context.video_folder)
+
+
+def map_lerobot_v3(context: Context) -> dict[str, Any]:
+    return map_folder(context, context.lerobot_v3)
+
+
+def stream_lerobot_v3(context: Context) -> dict[str, Any]:
+    return stream_folder(context, context.lerobot_v3)
+
+
+def map_lerobot_v2(context: Context) -> dict[str, Any]:
+    return map_folder(context, context.lerobot_v2)
+
+
+def generator_rate(context: Context, source: str) -> dict[str, Any]:
+    """``bench_generators`` for one source; the pinning to one core is undone afterwards, so
+    the rows after it (the training row uses every core) are not confined."""
+    from bench_generators import bench_generators
+
+    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    threads = torch.get_num_threads()
+    try:
+        report = bench_generators((source,), episodes=2 if context.quick else 6,
+                                  image_size=context.image_size)
+    finally:
+        if affinity is not None:
+            os.sched_setaffinity(0, affinity)
+        torch.set_num_threads(threads)
+    return {**report["sources"][source], "image_size": report["image_size"],
+            "distractor_strength": report["distractor_strength"], "core": report["core"],
+            "loadavg_start": report["loadavg_start"], "loadavg_end": report["loadavg_end"]}
+
+
+def generator_synthetic(context: Context) -> dict[str, Any]:
+    return generator_rate(context, "synthetic")
+
+
+def generator_babyai(context: Context) -> dict[str, Any]:
+    return generator_rate(context, "babyai")
+
+
+def generator_metaworld(context: Context) -> dict[str, Any]:
+    return generator_rate(context, "metaworld")
 
 
 def rss_long_stream(context: Context) -> dict[str, Any]:
@@ -336,10 +454,20 @@ MEASUREMENTS: list[tuple[str, Callable[[Context], dict[str, Any]]]] = [
     ("stream_parquet_shuffled_2_workers", stream_parquet_shuffled_2_workers),
     ("stream_parquet_datasets_row_buffer", stream_parquet_datasets_row_buffer),
     ("stream_mp4_video", stream_mp4_video),
+    ("map_video_folder", map_video_folder),
+    ("stream_video_folder", stream_video_folder),
+    ("map_lerobot_v3", map_lerobot_v3),
+    ("stream_lerobot_v3", stream_lerobot_v3),
+    ("map_lerobot_v2", map_lerobot_v2),
+    ("generator_synthetic", generator_synthetic),
+    ("generator_babyai", generator_babyai),
+    ("generator_metaworld", generator_metaworld),
     ("rss_long_stream", rss_long_stream),
     ("train_base_consumption", train_base_consumption),
 ]
-LOADER_ROWS = ("map_parquet_frames", "stream_parquet_shuffled", "stream_mp4_video")
+LOADER_ROWS = ("map_parquet_frames", "stream_parquet_shuffled", "stream_mp4_video",
+               "map_video_folder", "stream_video_folder", "map_lerobot_v3", "stream_lerobot_v3",
+               "map_lerobot_v2")
 
 
 # ---------------------------------------------------------------------------- driver
@@ -347,7 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
-                        help="24 episodes, 2,000 for the RSS stream, 1 timed training step")
+                        help="24 episodes, 2,000 for the RSS stream, 2 generator episodes, 1 "
+                             "timed training step")
     parser.add_argument("--only", nargs="+", choices=[name for name, _ in MEASUREMENTS],
                         help="run these measurements only")
     parser.add_argument("--episodes", type=int, help="episodes of the throughput corpora")
