@@ -15,6 +15,7 @@ Dimension keys: N clips, T frames a clip, Z latent size, K text-embedding size, 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from groundlam.data.episodes import ClipDataset, collate_clips
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["Latents", "extract_latents", "action_probe", "retrieval", "probe_model",
            "probe_checkpoint"]
@@ -134,6 +137,11 @@ def probe_checkpoint(checkpoint: str | Path, config, focus_path: str | Path | No
         test = clips(data.eval, None, "distracted")
         results["eval"] = probe_model(model, clips(data.train, None, "distracted"), test,
                                       max_clips)
+        # scored on data.eval; only episodes the model never trained on make that held out
+        results["eval"]["held_out"] = data.eval != data.train
+        if data.eval == data.train:
+            logger.warning("data.eval is data.train (%s): the probe numbers are on training "
+                           "episodes, not held out", data.train)
     if focus_path is not None and model.config.encoder == "st_transformer":
         focus_map(test[0]["frames"], model).save(focus_path)
         results["focus_map"] = str(focus_path)
