@@ -298,6 +298,18 @@ def test_focus_weights_have_mean_one_and_are_uniform_at_zero(batch):
     assert not focus_weights(focus.requires_grad_(), 0.5, 8).requires_grad
 
 
+def test_task_focus_is_the_focus_map_of_groundlam_focus(batch):
+    from groundlam.focus import focus_map
+
+    model = GroundLAM(GroundLAMConfig(**TINY, num_camera_slots=1))  # slots before the patches
+    output = model(to_model_input(batch["frames"][:1]), output_attentions=True)
+    m = model.config.num_motion_slots
+    focus = task_focus(output.latents.attentions, slice(m, m + TINY["num_task_slots"]),
+                       model.config.num_slots)[0]  # (T, N)
+    drawn = focus_map(batch["frames"][0].numpy(), model).task  # (T, H, W), a patch's weight
+    torch.testing.assert_close(focus, torch.from_numpy(drawn[:, ::8, ::8] * 64).flatten(1))
+
+
 def test_focus_weighted_loss_at_zero_is_the_plain_loss_and_weights_pixels():
     generator = torch.Generator().manual_seed(0)
     prediction, target = torch.randn(2, 3, 3, 16, 16, generator=generator), torch.zeros(2, 3, 3,

@@ -39,14 +39,16 @@ def action_loss(predicted: torch.Tensor, actions: torch.Tensor, labelled: torch.
     """Action-head loss over the labelled clips; zero (with a graph, no gradient) if none.
 
     ``predicted`` (B, T-1, A). ``actions``: int (B, T-1) discrete ids -> cross-entropy, or float
-    (B, T-1, A) continuous -> MSE. ``labelled`` bool (B,).
+    (B, T-1, A) continuous -> MSE. ``labelled`` bool (B,). The mean is over the labelled clips'
+    transitions, so a batch with one labelled clip counts as much as one with many, and a batch
+    with none gives 0 (the logged ``actions`` loss is 0 on such steps).
     """
     labelled = labelled.to(predicted.device)
     if actions.shape[:2] != predicted.shape[:2] or labelled.shape != predicted.shape[:1]:
         raise ValueError(f"actions {tuple(actions.shape)} and labelled {tuple(labelled.shape)} "
                          f"do not match the action head's {tuple(predicted.shape)}")
-    if not labelled.any():
-        return predicted.sum() * 0.0  # keeps every rank's graph the same shape
+    if not labelled.any():  # zero, still on the graph so every rank's backward is the same
+        return predicted.new_zeros(()) + predicted.sum() * 0.0
     chosen, targets = predicted[labelled], actions.to(predicted.device)[labelled]
     if targets.is_floating_point():
         if targets.shape != chosen.shape:

@@ -33,9 +33,11 @@ def task_focus(attentions: tuple[torch.Tensor, ...] | list[torch.Tensor], task_s
     if not attentions:
         raise ValueError("task_focus needs attention weights: run the model with "
                          "output_attentions=True (encoder 'st_transformer')")
-    share = torch.stack([layer[:, :, :, task_slots, num_slots:].float().mean(dim=(2, 3))
-                         for layer in attentions]).mean(dim=0)  # (B, T, N)
-    return share / share.sum(dim=-1, keepdim=True).clamp(min=1e-12)
+    maps = []
+    for layer in attentions:  # per layer, as groundlam.focus does: renormalise, then average
+        share = layer[:, :, :, task_slots, num_slots:].float().mean(dim=(2, 3))  # (B, T, N)
+        maps.append(share / share.sum(dim=-1, keepdim=True).clamp(min=1e-12))
+    return torch.stack(maps).mean(dim=0)
 
 
 def focus_weights(focus: torch.Tensor, strength: float, patch_size: int) -> torch.Tensor:
