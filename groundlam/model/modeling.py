@@ -225,7 +225,8 @@ class GroundLAM(nn.Module, PyTorchModelHubMixin, library_name="groundlam",
                ) -> LatentActions:
         """Latent actions of a uint8 video (T, H, W, 3) or (B, T, H, W, 3), 2 <= T <= max_frames.
 
-        Returns ``LatentActions`` with ``.motion`` (B, T-1, Z) and ``.task`` (B, K), float32.
+        Returns ``LatentActions`` with ``.motion`` (B, T-1, Z) and ``.task`` (B, K), float32 (and
+        ``.camera`` (B, T-1, P), the camera-warp parameters, with camera slots).
         """
         was_training = self.training
         self.eval()
@@ -234,6 +235,8 @@ class GroundLAM(nn.Module, PyTorchModelHubMixin, library_name="groundlam",
         finally:
             self.train(was_training)
         latents.motion, latents.task = latents.motion.float(), latents.task.float()
+        if latents.camera is not None:
+            latents.camera = latents.camera.float()
         return latents
 
     @property
