@@ -42,14 +42,33 @@ class DataConfig:
     # worker, exact mid-epoch resume; Parquet files are read in place, never converted
     streaming: bool = False
     stream_buffer_episodes: int = 16  # episodes whose clips are shuffled together, per worker
+    # share of episodes whose true actions train the action head (loss.action_weight > 0),
+    # picked by a hash of the episode and train.seed; LAOM's 2.5% by default
+    action_fraction: float = 0.025
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
 @dataclass
 class LossConfig:
+    """Loss weights; the trainer sums the weighted losses (``groundlam.train.compute_losses``).
+
+    ``focus_weight`` (a in [0, 1], 0 = off): focus-weighted reconstruction. Each pixel's
+    reconstruction error is weighted by ``(1 - a) * uniform + a * focus``, the focus being the
+    task slots' attention to the patches of the predicted frame (what ``groundlam.focus`` draws),
+    scaled so the weights have mean 1. The weights are detached: the reconstruction loss must not
+    be able to pull the focus onto easy-to-predict pixels. Costs the eager attention path
+    (``output_attentions``) in training; needs ``model.encoder: st_transformer``.
+
+    ``action_weight`` (0 = off): cross-entropy (discrete actions) or MSE (continuous) of the
+    action head (``model.num_actions``) on the latent actions, on clips of the labelled
+    ``data.action_fraction`` of episodes only; needs batches with ``actions``.
+    """
+
     reconstruction_weight: float = 1.0
     infonce_weight: float = 0.1  # 0 gives the reconstruction-only baseline (LAPO / Genie style)
     bottleneck_weight: float = 1.0  # vq commitment + codebook loss
+    focus_weight: float = 0.0  # task-focus share of the reconstruction weights (0 = uniform)
+    action_weight: float = 0.0  # action head on the labelled fraction of episodes (0 = off)
 
 
 @dataclass
@@ -96,6 +115,18 @@ class Config:
                               "online")
         if self.train.zero_stage not in (0, 1, 2, 3):
             raise ConfigError(f"train.zero_stage={self.train.zero_stage} is not 0, 1, 2 or 3")
+        if not 0.0 <= self.loss.focus_weight <= 1.0:
+            raise ConfigError(f"loss.focus_weight={self.loss.focus_weight} is not in [0, 1]")
+        if self.loss.focus_weight and (self.model.encoder != "st_transformer"
+                                       or not self.model.num_task_slots):
+            raise ConfigError(f"loss.focus_weight={self.loss.focus_weight} needs task slots: "
+                              "model.encoder: st_transformer and model.num_task_slots > 0")
+        if not 0.0 <= self.data.action_fraction <= 1.0:
+            raise ConfigError(f"data.action_fraction={self.data.action_fraction} is not in "
+                              "[0, 1]")
+        if self.loss.action_weight and not self.model.num_actions:
+            raise ConfigError(f"loss.action_weight={self.loss.action_weight} needs an action "
+                              "head: set model.num_actions (6 for the synthetic benchmark)")
 
 
 def _coerce(value: Any, kind: Any, where: str) -> Any:

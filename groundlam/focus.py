@@ -106,10 +106,11 @@ def focus_map(video: np.ndarray | torch.Tensor, model, layers: str | Sequence[in
         chosen = tuple(int(i) for i in layers)
         if not chosen or any(not -len(attentions) <= i < len(attentions) for i in chosen):
             raise ValueError(f"layers={list(layers)} is out of range for {len(attentions)} blocks")
-    m, s = config.num_motion_slots, config.num_motion_slots + config.num_task_slots
+    m, t = config.num_motion_slots, config.num_task_slots
+    s = config.num_slots  # patches follow every slot (motion, task, camera)
     motion = torch.stack([_slot_to_patch(attentions[i][0].float(), slice(0, m), s)
                           for i in chosen]).mean(0)[1:]  # (T-1, N): slots of frame t+1
-    task = torch.stack([_slot_to_patch(attentions[i][0].float(), slice(m, s), s)
+    task = torch.stack([_slot_to_patch(attentions[i][0].float(), slice(m, m + t), s)
                         for i in chosen]).mean(0)  # (T, N)
     p, grid = config.patch_size, config.image_size // config.patch_size
 

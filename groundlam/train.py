@@ -36,7 +36,16 @@ from tqdm.auto import tqdm
 from groundlam.config import Config, ConfigError, config_to_dict, load_config
 from groundlam.data.episodes import ClipDataset, collate_clips, load_episodes
 from groundlam.data.streaming import ClipStream, StreamingLoader, open_episode_stream
-from groundlam.losses import infonce_loss, label_ids, reconstruction_loss
+from groundlam.losses import (
+    action_loss,
+    focus_weights,
+    infonce_loss,
+    label_ids,
+    labelled_episodes,
+    optical_flow,
+    reconstruction_loss,
+    task_focus,
+)
 from groundlam.model import GroundLAM
 from groundlam.video import to_model_input
 
@@ -267,14 +276,48 @@ def save_final(engine, model: GroundLAM, output_dir: Path, zero_stage: int, rank
 
 
 # ---------------------------------------------------------------------------- the loop
+def needs_attentions(config: Config) -> bool:
+    """Whether the forward pass must return attention weights (for the focus-weighted loss)."""
+    return config.loss.focus_weight > 0
+
+
 def compute_losses(model: GroundLAM, output, frames: torch.Tensor, text: torch.Tensor,
-                   ids: torch.Tensor, config: Config) -> dict[str, torch.Tensor]:
-    """Named losses of one batch, and their weighted sum under ``"loss"``."""
-    weights = config.loss
-    target = frames[:, 1:].to(output.prediction.dtype)
+                   ids: torch.Tensor, config: Config, *, actions: torch.Tensor | None = None,
+                   episodes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Named losses of one batch, and their weighted sum under ``"loss"``.
+
+    ``frames`` (B, T, C, H, W) as the model saw them; ``actions`` and ``episodes`` are the
+    batch's (``collate_clips``), needed only with ``loss.action_weight``. With
+    ``loss.focus_weight``, ``output`` must come from ``model(frames, output_attentions=True)``.
+    """
+    weights, model_config = config.loss, model.config
+    if model_config.decoder_target == "flow":  # OpenCV on the CPU, see groundlam.losses.flow
+        target = optical_flow(frames).to(output.prediction.dtype)
+    else:
+        target = frames[:, 1:].to(output.prediction.dtype)
+    pixel_weights = None
+    if weights.focus_weight:
+        if output.latents.attentions is None:
+            raise ValueError("loss.focus_weight > 0 needs attention weights: call the model with "
+                             "output_attentions=True")
+        first = model_config.num_motion_slots
+        focus = task_focus(output.latents.attentions,
+                           slice(first, first + model_config.num_task_slots),
+                           model_config.num_slots)[:, 1:]  # (B, T-1, N): the predicted frames
+        pixel_weights = focus_weights(focus, weights.focus_weight, model_config.patch_size)
+        pixel_weights = pixel_weights.to(target.dtype)
     losses = {"reconstruction": reconstruction_loss(output.prediction, target,
-                                                    model.config.decoder_target,
-                                                    model.config.shift_tolerance)}
+                                                    model_config.decoder_target,
+                                                    model_config.shift_tolerance, pixel_weights)}
+    if weights.action_weight:
+        if output.action_logits is None:
+            raise ValueError("loss.action_weight > 0 needs the action head: model.num_actions")
+        if actions is None or episodes is None:
+            raise ValueError("loss.action_weight > 0 needs batches with 'actions' and "
+                             "'episodes': the episodes have no discrete 'actions' column, or "
+                             "data.frame_stride > 1 (actions are kept at stride 1 only)")
+        labelled = labelled_episodes(episodes, config.data.action_fraction, config.train.seed)
+        losses["actions"] = action_loss(output.action_logits, actions, labelled)
     if weights.infonce_weight:
         losses["infonce"] = infonce_loss(output.latents.task, text.to(output.latents.task.device),
                                          ids.to(output.latents.task.device), output.logit_scale)
@@ -285,6 +328,8 @@ def compute_losses(model: GroundLAM, output, frames: torch.Tensor, text: torch.T
         total = total + weights.infonce_weight * losses["infonce"]
     if "bottleneck" in losses:
         total = total + weights.bottleneck_weight * losses["bottleneck"]
+    if "actions" in losses:
+        total = total + weights.action_weight * losses["actions"]
     losses["loss"] = total
     return losses
 
@@ -399,9 +444,10 @@ def train(config: Config, resume: bool = False) -> Path:
             passed_over += batch.get("skipped", [])
             frames = to_model_input(batch["frames"]).to(device)  # (B, T, C, H, W)
             text = text_encoder(batch["labels"])  # (B, K)
-            output = engine(frames)
+            output = engine(frames, output_attentions=needs_attentions(config))
             losses = compute_losses(engine.module, output, frames, text,
-                                    label_ids(batch["labels"]), config)
+                                    label_ids(batch["labels"]), config,
+                                    actions=batch.get("actions"), episodes=batch.get("episodes"))
             batches_done += 1
             if not all_ranks_finite(losses["loss"]):
                 bad_in_row, bad_total = bad_in_row + 1, bad_total + 1

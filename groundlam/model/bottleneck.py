@@ -11,6 +11,7 @@ Each bottleneck maps ``(..., D) -> (..., Z)`` and returns a ``BottleneckOutput``
   commitment loss; dead entries are restarted by the trainer calling ``restart_dead_codes``.
 - ``fsq``: finite scalar quantisation; each of Z = len(levels) channels is bounded and rounded
   to ``levels[i]`` values. No codebook, so nothing can die.
+- ``none``: the identity, Z = D. The control for "is the bottleneck required?"
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from torch import nn
 
 from groundlam.model.configuration import GroundLAMConfig
 
-__all__ = ["BottleneckOutput", "ContinuousBottleneck", "VectorQuantizer", "FSQ", "make_bottleneck"]
+__all__ = ["BottleneckOutput", "NoBottleneck", "ContinuousBottleneck", "VectorQuantizer", "FSQ",
+           "make_bottleneck"]
 
 
 @dataclass
@@ -31,6 +33,13 @@ class BottleneckOutput:
     latents: torch.Tensor  # (..., Z) what the decoder receives
     indices: torch.Tensor | None = None  # (...) code ids for vq / fsq
     loss: torch.Tensor | None = None  # auxiliary loss (vq commitment + codebook)
+
+
+class NoBottleneck(nn.Module):
+    """The motion features go to the decoder unchanged."""
+
+    def forward(self, x: torch.Tensor) -> BottleneckOutput:
+        return BottleneckOutput(x)
 
 
 class ContinuousBottleneck(nn.Module):
@@ -116,6 +125,8 @@ class FSQ(nn.Module):
 
 
 def make_bottleneck(config: GroundLAMConfig) -> nn.Module:
+    if config.bottleneck == "none":
+        return NoBottleneck()
     if config.bottleneck == "continuous":
         return ContinuousBottleneck(config.dim, config.motion_dim)
     if config.bottleneck == "vq":

@@ -1,22 +1,60 @@
 """GroundLAMConfig: the architecture of a GroundLAM, as data.
 
 Saved as ``config.json`` beside the weights by ``save_pretrained``; ``configs/*.yaml`` fill it
-under their ``model:`` key.
+under their ``model:`` key. Every field has a default, so a ``config.json`` written before a
+field existed still loads (the default is the behaviour that checkpoint was trained with).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["GroundLAMConfig", "ENCODERS", "BOTTLENECKS", "DECODER_TARGETS"]
+__all__ = ["GroundLAMConfig", "ENCODERS", "BOTTLENECKS", "DECODER_TARGETS", "CAMERA_WARPS",
+           "TASK_POOLINGS"]
 
 ENCODERS = ("st_transformer", "conv", "linear")
-BOTTLENECKS = ("continuous", "vq", "fsq")
-DECODER_TARGETS = ("pixels", "residual", "shift_tolerant")
+BOTTLENECKS = ("continuous", "vq", "fsq", "none")
+DECODER_TARGETS = ("pixels", "residual", "shift_tolerant", "flow")
+CAMERA_WARPS = ("translation", "affine")
+TASK_POOLINGS = ("slots", "motion", "both")
 
 
 @dataclass
 class GroundLAMConfig:
+    """The architecture. The switches below are the design notes' open questions (issue 4, §2);
+    the defaults are the original model.
+
+    ``encoder``: ``st_transformer`` | ``conv`` | ``linear`` ("compare architectures"). Camera
+    slots, ``loss.focus_weight`` and focus maps need ``st_transformer`` (the others have no slots).
+
+    ``bottleneck``: ``continuous`` | ``vq`` | ``fsq`` | ``none``. ``none`` passes the encoder's
+    motion features (width ``dim``) to the decoder unchanged: "is the bottleneck required?"
+
+    ``decoder_target``: ``pixels`` and ``residual`` predict frame t+1 (``residual`` adds a
+    zero-initialised change to frame t), ``shift_tolerant`` is ``pixels`` scored up to a small
+    global shift, and ``flow`` predicts the dense optical flow ("motion track") from frame t to
+    t+1 instead of an image: ``prediction`` is then (B, T-1, 2, H, W), the (x, y) displacement in
+    pixels of the model input, and the loss compares it with OpenCV's Farneback flow of the true
+    frames (``groundlam.losses.flow``; needs ``pip install groundlam[flow]``). ``encode`` is the
+    same for every target.
+
+    ``num_camera_slots`` (0 = off) and ``camera_warp`` (``translation`` | ``affine``): extra
+    learned slots per frame whose output predicts a global warp of frame t (2 or 6 numbers),
+    applied with ``grid_sample`` before the decoder, so whole-frame motion has a channel that
+    cannot carry local motion. The warp head starts at zero: at initialisation the warp is the
+    identity and the model is the one without camera slots. With ``flow`` targets the camera's
+    own flow is added to the decoder's.
+
+    ``task_pooling``: where the clip's task embedding comes from: ``slots`` (the task slots of
+    the last frame), ``motion`` (the mean over transitions of an MLP of the bottlenecked latent
+    actions, so InfoNCE shapes what the latent actions carry) or ``both`` (the two normalised
+    embeddings summed, then normalised).
+
+    ``num_actions`` (0 = no head): size of a linear action head on the latent actions, trained on
+    the labelled fraction of episodes (``loss.action_weight``, ``data.action_fraction``):
+    logits over ``num_actions`` discrete actions, or ``num_actions`` continuous values.
+    """
+
     # input
     image_size: int = 64  # frames are resized to image_size x image_size
     patch_size: int = 8
@@ -30,23 +68,30 @@ class GroundLAMConfig:
     num_motion_slots: int = 1  # learned tokens per frame that read the transition into it
     num_task_slots: int = 4  # learned tokens per frame; the last frame's are pooled for the task
     difference_input: bool = True  # st_transformer patches also see the change from frame t-1
-    # bottleneck between encoder and decoder: "continuous" | "vq" | "fsq"
+    # bottleneck between encoder and decoder: "continuous" | "vq" | "fsq" | "none"
     bottleneck: str = "continuous"
     motion_dim: int = 16  # size of one latent action (continuous and vq)
     codebook_size: int = 64  # vq
     fsq_levels: list[int] = field(default_factory=lambda: [8, 5, 5, 5])  # fsq; motion size = len
-    # decoder (forward dynamics): "pixels" | "residual" | "shift_tolerant"
+    # decoder (forward dynamics): "pixels" | "residual" | "shift_tolerant" | "flow"
     decoder_target: str = "residual"
     decoder_dim: int = 256
     decoder_depth: int = 2
     shift_tolerance: int = 2  # pixels a "shift_tolerant" reconstruction may be off by
+    # camera model: slots that predict a global warp of frame t before decoding (0 = off)
+    num_camera_slots: int = 0
+    camera_warp: str = "translation"  # "translation" (2 numbers) | "affine" (6)
+    # where the task embedding is pooled from: "slots" | "motion" | "both"
+    task_pooling: str = "slots"
+    num_actions: int = 0  # action head on the latent actions (0 = none)
     # language side: a frozen text encoder whose space the task embedding is projected into
     text_encoder: str = "all-MiniLM-L6-v2"
     text_dim: int = 384
 
     def __post_init__(self) -> None:
         choices = {"encoder": ENCODERS, "bottleneck": BOTTLENECKS,
-                   "decoder_target": DECODER_TARGETS}
+                   "decoder_target": DECODER_TARGETS, "camera_warp": CAMERA_WARPS,
+                   "task_pooling": TASK_POOLINGS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"model.{name}={getattr(self, name)!r} is not one of {allowed}")
@@ -59,6 +104,12 @@ class GroundLAMConfig:
                                  f"model.heads={self.heads}")
         if self.max_frames < 2:
             raise ValueError(f"model.max_frames={self.max_frames}: a clip needs 2+ frames")
+        for name in ("num_camera_slots", "num_actions"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"model.{name}={getattr(self, name)} is negative")
+        if self.num_camera_slots and self.encoder != "st_transformer":
+            raise ValueError(f"model.num_camera_slots={self.num_camera_slots} needs slots: "
+                             f"model.encoder={self.encoder!r} has none (use 'st_transformer')")
         self.fsq_levels = [int(level) for level in self.fsq_levels]
 
     @property
@@ -66,6 +117,13 @@ class GroundLAMConfig:
         return (self.image_size // self.patch_size) ** 2
 
     @property
+    def num_slots(self) -> int:
+        """Slot tokens a frame, before its patches: motion, then task, then camera slots."""
+        return self.num_motion_slots + self.num_task_slots + self.num_camera_slots
+
+    @property
     def latent_dim(self) -> int:
         """Size of one latent action as the decoder sees it."""
-        return len(self.fsq_levels) if self.bottleneck == "fsq" else self.motion_dim
+        if self.bottleneck == "fsq":
+            return len(self.fsq_levels)
+        return self.dim if self.bottleneck == "none" else self.motion_dim

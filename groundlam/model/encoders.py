@@ -10,7 +10,9 @@ Every encoder returns an ``EncoderOutput`` with ``motion`` (B, T-1, D) and ``tas
 bottleneck, decoder and losses do not depend on the choice:
 - ``st_transformer`` (default): patches plus learned motion and task slots per frame through
   spatio-temporal blocks; the motion slots of frame t+1 give the feature of t -> t+1, the task
-  slots of the last frame (which have read every frame) give the clip's task feature.
+  slots of the last frame (which have read every frame) give the clip's task feature. With
+  ``num_camera_slots``, camera slots follow the task slots (patches come after all slots) and
+  give ``camera`` (B, T-1, D), read like the motion slots.
 - ``conv``: a CNN over each pair of consecutive frames stacked on channels.
 - ``linear``: one linear map of each pair's patch embeddings (the floor of the comparison).
 """
@@ -34,6 +36,7 @@ __all__ = ["EncoderOutput", "PatchEmbed", "STTransformerEncoder", "ConvEncoder",
 class EncoderOutput:
     motion: torch.Tensor  # (B, T-1, D)
     task: torch.Tensor  # (B, D)
+    camera: torch.Tensor | None = None  # (B, T-1, D) camera slots of frames 1..T-1 (if any)
     attentions: tuple[torch.Tensor, ...] | None = None  # per layer (B, T, h, L, L), spatial
 
 
@@ -54,7 +57,8 @@ class STTransformerEncoder(nn.Module):
     def __init__(self, config: GroundLAMConfig) -> None:
         super().__init__()
         self.num_motion_slots, self.num_task_slots = config.num_motion_slots, config.num_task_slots
-        num_slots = config.num_motion_slots + config.num_task_slots
+        self.num_camera_slots = config.num_camera_slots
+        num_slots = config.num_slots
         self.difference_input = config.difference_input
         self.patch_embed = PatchEmbed(config.patch_size, config.dim,
                                       6 if config.difference_input else 3)
@@ -84,7 +88,12 @@ class STTransformerEncoder(nn.Module):
         m = self.num_motion_slots
         motion = x[:, 1:, :m].mean(dim=2)  # (B, T-1, D): slots of frame t+1 read t -> t+1
         task = x[:, -1, m:m + self.num_task_slots].mean(dim=1)  # (B, D)
-        return EncoderOutput(motion, task, tuple(attentions) if output_attentions else None)
+        camera = None
+        if self.num_camera_slots:
+            first = m + self.num_task_slots
+            camera = x[:, 1:, first:first + self.num_camera_slots].mean(dim=2)  # (B, T-1, D)
+        return EncoderOutput(motion, task, camera,
+                             tuple(attentions) if output_attentions else None)
 
 
 class ConvEncoder(nn.Module):

@@ -5,12 +5,19 @@ Dimension keys:
     H, W  pixels          N  patches a frame     P  pixels of one patch x C
     D  encoder width      E  decoder width       Z  size of one latent action
     K  text-embedding size (config.text_dim)
+    P  camera-warp parameters (2 translation, 6 affine)    A  actions (config.num_actions)
 
 Flow: frames (B, T, C, H, W) -> encoder -> motion features (B, T-1, D) -> bottleneck -> latent
 actions (B, T-1, Z) -> decoder, which predicts frame t+1 from frame t and latent t.
 The encoder's task feature (B, D) is projected to the text space (B, K); the InfoNCE loss in
 ``groundlam.losses`` pulls it towards the embedding of the clip's label. The model computes no
 loss and knows nothing of ranks or logging: the trainer wraps it.
+
+Variants (``GroundLAMConfig`` documents each): camera slots warp frame t before the decoder
+(``groundlam.model.camera``); ``flow`` targets make the decoder predict optical flow; the task
+embedding can be pooled from the latent actions (``task_pooling``); an action head reads the
+latent actions (``num_actions``). Modules of switched-off variants are not built, so a
+checkpoint's tensors are exactly those of the variants it was trained with.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from safetensors.torch import load_model
 from torch import nn
 
 from groundlam.model.bottleneck import make_bottleneck
+from groundlam.model.camera import CameraWarp, camera_flow, warp_frames
 from groundlam.model.configuration import GroundLAMConfig
 from groundlam.model.encoders import PatchEmbed, make_encoder
 from groundlam.model.layers import SpatialBlock
@@ -58,15 +66,20 @@ class LatentActions:
     task: torch.Tensor  # (B, K) L2-normalised, in the text-embedding space
     motion_indices: torch.Tensor | None = None  # (B, T-1) code ids (vq, fsq)
     attentions: tuple[torch.Tensor, ...] | None = None  # per layer (B, T, h, L, L), spatial
+    camera: torch.Tensor | None = None  # (B, T-1, P) camera-warp parameters (camera slots only)
 
 
 @dataclass
 class GroundLAMOutput:
     latents: LatentActions
-    prediction: torch.Tensor  # (B, T-1, C, H, W) predicted frames 1..T-1, in [-1, 1]
+    # (B, T-1, C, H, W) predicted frames 1..T-1, in [-1, 1]; with decoder_target "flow",
+    # (B, T-1, 2, H, W) the predicted (x, y) optical flow from frame t to t+1, in pixels
+    prediction: torch.Tensor
     motion_features: torch.Tensor  # (B, T-1, D) encoder output before the bottleneck
     bottleneck_loss: torch.Tensor | None  # vq commitment + codebook loss
     logit_scale: torch.Tensor  # (1,) learnable inverse temperature of the InfoNCE loss, log-space
+    action_logits: torch.Tensor | None = None  # (B, T-1, A) action head (num_actions > 0)
+    warped: torch.Tensor | None = None  # (B, T-1, C, H, W) frames t after the camera warp
 
 
 class DecoderBlock(nn.Module):
@@ -98,7 +111,8 @@ class ForwardDynamicsDecoder(nn.Module):
     """Predicts frame t+1 from frame t and latent action t, frame by frame.
 
     With ``residual`` targets the head predicts the change and starts at zero, so an untrained
-    decoder copies frame t and learning is spent on what moved.
+    decoder copies frame t and learning is spent on what moved. With ``flow`` targets the head
+    predicts 2 channels, the flow in pixels, and also starts at zero (no motion).
     """
 
     def __init__(self, config: GroundLAMConfig) -> None:
@@ -112,14 +126,15 @@ class ForwardDynamicsDecoder(nn.Module):
                          self.grid)
             for _ in range(config.decoder_depth))
         self.norm = nn.LayerNorm(config.decoder_dim)
-        self.head = nn.Linear(config.decoder_dim, 3 * config.patch_size ** 2)
-        if self.target == "residual":
+        channels = 2 if self.target == "flow" else 3
+        self.head = nn.Linear(config.decoder_dim, channels * config.patch_size ** 2)
+        if self.target in ("residual", "flow"):
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
 
     def forward(self, current: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         batch = current.shape[0]
-        # current: (B, T-1, C, H, W), latents: (B, T-1, Z)
+        # current: (B, T-1, C, H, W), latents: (B, T-1, Z) -> (B, T-1, C or 2, H, W)
         x = rearrange(self.patch_embed(current) + self.pos, "b t n e -> (b t) n e")
         z = rearrange(latents, "b t z -> (b t) z")
         for block in self.blocks:
@@ -143,8 +158,17 @@ class GroundLAM(nn.Module, PyTorchModelHubMixin, library_name="groundlam",
         self.encoder = make_encoder(config)
         self.bottleneck = make_bottleneck(config)
         self.decoder = ForwardDynamicsDecoder(config)
-        self.task_proj = nn.Sequential(nn.LayerNorm(config.dim),
-                                       nn.Linear(config.dim, config.text_dim))
+        if config.task_pooling in ("slots", "both"):
+            self.task_proj = nn.Sequential(nn.LayerNorm(config.dim),
+                                           nn.Linear(config.dim, config.text_dim))
+        if config.task_pooling in ("motion", "both"):
+            # per transition, then averaged: the task embedding is a set function of the latents
+            self.motion_task_proj = nn.Sequential(
+                nn.Linear(config.latent_dim, config.dim), nn.GELU(),
+                nn.Linear(config.dim, config.text_dim))
+        self.camera = CameraWarp(config) if config.num_camera_slots else None
+        self.action_head = (nn.Linear(config.latent_dim, config.num_actions)
+                            if config.num_actions else None)
         # CLIP's initial temperature 0.07, learned in log space; shape (1,), not (), because
         # DeepSpeed broadcasts parameters as bytes and cannot view a 0-d tensor that way
         self.logit_scale = nn.Parameter(torch.full((1,), float(np.log(1 / 0.07))))
@@ -156,11 +180,38 @@ class GroundLAM(nn.Module, PyTorchModelHubMixin, library_name="groundlam",
         frames = frames.to(self.logit_scale.dtype)
         encoded = self.encoder(frames, output_attentions=output_attentions)
         bottleneck = self.bottleneck(encoded.motion)
-        prediction = self.decoder(frames[:, :-1], bottleneck.latents)
-        task = F.normalize(self.task_proj(encoded.task), dim=-1)
-        latents = LatentActions(bottleneck.latents, task, bottleneck.indices, encoded.attentions)
+        current, camera, warped, flow = frames[:, :-1], None, None, None
+        if self.camera is not None:
+            batch, steps, _, height, width = current.shape
+            camera = self.camera(encoded.camera)  # (B, T-1, P)
+            theta = self.camera.matrices(camera, height, width)  # (B*(T-1), 2, 3)
+            warped = warp_frames(current.flatten(0, 1), theta).unflatten(0, (batch, steps))
+            current = warped
+            if self.config.decoder_target == "flow":
+                flow = camera_flow(theta, height, width).unflatten(0, (batch, steps))
+        prediction = self.decoder(current, bottleneck.latents)
+        if flow is not None:  # the camera explains its share of the flow
+            prediction = prediction + flow
+        task = self.pool_task(encoded.task, bottleneck.latents)  # (B, K)
+        latents = LatentActions(bottleneck.latents, task, bottleneck.indices, encoded.attentions,
+                                camera)
+        actions = self.action_head(bottleneck.latents) if self.action_head is not None else None
         return GroundLAMOutput(latents, prediction, encoded.motion, bottleneck.loss,
-                               self.logit_scale)
+                               self.logit_scale, actions, warped)
+
+    def pool_task(self, task_features: torch.Tensor, motion_latents: torch.Tensor) -> torch.Tensor:
+        """The clip's task embedding (B, K), L2-normalised, as ``config.task_pooling`` says.
+
+        ``task_features`` (B, D) from the task slots, ``motion_latents`` (B, T-1, Z).
+        """
+        pooling = self.config.task_pooling
+        if pooling == "slots":
+            return F.normalize(self.task_proj(task_features), dim=-1)
+        from_motion = F.normalize(self.motion_task_proj(motion_latents).mean(dim=1), dim=-1)
+        if pooling == "motion":
+            return from_motion
+        from_slots = F.normalize(self.task_proj(task_features), dim=-1)
+        return F.normalize(from_slots + from_motion, dim=-1)
 
     # ------------------------------------------------------------------ public API
     def prepare(self, video: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -174,7 +225,8 @@ class GroundLAM(nn.Module, PyTorchModelHubMixin, library_name="groundlam",
                ) -> LatentActions:
         """Latent actions of a uint8 video (T, H, W, 3) or (B, T, H, W, 3), 2 <= T <= max_frames.
 
-        Returns ``LatentActions`` with ``.motion`` (B, T-1, Z) and ``.task`` (B, K), float32.
+        Returns ``LatentActions`` with ``.motion`` (B, T-1, Z) and ``.task`` (B, K), float32 (and
+        ``.camera`` (B, T-1, P), the camera-warp parameters, with camera slots).
         """
         was_training = self.training
         self.eval()
@@ -183,6 +235,8 @@ class GroundLAM(nn.Module, PyTorchModelHubMixin, library_name="groundlam",
         finally:
             self.train(was_training)
         latents.motion, latents.task = latents.motion.float(), latents.task.float()
+        if latents.camera is not None:
+            latents.camera = latents.camera.float()
         return latents
 
     @property
