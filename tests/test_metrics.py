@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -173,3 +175,81 @@ def test_controllability_needs_a_decoder_that_reads_the_latent():
     assert ignored["delta_psnr"] == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ValueError, match="2 clips"):
         controllability(uses_latent, frames[:1], latents[:1])
+
+
+# ---------------------------------------------------------------- groundlam eval, end to end
+
+SYNTHETIC_TINY = ["data.eval_episodes=4", "data.clip_length=6", "data.synthetic.image_size=32",
+                  "data.synthetic.episode_length=12"]
+VARIANT_KEYS = {"fit_clips", "test_clips", "action_probe", "retrieval", "retrieval_no_motion",
+                "disentanglement", "camera_shift", "controllability", "focus", "plots"}
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path, tiny_model):
+    tiny_model.save_pretrained(tmp_path / "run" / "final")
+    return tmp_path / "run" / "final"
+
+
+def test_eval_cli_end_to_end_on_synthetic(tmp_path, tiny_checkpoint):
+    from groundlam.evaluation.evaluate import main
+
+    out = tmp_path / "eval"
+    assert main(["--checkpoint", str(tiny_checkpoint), "--data", "synthetic", "--out", str(out),
+                 "--max-clips", "8", "--focus-clips", "2", "--no-progress", *SYNTHETIC_TINY,
+                 "data.synthetic.distractors.camera_shake=1.0",
+                 "data.synthetic.distractors.background=1.0"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["split"]["held_out"] is True and list(metrics["variants"]) == ["clean",
+                                                                                  "distracted"]
+    for name, results in metrics["variants"].items():
+        assert set(results) == VARIANT_KEYS
+        assert results["fit_clips"] == results["test_clips"] == 8  # 4 episodes x 2 clips
+        probe = results["action_probe"]
+        assert probe["actions"] == "discrete"
+        assert set(probe) == {"actions", "motion_linear", "motion_mlp", "pixels_linear"}
+        assert 0 <= probe["motion_linear"]["balanced_accuracy"] <= 1
+        assert set(results["retrieval"]) >= {"top1", "top5", "chance_top1", "chance_top5"}
+        cells = results["disentanglement"]["cells"]
+        assert set(cells) == {"motion", "task"}
+        assert set(cells["motion"]) == {"action", "camera_shift", "background_shift", "label"}
+        # clean renderings have no camera motion: undefined, not a score
+        assert (cells["motion"]["camera_shift"] is None) == (name == "clean")
+        assert set(results["camera_shift"]["ratio"]) == {"1", "2", "3", "4"}
+        # a fresh residual decoder's head is zero: it copies frame t whatever the latent
+        assert results["controllability"]["delta_psnr"] == pytest.approx(0.0, abs=1e-4)
+        assert 0 < results["focus"]["motion"]["uniform"] < 1 and results["focus"]["task"]["maps"]
+        for file in results["plots"] + results["focus"]["overlays"]:
+            assert (out / file).stat().st_size > 0
+    report = (out / "report.md").read_text()
+    assert "| metric | clean | distracted |" in report and "no-motion control top1" in report
+    assert "![clean clean_latents_pca.png](clean_latents_pca.png)" in report
+    assert "Warning" not in report
+
+
+def test_eval_on_a_saved_dataset_says_when_scores_are_not_held_out(tmp_path, tiny_checkpoint):
+    from groundlam.data.synthetic import SyntheticConfig, generate_dataset
+    from groundlam.evaluation.evaluate import main
+
+    dataset = tmp_path / "episodes"
+    generate_dataset(SyntheticConfig(num_episodes=4, episode_length=7, image_size=32)
+                     ).save_to_disk(str(dataset))
+    config = tmp_path / "run.yaml"
+    config.write_text(f"data:\n  train: {dataset}\n  clip_length: 6\n")
+    out = tmp_path / "eval"
+    main(["--checkpoint", str(tiny_checkpoint), "--data", str(dataset), "--out", str(out),
+          "--config", str(config), "--focus-clips", "1", "--no-progress"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["split"]["held_out"] is False  # the run trained on these episodes
+    assert list(metrics["variants"]) == ["eval"]
+    results = metrics["variants"]["eval"]
+    assert results["fit_clips"] == results["test_clips"] == 2  # 2 episodes of one clip each
+    assert "not held-out numbers" in (out / "report.md").read_text()
+
+
+def test_eval_cli_errors_name_the_input(tmp_path):
+    from groundlam.evaluation.evaluate import main
+
+    with pytest.raises(SystemExit):
+        main(["--checkpoint", str(tmp_path / "missing"), "--data", "synthetic", "--out",
+              str(tmp_path / "out")])

@@ -87,7 +87,8 @@ def fit_probe(x: np.ndarray, y: np.ndarray, probe: str = "linear", seed: int = 0
     """Fit a standardised probe from features ``x`` (N, F) to ``y`` (N,) classes or (N[, A]) floats.
 
     ``linear``: logistic regression (classes) or ridge regression (floats). ``mlp``: one hidden
-    layer of 256 ReLU units, early-stopped on 10% of ``x``; regression targets are standardised.
+    layer of 256 ReLU units (adam, early-stopped on 10% of ``x``; L-BFGS under 200 samples);
+    regression targets are standardised.
     Returns a fitted sklearn estimator with ``predict``.
     """
     _check_pairs(x, y, "fit_probe")
@@ -99,8 +100,11 @@ def fit_probe(x: np.ndarray, y: np.ndarray, probe: str = "linear", seed: int = 0
                 else Ridge(alpha=1.0))
     else:
         kind = MLPClassifier if discrete else MLPRegressor
-        head = kind(hidden_layer_sizes=(256,), early_stopping=len(x) >= 50, max_iter=500,
-                    random_state=seed)
+        # adam with early stopping on held-back samples; below 200 samples (too few to hold
+        # any back) L-BFGS, which sklearn recommends for small sets
+        small = len(x) < 200
+        head = kind(hidden_layer_sizes=(256,), solver="lbfgs" if small else "adam",
+                    early_stopping=not small, max_iter=1000, random_state=seed)
         if not discrete:
             head = TransformedTargetRegressor(head, transformer=StandardScaler())
     model = make_pipeline(StandardScaler(), head)
