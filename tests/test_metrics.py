@@ -227,13 +227,16 @@ def test_eval_cli_end_to_end_on_synthetic(tmp_path, tiny_checkpoint):
     assert "Warning" not in report
 
 
-def test_eval_on_a_saved_dataset_says_when_scores_are_not_held_out(tmp_path, tiny_checkpoint):
+def test_eval_on_saved_continuous_actions_flags_training_data(tmp_path, tiny_checkpoint):
     from groundlam.data.synthetic import SyntheticConfig, generate_dataset
     from groundlam.evaluation.evaluate import main
 
     dataset = tmp_path / "episodes"
-    generate_dataset(SyntheticConfig(num_episodes=4, episode_length=7, image_size=32)
-                     ).save_to_disk(str(dataset))
+    episodes = generate_dataset(SyntheticConfig(num_episodes=8, episode_length=7, image_size=32))
+    rng = np.random.default_rng(0)  # continuous actions (T-1, 2), like a robot's end effector
+    episodes = episodes.remove_columns("actions").add_column(
+        "actions", [rng.normal(size=(6, 2)).astype(np.float32).tolist() for _ in episodes])
+    episodes.save_to_disk(str(dataset))
     config = tmp_path / "run.yaml"
     config.write_text(f"data:\n  train: {dataset}\n  clip_length: 6\n")
     out = tmp_path / "eval"
@@ -243,7 +246,11 @@ def test_eval_on_a_saved_dataset_says_when_scores_are_not_held_out(tmp_path, tin
     assert metrics["split"]["held_out"] is False  # the run trained on these episodes
     assert list(metrics["variants"]) == ["eval"]
     results = metrics["variants"]["eval"]
-    assert results["fit_clips"] == results["test_clips"] == 2  # 2 episodes of one clip each
+    assert results["fit_clips"] == results["test_clips"] == 4  # 4 episodes of one clip each
+    probe = results["action_probe"]
+    assert probe["actions"] == "continuous" and set(probe["motion_linear"]) == {"nmse", "r2"}
+    assert results["disentanglement"]["score"]["action"] == "r2"
+    assert results["camera_shift"]["reference"] == "different transitions"
     assert "not held-out numbers" in (out / "report.md").read_text()
 
 

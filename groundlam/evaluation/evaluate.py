@@ -206,7 +206,9 @@ def _embed_2d(points: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
         return PCA(n_components=2, random_state=seed).fit_transform(points)
     import umap
 
-    return umap.UMAP(n_components=2, random_state=seed).fit_transform(points)
+    neighbours = min(15, len(points) - 1)  # umap's default, where there are enough points
+    return umap.UMAP(n_components=2, n_neighbors=neighbours, random_state=seed
+                     ).fit_transform(points)
 
 
 def _plot_latents(test: ClipSet, out: Path, name: str) -> list[str]:
