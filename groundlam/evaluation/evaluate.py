@@ -88,10 +88,11 @@ def collect(model, clips: ClipDataset, episodes: datasets.Dataset, max_clips: in
     latents = extract_latents(model, clips, batch_size=batch_size, max_clips=max_clips)
     count = len(latents.labels)
     frames = np.stack([clips[i]["frames"].numpy() for i in range(count)])
-    wanted = [c for c in ("actions", "camera_offset", "background_phase", "agent_mask")
-              if c in episodes.column_names]
-    view = episodes.with_format("numpy", columns=wanted)  # no dtype: floats and bools stay
     stride, span = clips.frame_stride, clips.clip_length
+    # actions are between consecutive frames: a clip of every n-th frame (n > 1) has none
+    wanted = [c for c in ("actions", "camera_offset", "background_phase", "agent_mask")
+              if c in episodes.column_names and (c != "actions" or stride == 1)]
+    view = episodes.with_format("numpy", columns=wanted)  # no dtype: floats and bools stay
     columns: dict[str, list[np.ndarray]] = {c: [] for c in wanted}
     for row, start in clips.clips[:count]:
         episode = view[row]
@@ -109,8 +110,7 @@ def collect(model, clips: ClipDataset, episodes: datasets.Dataset, max_clips: in
                 values = _resize_masks(values[frame_ids], clips.image_size)
             columns[name].append(values)
     stacked = {name: np.stack(values) for name, values in columns.items()}
-    actions = stacked.get("actions") if stride == 1 else None
-    return ClipSet(latents, frames, actions, stacked.get("camera_offset"),
+    return ClipSet(latents, frames, stacked.get("actions"), stacked.get("camera_offset"),
                    stacked.get("background_phase"), stacked.get("agent_mask"))
 
 
