@@ -29,6 +29,7 @@ import importlib.util
 import json
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from tqdm.auto import tqdm
 
 from groundlam.config import Config, load_config
 from groundlam.data.episodes import ClipDataset, held_out_synthetic, load_episodes
+from groundlam.data.synthetic import ACTIONS as SYNTHETIC_ACTIONS
 from groundlam.evaluation.metrics import (
     action_probe_scores,
     camera_shift_sensitivity,
@@ -211,7 +213,8 @@ def _embed_2d(points: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
                      ).fit_transform(points)
 
 
-def _plot_latents(test: ClipSet, out: Path, name: str) -> list[str]:
+def _plot_latents(test: ClipSet, out: Path, name: str,
+                  action_names: Sequence[str] | None = None) -> list[str]:
     """PCA (and UMAP where umap-learn is installed) of motion latents coloured by true action and
     by label, and of task embeddings coloured by label; one PNG a method."""
     # a bare Figure renders with Agg and leaves pyplot's global backend (a notebook's) alone
@@ -244,7 +247,8 @@ def _plot_latents(test: ClipSet, out: Path, name: str) -> list[str]:
                 chosen = colours == value
                 colour = cmap(k if len(classes) <= 10 else k / max(len(classes) - 1, 1))
                 axis.scatter(xy[chosen, 0], xy[chosen, 1], s=6, color=colour, alpha=0.7,
-                             label=f"{kind} {value}" if kind == "action" else None)
+                             label=(action_names[value] if action_names else f"action {value}")
+                             if kind == "action" else None)
             if kind == "action" or len(classes) <= 10:
                 handles = axis.get_legend_handles_labels()[0]
                 if handles:
@@ -263,8 +267,12 @@ def _plot_latents(test: ClipSet, out: Path, name: str) -> list[str]:
 def evaluate_variant(model, fit_clips: ClipDataset, fit_episodes: datasets.Dataset,
                      test_clips: ClipDataset, test_episodes: datasets.Dataset, out: Path,
                      name: str, max_clips: int = 256, focus_clips: int = 8,
-                     shift_clips: int = 64, progress: tqdm | None = None) -> dict[str, Any]:
-    """All metrics of one rendering: probes fit on ``fit_clips``, scored on ``test_clips``."""
+                     shift_clips: int = 64, progress: tqdm | None = None,
+                     action_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """All metrics of one rendering: probes fit on ``fit_clips``, scored on ``test_clips``.
+
+    ``action_names`` name discrete action ids in the plots' legends.
+    """
     def stage(label: str) -> None:
         if progress is not None:
             progress.set_postfix_str(f"{name}: {label}")
@@ -327,7 +335,7 @@ def evaluate_variant(model, fit_clips: ClipDataset, fit_episodes: datasets.Datas
     done()
 
     stage(STAGES[8])
-    results["plots"] = _plot_latents(test, out, name)
+    results["plots"] = _plot_latents(test, out, name, action_names)
     done()
     return results
 
@@ -401,7 +409,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str, out: str | Path,
             metrics["variants"][variant] = evaluate_variant(
                 model, _clips(fit_episodes, config, model, f"{variant} fit episodes"),
                 fit_episodes, _clips(test_episodes, config, model, f"{variant} scored episodes"),
-                test_episodes, out, variant, max_clips, focus_clips, progress=bar)
+                test_episodes, out, variant, max_clips, focus_clips, progress=bar,
+                action_names=SYNTHETIC_ACTIONS if data == "synthetic" else None)
     finally:
         bar.close()
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
