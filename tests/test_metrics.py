@@ -191,6 +191,7 @@ def tiny_checkpoint(tmp_path, tiny_model):
     return tmp_path / "run" / "final"
 
 
+@pytest.mark.slow  # generates episodes, loads the text encoder: ~10-20 s
 def test_eval_cli_end_to_end_on_synthetic(tmp_path, tiny_checkpoint):
     from groundlam.evaluation.evaluate import main
 
@@ -227,6 +228,7 @@ def test_eval_cli_end_to_end_on_synthetic(tmp_path, tiny_checkpoint):
     assert "Warning" not in report
 
 
+@pytest.mark.slow  # generates episodes, loads the text encoder: ~10-20 s
 def test_eval_on_saved_continuous_actions_flags_training_data(tmp_path, tiny_checkpoint):
     from groundlam.data.synthetic import SyntheticConfig, generate_dataset
     from groundlam.evaluation.evaluate import main
