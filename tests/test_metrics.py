@@ -99,6 +99,17 @@ def test_disentanglement_matrix_separates_sources():
     assert cells["motion"]["background_shift"] is None  # constant: undefined, not 0
     assert result["score"] == {"action": "balanced_accuracy", "camera_shift": "r2",
                                "background_shift": "r2"}
+    assert result["scored"] == {"action": 400, "camera_shift": 400, "background_shift": 0}
+
+
+def test_disentanglement_scores_discrete_targets_on_classes_the_probe_saw():
+    train = {"sources": {"motion": one_hot(np.array([0, 1] * 20), 3)},
+             "targets": {"label": np.array(["a", "b"] * 20)}}
+    test = {"sources": {"motion": one_hot(np.array([0, 1, 2] * 5), 3)},
+            "targets": {"label": np.array(["a", "b", "c"] * 5)}}  # "c" never seen in fitting
+    result = disentanglement_matrix(train, test)
+    assert result["cells"]["motion"]["label"] == 1.0 and result["scored"]["label"] == 10
+    assert result["chance"]["label"] == 0.5
 
 
 def moving_square_clips(n: int, t: int = 4, size: int = 24, seed: int = 0):

@@ -175,7 +175,7 @@ def _disentanglement(fit: ClipSet, test: ClipSet) -> dict[str, Any]:
     return {key: {**per_transition[key], **per_clip[key]} if key != "cells" else
             {source: {**per_transition["cells"][source], **per_clip["cells"][source]}
              for source in ("motion", "task")}
-            for key in ("cells", "score", "chance")}
+            for key in ("cells", "score", "chance", "scored")}
 
 
 def _focus(model, test: ClipSet, out: Path, name: str, focus_clips: int,
@@ -511,7 +511,9 @@ def write_report(metrics: dict[str, Any], path: str | Path) -> Path:
         for source, cells in matrix["cells"].items():
             lines.append(f"| {source} | " + " | ".join(_fmt(cells[t]) for t in targets) + " |")
         chance = ", ".join(f"{t} {_fmt(c)}" for t, c in matrix["chance"].items() if c)
-        lines += ["", f"Chance: {chance}." if chance else "", ""]
+        counts = ", ".join(f"{t} {n}" for t, n in matrix["scored"].items())
+        lines += ["", f"Chance: {chance}. " if chance else "", f"Test samples scored: {counts} "
+                  "(a discrete target only on classes the probe was fit on).", ""]
     lines += ["## Latent space", ""]
     for name in names:
         lines += [f"![{name} {plot}]({plot})" for plot in variants[name]["plots"]] + [""]

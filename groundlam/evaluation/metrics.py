@@ -20,8 +20,9 @@ on the set a probe was fit on.
   embedding -> label, top-1 / top-5 over the distinct labels; applied to clips of one repeated
   frame it is the no-motion control.
 - ``disentanglement_matrix``: probes from {motion latents, task embedding} to {actions, label,
-  camera shift, background shift}; discrete targets score balanced accuracy, continuous targets
-  R^2 (1 = fully predicted, 0 or below = not at all).
+  camera shift, background shift}; discrete targets score balanced accuracy (on the test
+  samples of classes the probe was fit on), continuous targets R^2 (1 = fully predicted, 0 or
+  below = not at all).
 - ``camera_shift_sensitivity``: how far latents move when the whole clip is shifted by 1-4 px,
   relative to how far apart the latents of two different actions are.
 - ``focus_precision``: the share of each focus map's mass on the ``agent_mask`` pixels, beside
@@ -178,29 +179,37 @@ def disentanglement_matrix(train: dict[str, dict[str, np.ndarray]],
     sample, e.g. ``{"sources": {"motion": (N, Z), "task": (N, K)}, "targets": {"action": (N,),
     "camera_shift": (N, 2)}}``. The caller aligns rows (a per-transition target gets the clip's
     task embedding repeated on each of its transitions). A discrete target's cell is the probe's
-    balanced accuracy, a continuous target's cell its R^2. A target that is constant in either
-    set (e.g. camera shift on clean renderings) gets ``None`` in every cell.
+    balanced accuracy over the test samples whose class occurs in ``train`` (a probe cannot name
+    a class it never saw; episode labels are often unique to a few episodes); a continuous
+    target's cell is its R^2. A target that is constant in either set (e.g. camera shift on clean
+    renderings), or with no test class seen in ``train``, gets ``None`` in every cell.
 
     Returns ``{"cells": {source: {target: score | None}}, "score": {target: score name},
-    "chance": {target: chance or None}}``.
+    "chance": {target: chance or None}, "scored": {target: test samples scored}}``.
     """
     cells: dict[str, dict[str, float | None]] = {name: {} for name in train["sources"]}
-    score_names, chance = {}, {}
+    score_names, chance, scored = {}, {}, {}
     for target, train_y in train["targets"].items():
-        test_y = test["targets"][target]
+        test_y, keep = test["targets"][target], slice(None)
         discrete = is_discrete(train_y)
         score_names[target] = DISENTANGLEMENT_SCORES["discrete" if discrete else "continuous"]
-        constant = any(np.ptp(np.asarray(y).reshape(len(y), -1), axis=0).max() == 0
-                       if not discrete else len(np.unique(y)) < 2 for y in (train_y, test_y))
+        if discrete:
+            keep = np.isin(test_y, train_y)
+            test_y = test_y[keep]
+        constant = len(test_y) == 0 or any(
+            len(np.unique(y)) < 2 if discrete
+            else np.ptp(np.asarray(y).reshape(len(y), -1), axis=0).max() == 0
+            for y in (train_y, test_y))
         chance[target] = 1.0 / len(np.unique(test_y)) if discrete and not constant else None
+        scored[target] = 0 if constant else len(test_y)
         for source, train_x in train["sources"].items():
             if constant:
                 cells[source][target] = None
                 continue
-            scores = action_probe_scores(train_x, train_y, test["sources"][source], test_y,
+            scores = action_probe_scores(train_x, train_y, test["sources"][source][keep], test_y,
                                          probe, seed)
             cells[source][target] = scores[score_names[target]]
-    return {"cells": cells, "score": score_names, "chance": chance}
+    return {"cells": cells, "score": score_names, "chance": chance, "scored": scored}
 
 
 def shift_clips(clips: np.ndarray, dx: int, dy: int) -> np.ndarray:
