@@ -1,0 +1,573 @@
+"""``groundlam eval``: every metric of ``groundlam.evaluation.metrics`` for one checkpoint.
+
+    groundlam eval --checkpoint runs/tiny/final --data synthetic --out runs/tiny/eval
+    python evals/evaluate.py --checkpoint DIR --data SPEC --out DIR [--config run.yaml] [k=v ...]
+
+Dimension keys: N clips, T frames a clip, S model image size, Z latent size, K text-embedding
+size, A action size.
+
+Which episodes fit the probes and which are scored (recorded as ``split`` in ``metrics.json``):
+
+- ``--data synthetic``: the probes are fit on the first ``data.eval_episodes`` episodes of the
+  run's training seed and scored on as many episodes of another seed (``held_out_synthetic``),
+  which the model never saw; clean and distracted renderings of the same trajectories when the
+  run's ``data.synthetic.distractors`` switch any on.
+- any other spec (a ``save_to_disk`` folder or Parquet files): scored on its episodes, fit on the
+  run's ``data.train`` when that is another dataset; otherwise the spec's episodes are split in
+  halves by row (fit on the first, scored on the second) and ``split.held_out`` says whether the
+  scored episodes are training data (``false``: ``data.train`` is the same spec) or unknown
+  (``null``: no run config). ``report.md`` prints that warning above the tables.
+
+Writes ``metrics.json``, ``report.md`` (tables, latent-space plots, focus overlays) and PNG plots
+(matplotlib, imported only when plotting) to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from groundlam.config import Config, load_config
+from groundlam.data.episodes import ClipDataset, held_out_synthetic, load_episodes
+from groundlam.data.synthetic import ACTIONS as SYNTHETIC_ACTIONS
+from groundlam.evaluation.metrics import (
+    action_probe_scores,
+    camera_shift_sensitivity,
+    controllability,
+    disentanglement_matrix,
+    focus_precision,
+    frame_pair_features,
+    is_discrete,
+    retrieval_with_chance,
+)
+from groundlam.evaluation.probe import Latents, extract_latents
+from groundlam.video import resize_video, to_model_input
+
+__all__ = ["ClipSet", "collect", "evaluate_variant", "evaluate_checkpoint", "write_report", "main"]
+
+STAGES = ("encode fit clips", "encode test clips", "action probes", "retrieval",
+          "disentanglement", "camera shift", "controllability", "focus maps", "plots")
+
+
+@dataclass
+class ClipSet:
+    """The first ``N`` clips of a ``ClipDataset`` with what the metrics need, one row per clip."""
+
+    latents: Latents  # motion (N, T-1, Z), task (N, K), still_task (N, K), labels
+    frames: np.ndarray  # uint8 (N, T, S, S, 3), as the model saw them
+    actions: np.ndarray | None  # (N, T-1) int64 or (N, T-1, A) float; None without stride 1
+    camera_shift: np.ndarray | None  # float (N, T-1, 2): camera offset change over a transition
+    background_shift: np.ndarray | None  # float (N, T-1): background phase change, in periods
+    agent_mask: np.ndarray | None  # bool (N, T, S, S), resized like the frames
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+
+def _resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
+    """bool (T, H, W) -> bool (T, size, size), cropped and scaled like ``resize_video``."""
+    if masks.shape[-1] == size and masks.shape[-2] == size:
+        return masks.astype(bool)
+    grey = torch.from_numpy(masks.astype(np.uint8) * 255)[..., None].expand(*masks.shape, 3)
+    return resize_video(grey.contiguous(), size)[..., 0].numpy() >= 128
+
+
+def collect(model, clips: ClipDataset, episodes: datasets.Dataset, max_clips: int | None = None,
+            batch_size: int = 64) -> ClipSet:
+    """Encode the first ``max_clips`` clips and gather their frames and evaluation columns."""
+    latents = extract_latents(model, clips, batch_size=batch_size, max_clips=max_clips)
+    count = len(latents.labels)
+    frames = np.stack([clips[i]["frames"].numpy() for i in range(count)])
+    stride, span = clips.frame_stride, clips.clip_length
+    # actions are between consecutive frames: a clip of every n-th frame (n > 1) has none
+    wanted = [c for c in ("actions", "camera_offset", "background_phase", "agent_mask")
+              if c in episodes.column_names and (c != "actions" or stride == 1)]
+    view = episodes.with_format("numpy", columns=wanted)  # no dtype: floats and bools stay
+    columns: dict[str, list[np.ndarray]] = {c: [] for c in wanted}
+    for row, start in clips.clips[:count]:
+        episode = view[row]
+        frame_ids = np.arange(start, start + (span - 1) * stride + 1, stride)  # (T,)
+        for name in wanted:
+            values = np.asarray(episode[name])
+            if name == "actions":
+                values = values[start:start + span - 1]  # action t: frame t -> t+1
+            elif name == "camera_offset":
+                values = np.diff(values[frame_ids].astype(np.float64), axis=0)
+            elif name == "background_phase":
+                change = np.diff(values[frame_ids].astype(np.float64))
+                values = (change + 0.5) % 1.0 - 0.5  # the phase wraps around at 1
+            else:
+                values = _resize_masks(values[frame_ids], clips.image_size)
+            columns[name].append(values)
+    stacked = {name: np.stack(values) for name, values in columns.items()}
+    return ClipSet(latents, frames, stacked.get("actions"), stacked.get("camera_offset"),
+                   stacked.get("background_phase"), stacked.get("agent_mask"))
+
+
+def _encode_motion(model, clips: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """uint8 (N, T, S, S, 3) -> motion latents (N, T-1, Z)."""
+    return np.concatenate([model.encode(torch.from_numpy(clips[i:i + batch_size])).motion.numpy()
+                           for i in range(0, len(clips), batch_size)])
+
+
+@torch.no_grad()
+def _controllability(model, frames: np.ndarray, batch_size: int = 32) -> dict[str, float] | None:
+    """Genie's Delta-PSNR over batches of clips (a latent is lent by another clip of its batch)."""
+    totals: dict[str, float] = {}
+    counted = 0
+    device = model.logit_scale.device
+    for i in range(0, len(frames), batch_size):
+        batch = frames[i:i + batch_size]
+        if len(batch) < 2:
+            continue
+        x = to_model_input(torch.from_numpy(batch)).to(device)  # (B, T, 3, S, S) in [-1, 1]
+        latents = model(x).latents.motion  # (B, T-1, Z)
+        scores = controllability(model.decoder, x.float(), latents)
+        for key, value in scores.items():
+            totals[key] = totals.get(key, 0.0) + value * len(batch)
+        counted += len(batch)
+    return {key: value / counted for key, value in totals.items()} if counted else None
+
+
+def _per_transition(values: np.ndarray) -> np.ndarray:
+    """(N, T-1, ...) -> (N * (T-1), ...) or (N*(T-1),) for one value a transition."""
+    return values.reshape(values.shape[0] * values.shape[1], *values.shape[2:])
+
+
+def _disentanglement(fit: ClipSet, test: ClipSet) -> dict[str, Any]:
+    """The disentanglement matrix of ``metrics.disentanglement_matrix`` at two granularities.
+
+    Per transition: motion latent t, or the clip's task embedding repeated on each transition,
+    -> action t, camera shift t, background shift t. Per clip: the clip's motion latents
+    concatenated (T-1)*Z, or its task embedding, -> label.
+    """
+    def transition_sets(clips: ClipSet) -> dict[str, dict[str, np.ndarray]]:
+        steps = clips.latents.motion.shape[1]
+        targets = {}
+        if fit.actions is not None and test.actions is not None:
+            targets["action"] = _per_transition(clips.actions)
+        for name in ("camera_shift", "background_shift"):
+            if getattr(fit, name) is not None and getattr(test, name) is not None:
+                targets[name] = _per_transition(getattr(clips, name))
+        return {"sources": {"motion": _per_transition(clips.latents.motion),
+                            "task": np.repeat(clips.latents.task, steps, axis=0)},
+                "targets": targets}
+
+    def clip_sets(clips: ClipSet) -> dict[str, dict[str, np.ndarray]]:
+        motion = clips.latents.motion.reshape(len(clips), -1)
+        return {"sources": {"motion": motion, "task": clips.latents.task},
+                "targets": {"label": np.array(clips.latents.labels)}}
+
+    per_transition = disentanglement_matrix(transition_sets(fit), transition_sets(test))
+    per_clip = disentanglement_matrix(clip_sets(fit), clip_sets(test))
+    return {key: {**per_transition[key], **per_clip[key]} if key != "cells" else
+            {source: {**per_transition["cells"][source], **per_clip["cells"][source]}
+             for source in ("motion", "task")}
+            for key in ("cells", "score", "chance", "scored")}
+
+
+def _focus(model, test: ClipSet, out: Path, name: str, focus_clips: int,
+           overlays: int = 2) -> dict[str, Any]:
+    from groundlam.focus import focus_map
+
+    motion_maps, motion_masks, task_maps, task_masks, files = [], [], [], [], []
+    for i in range(min(focus_clips, len(test))):
+        maps = focus_map(test.frames[i], model)
+        if i < overlays:
+            for suffix in (".png", ".gif"):
+                files.append(maps.save(out / f"{name}_focus_{i}{suffix}").name)
+        if test.agent_mask is not None:
+            motion_maps.append(maps.motion)  # map t is drawn on frame t+1
+            motion_masks.append(test.agent_mask[i, 1:])
+            task_maps.append(maps.task)
+            task_masks.append(test.agent_mask[i])
+    result: dict[str, Any] = {"overlays": files}
+    if motion_maps:
+        result["motion"] = focus_precision(np.concatenate(motion_maps),
+                                           np.concatenate(motion_masks))
+        result["task"] = focus_precision(np.concatenate(task_maps), np.concatenate(task_masks))
+    return result
+
+
+def _embed_2d(points: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
+    if method == "pca":
+        from sklearn.decomposition import PCA
+
+        return PCA(n_components=2, random_state=seed).fit_transform(points)
+    import umap
+
+    neighbours = min(15, len(points) - 1)  # umap's default, where there are enough points
+    return umap.UMAP(n_components=2, n_neighbors=neighbours, random_state=seed
+                     ).fit_transform(points)
+
+
+def _plot_latents(test: ClipSet, out: Path, name: str,
+                  action_names: Sequence[str] | None = None) -> list[str]:
+    """PCA (and UMAP where umap-learn is installed) of motion latents coloured by true action and
+    by label, and of task embeddings coloured by label; one PNG a method."""
+    # a bare Figure renders with Agg and leaves pyplot's global backend (a notebook's) alone
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    steps = test.latents.motion.shape[1]
+    motion = _per_transition(test.latents.motion)
+    label_names = sorted(set(test.latents.labels))
+    label_ids = np.array([label_names.index(label) for label in test.latents.labels])
+    panels = []
+    if test.actions is not None and is_discrete(_per_transition(test.actions)):
+        panels.append(("motion latents by true action", motion, _per_transition(test.actions),
+                       "action"))
+    panels.append(("motion latents by label", motion, np.repeat(label_ids, steps), "label"))
+    panels.append(("task embeddings by label", test.latents.task, label_ids, "label"))
+    methods = ["pca"] + (["umap"] if importlib.util.find_spec("umap") else [])
+    files = []
+    for method in methods:
+        figure = Figure(figsize=(5 * len(panels), 4.5))
+        axes = figure.subplots(1, len(panels), squeeze=False)
+        for axis, (title, points, colours, kind) in zip(axes[0], panels, strict=True):
+            if len(points) < 3:
+                axis.set_title(f"{title}: too few points")
+                continue
+            xy = _embed_2d(points, method)
+            classes = np.unique(colours)
+            cmap = colormaps["tab10" if len(classes) <= 10 else "nipy_spectral"]
+            for k, value in enumerate(classes):
+                chosen = colours == value
+                colour = cmap(k if len(classes) <= 10 else k / max(len(classes) - 1, 1))
+                axis.scatter(xy[chosen, 0], xy[chosen, 1], s=6, color=colour, alpha=0.7,
+                             label=(action_names[value] if action_names else f"action {value}")
+                             if kind == "action" else None)
+            if kind == "action" or len(classes) <= 10:
+                handles = axis.get_legend_handles_labels()[0]
+                if handles:
+                    axis.legend(fontsize=7, markerscale=2)
+            axis.set_title(f"{title} ({len(classes)} {kind}s)", fontsize=10)
+            axis.set_xlabel(f"{method.upper()} 1")
+            axis.set_ylabel(f"{method.upper()} 2")
+        figure.suptitle(f"{name}: held-out latents, {method.upper()}")
+        figure.tight_layout()
+        path = out / f"{name}_latents_{method}.png"
+        figure.savefig(path, dpi=100)
+        files.append(path.name)
+    return files
+
+
+def evaluate_variant(model, fit_clips: ClipDataset, fit_episodes: datasets.Dataset,
+                     test_clips: ClipDataset, test_episodes: datasets.Dataset, out: Path,
+                     name: str, max_clips: int = 256, focus_clips: int = 8,
+                     shift_clips: int = 64, progress: tqdm | None = None,
+                     action_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """All metrics of one rendering: probes fit on ``fit_clips``, scored on ``test_clips``.
+
+    ``action_names`` name discrete action ids in the plots' legends.
+    """
+    def stage(label: str) -> None:
+        if progress is not None:
+            progress.set_postfix_str(f"{name}: {label}")
+
+    def done() -> None:
+        if progress is not None:
+            progress.update(1)
+
+    stage(STAGES[0])
+    fit = collect(model, fit_clips, fit_episodes, max_clips)
+    done()
+    stage(STAGES[1])
+    test = collect(model, test_clips, test_episodes, max_clips)
+    done()
+    results: dict[str, Any] = {"fit_clips": len(fit), "test_clips": len(test)}
+
+    stage(STAGES[2])
+    if fit.actions is not None and test.actions is not None:
+        train_x, test_x = _per_transition(fit.latents.motion), _per_transition(test.latents.motion)
+        train_y, test_y = _per_transition(fit.actions), _per_transition(test.actions)
+        results["action_probe"] = {
+            "actions": "discrete" if is_discrete(test_y) else "continuous",
+            "motion_linear": action_probe_scores(train_x, train_y, test_x, test_y, "linear"),
+            "motion_mlp": action_probe_scores(train_x, train_y, test_x, test_y, "mlp"),
+            "pixels_linear": action_probe_scores(frame_pair_features(fit.frames), train_y,
+                                                 frame_pair_features(test.frames), test_y,
+                                                 "linear")}
+    done()
+
+    stage(STAGES[3])
+    candidates = sorted(set(test.latents.labels))
+    text = model.embed_text(candidates).cpu().numpy()
+    results["retrieval"] = retrieval_with_chance(test.latents.task, test.latents.labels, text,
+                                                 candidates)
+    results["retrieval_no_motion"] = retrieval_with_chance(test.latents.still_task,
+                                                           test.latents.labels, text, candidates)
+    done()
+
+    stage(STAGES[4])
+    results["disentanglement"] = _disentanglement(fit, test)
+    done()
+
+    stage(STAGES[5])
+    shifted = test.frames[:shift_clips]
+    shift_actions = test.actions[:shift_clips] if (
+        test.actions is not None and is_discrete(_per_transition(test.actions))) else None
+    results["camera_shift"] = camera_shift_sensitivity(
+        lambda clips: _encode_motion(model, clips), shifted, shift_actions)
+    results["camera_shift"]["reference"] = ("different true actions" if shift_actions is not None
+                                            else "different transitions")
+    done()
+
+    stage(STAGES[6])
+    results["controllability"] = _controllability(model, test.frames)
+    done()
+
+    stage(STAGES[7])
+    if model.config.encoder == "st_transformer":
+        results["focus"] = _focus(model, test, out, name, focus_clips)
+    done()
+
+    stage(STAGES[8])
+    results["plots"] = _plot_latents(test, out, name, action_names)
+    done()
+    return results
+
+
+def _clips(episodes: datasets.Dataset, config: Config, model, name: str) -> ClipDataset:
+    length = min(config.data.clip_length, model.config.max_frames)
+    return ClipDataset(episodes, length, model.config.image_size, config.data.frame_stride, name)
+
+
+def _plan(spec: str, config: Config, config_given: bool, model
+          ) -> tuple[dict[str, Any], list[tuple[str, Any, Any]]]:
+    """The split description and [(variant, (fit episodes), (test episodes))]."""
+    data = config.data
+    if spec == "synthetic":
+        fit_config = replace(data.synthetic, num_episodes=data.eval_episodes)
+        test_config = held_out_synthetic(data.synthetic, data.eval_episodes)
+        distracted = any(vars(data.synthetic.distractors).values())
+        variants = ("clean", "distracted") if distracted else ("clean",)
+        split = {"fit": f"synthetic seed {fit_config.seed}, episodes 0-{data.eval_episodes - 1}",
+                 "scored": f"synthetic seed {test_config.seed}, {data.eval_episodes} episodes "
+                           "(a seed no run trains on)",
+                 "held_out": True}
+        plan = [(variant, load_episodes("synthetic", fit_config, variant),
+                 load_episodes("synthetic", test_config, variant)) for variant in variants]
+        return split, plan
+    scored = load_episodes(spec)
+    if config_given and data.train not in ("synthetic", spec):
+        split = {"fit": f"data.train ({data.train})", "scored": spec, "held_out": True}
+        return split, [("eval", load_episodes(data.train), scored)]
+    if len(scored) < 2:
+        raise ValueError(f"{spec} has {len(scored)} episode(s): splitting it into probe-fit and "
+                         "scored halves needs at least 2")
+    half = len(scored) // 2
+    held_out = False if config_given and data.train == spec else None
+    split = {"fit": f"{spec}, episodes 0-{half - 1}",
+             "scored": f"{spec}, episodes {half}-{len(scored) - 1}", "held_out": held_out}
+    return split, [("eval", scored.select(range(half)), scored.select(range(half, len(scored))))]
+
+
+def evaluate_checkpoint(checkpoint: str | Path, data: str, out: str | Path,
+                        config_path: str | Path | None = None, overrides: list[str] | None = None,
+                        max_clips: int = 256, focus_clips: int = 8,
+                        progress: bool = True) -> dict[str, Any]:
+    """Evaluate a ``save_pretrained`` folder on ``data``; writes metrics.json, report.md, PNGs.
+
+    ``config_path``: the run's config (its ``data`` section says how clips are cut and which
+    synthetic episodes and distractors the run used); by default ``config.yaml`` beside the
+    checkpoint folder (where ``groundlam train`` writes it), else the defaults.
+    """
+    from groundlam.model import GroundLAM
+
+    checkpoint, out = Path(checkpoint), Path(out)
+    if config_path is None and (checkpoint.parent / "config.yaml").is_file():
+        config_path = checkpoint.parent / "config.yaml"
+    config = load_config(config_path, overrides or [])
+    model = GroundLAM.from_pretrained(str(checkpoint))
+    model.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    split, plan = _plan(data, config, config_path is not None, model)
+    metrics: dict[str, Any] = {
+        "checkpoint": str(checkpoint), "data": data,
+        "config": str(config_path) if config_path is not None else None,
+        "overrides": list(overrides or []),
+        "model": {"encoder": model.config.encoder, "bottleneck": model.config.bottleneck,
+                  "decoder_target": model.config.decoder_target},
+        "clip_length": min(config.data.clip_length, model.config.max_frames),
+        "split": split, "variants": {}}
+    bar = tqdm(total=len(plan) * len(STAGES), desc="groundlam eval", disable=not progress)
+    try:
+        for variant, fit_episodes, test_episodes in plan:
+            metrics["variants"][variant] = evaluate_variant(
+                model, _clips(fit_episodes, config, model, f"{variant} fit episodes"),
+                fit_episodes, _clips(test_episodes, config, model, f"{variant} scored episodes"),
+                test_episodes, out, variant, max_clips, focus_clips, progress=bar,
+                action_names=SYNTHETIC_ACTIONS if data == "synthetic" else None)
+    finally:
+        bar.close()
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
+    write_report(metrics, out / "report.md")
+    return metrics
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+# ---------------------------------------------------------------------------------- report
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _get(tree: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(tree, dict) or key not in tree:
+            return None
+        tree = tree[key]
+    return tree
+
+
+def _summary_rows(results: dict[str, Any]) -> list[tuple[str, Any]]:
+    probe = results.get("action_probe") or {}
+    score = "balanced_accuracy" if probe.get("actions") == "discrete" else "nmse"
+    rows = []
+    for key, name in (("motion_linear", "linear"), ("motion_mlp", "MLP"),
+                      ("pixels_linear", "raw pixels, linear (floor)")):
+        rows.append((f"action probe {name}: {score.replace('_', ' ')}", _get(probe, key, score)))
+    if score == "balanced_accuracy":
+        rows.append(("action probe chance", _get(probe, "motion_linear", "chance")))
+    else:
+        rows.append(("action probe linear: R^2", _get(probe, "motion_linear", "r2")))
+    for key, name in (("retrieval", "task retrieval"), ("retrieval_no_motion",
+                                                         "no-motion control")):
+        for k in ("top1", "top5"):
+            rows.append((f"{name} {k} (chance {_fmt(_get(results, key, f'chance_{k}'))})",
+                         _get(results, key, k)))
+    rows.append(("camera-shift ratio, mean over 1-4 px (0 = ignores the camera)",
+                 _get(results, "camera_shift", "mean_ratio")))
+    for kind in ("motion", "task"):
+        uniform = _fmt(_get(results, "focus", kind, "uniform"))
+        rows.append((f"focus precision, {kind} maps (uniform map: {uniform})",
+                     _get(results, "focus", kind, "precision")))
+    rows.append(("controllability: delta PSNR dB (inferred - other clip's latent)",
+                 _get(results, "controllability", "delta_psnr")))
+    return rows
+
+
+def write_report(metrics: dict[str, Any], path: str | Path) -> Path:
+    """Markdown: split statement, a summary table (metric x variant), the disentanglement
+    matrices, latent-space plots and focus overlays (files beside ``path``)."""
+    path = Path(path)
+    variants = metrics["variants"]
+    names = list(variants)
+    split = metrics["split"]
+    lines = [f"# groundlam eval: `{metrics['checkpoint']}`", "",
+             f"Data `{metrics['data']}`, clips of {metrics['clip_length']} frames; model: "
+             + ", ".join(f"{k} `{v}`" for k, v in metrics["model"].items())
+             + f"; run config: `{metrics['config'] or 'defaults'}`"
+             + (f" with {' '.join(metrics['overrides'])}" if metrics["overrides"] else "") + ".",
+             "",
+             f"Probes are fit on {split['fit']} and scored on {split['scored']}."]
+    if split["held_out"] is False:
+        lines += ["", "**Warning: the scored episodes are training data of this run; these are "
+                      "not held-out numbers.**"]
+    elif split["held_out"] is None:
+        lines += ["", "**Warning: without the run's config it is unknown whether the model "
+                      "trained on the scored episodes.**"]
+    lines += ["", "## Summary", "", "| metric | " + " | ".join(names) + " |",
+              "|---|" + "---|" * len(names)]
+    rows = {name: _summary_rows(variants[name]) for name in names}
+    for i, (label, _) in enumerate(rows[names[0]]):
+        lines.append(f"| {label} | " + " | ".join(_fmt(rows[n][i][1]) for n in names) + " |")
+    lines += ["", "Probe counts: " + ", ".join(
+        f"{n}: fit on {variants[n]['fit_clips']} clips, scored on {variants[n]['test_clips']}"
+        for n in names) + "."]
+    lines += ["", "## Disentanglement", "",
+              "Linear probes from each source to each target. Cells are balanced accuracy for "
+              "discrete targets (actions, label) and R^2 for continuous ones (camera shift and "
+              "background shift per transition); n/a where the target is constant (e.g. clean "
+              "renderings). Motion should predict the actions and not the camera; the task "
+              "embedding should predict the label.", ""]
+    for name in names:
+        matrix = variants[name]["disentanglement"]
+        targets = list(matrix["score"])
+        lines += [f"**{name}**", "", "| source | " + " | ".join(
+            f"{t} ({matrix['score'][t].replace('_', ' ')})" for t in targets) + " |",
+            "|---|" + "---|" * len(targets)]
+        for source, cells in matrix["cells"].items():
+            lines.append(f"| {source} | " + " | ".join(_fmt(cells[t]) for t in targets) + " |")
+        chance = ", ".join(f"{t} {_fmt(c)}" for t, c in matrix["chance"].items() if c)
+        counts = ", ".join(f"{t} {n}" for t, n in matrix["scored"].items())
+        lines += ["", f"Chance: {chance}. " if chance else "", f"Test samples scored: {counts} "
+                  "(a discrete target only on classes the probe was fit on).", ""]
+    lines += ["## Latent space", ""]
+    for name in names:
+        lines += [f"![{name} {plot}]({plot})" for plot in variants[name]["plots"]] + [""]
+    if any("focus" in variants[n] for n in names):
+        lines += ["## Focus maps", "",
+                  "Each row: frame | motion-slot map | task-slot map, for the first held-out "
+                  "clips. Precision scores the maps against `agent_mask` (see the summary).", ""]
+        for name in names:
+            for overlay in _get(variants[name], "focus", "overlays") or []:
+                if overlay.endswith(".png"):
+                    gif = overlay[:-4] + ".gif"
+                    lines.append(f"[![{name} focus]({overlay})]({gif}) ")
+            lines.append("")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# ---------------------------------------------------------------------------------- command
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``groundlam eval``: parse ``argv`` (without the subcommand name), evaluate, print paths."""
+    parser = argparse.ArgumentParser(
+        prog="groundlam eval", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Held-out metrics of a GroundLAM checkpoint: action probes, task retrieval "
+                    "with the no-motion control, disentanglement, camera-shift sensitivity, "
+                    "focus precision, controllability, latent-space plots.")
+    parser.add_argument("--checkpoint", required=True, help="a save_pretrained folder")
+    parser.add_argument("--data", required=True,
+                        help="'synthetic' (the run's synthetic config, held-out seed), a "
+                             "save_to_disk folder, or Parquet files")
+    parser.add_argument("--out", required=True, type=Path, help="folder for metrics.json, "
+                                                                "report.md and plots")
+    parser.add_argument("--config", type=Path, help="the run's config.yaml (default: beside the "
+                                                    "checkpoint folder, else the defaults)")
+    parser.add_argument("--max-clips", type=int, default=256,
+                        help="clips a set (probe fit, scored) at most")
+    parser.add_argument("--focus-clips", type=int, default=8,
+                        help="held-out clips whose focus maps are scored")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("overrides", nargs="*",
+                        help="dotted key=value on the config, e.g. data.eval_episodes=64")
+    args = parser.parse_args(argv)
+    if args.max_clips < 2:
+        parser.error(f"--max-clips {args.max_clips}: the metrics need at least 2 clips")
+    if not args.checkpoint or not Path(args.checkpoint).is_dir():
+        parser.error(f"--checkpoint {args.checkpoint}: not a folder (save_pretrained output)")
+    metrics = evaluate_checkpoint(args.checkpoint, args.data, args.out, args.config,
+                                  args.overrides, args.max_clips, args.focus_clips,
+                                  progress=not args.no_progress)
+    print(f"wrote {args.out / 'metrics.json'} and {args.out / 'report.md'} "
+          f"({', '.join(metrics['variants'])})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,325 @@
+"""Metrics of a latent action model, each a function on arrays with a known answer.
+
+Dimension keys: N samples (clips or transitions), F features, A action size (continuous actions),
+T frames of a clip, Z latent size, H/W pixels, M maps, U distinct labels.
+
+Every probe is fit on one set (clips of training episodes) and scored on another (held-out
+episodes); the caller decides which is which, and ``groundlam.evaluation.evaluate`` never scores
+on the set a probe was fit on.
+
+- ``action_probe_scores``: a probe from features to true actions. Discrete actions are scored by
+  balanced accuracy (the mean recall over the actions present in the test set, so a probe that
+  always says BabyAI's "forward" scores 1 / number of actions, not 65%); continuous actions by
+  the MSE normalised by the test actions' variance (``nmse``: 0 = exact, 1.0 = no better than
+  predicting their mean) and R^2 (averaged over action dimensions). ``probe="linear"`` is a
+  standardised logistic / ridge regression (as in LAOM), ``probe="mlp"`` a one-hidden-layer MLP
+  (as in LAPO).
+- ``frame_pair_features``: downsampled frame t and the change to t+1, raw pixels; a linear probe
+  on them is the observation -> action floor the motion latents should beat.
+- ``retrieval`` (from ``groundlam.evaluation.probe``) and ``retrieval_with_chance``: task
+  embedding -> label, top-1 / top-5 over the distinct labels; applied to clips of one repeated
+  frame it is the no-motion control.
+- ``disentanglement_matrix``: probes from {motion latents, task embedding} to {actions, label,
+  camera shift, background shift}; discrete targets score balanced accuracy (on the test
+  samples of classes the probe was fit on), continuous targets R^2 (1 = fully predicted, 0 or
+  below = not at all).
+- ``camera_shift_sensitivity``: how far latents move when the whole clip is shifted by 1-4 px,
+  relative to how far apart the latents of two different actions are.
+- ``focus_precision``: the share of each focus map's mass on the ``agent_mask`` pixels, beside
+  the share those pixels have of the frame (what a uniform map scores).
+- ``controllability`` (as in Genie): PSNR of the next frame predicted with the inferred latent
+  minus PSNR with the latent of another clip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.compose import TransformedTargetRegressor
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.neural_network import MLPClassifier, MLPRegressor
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from groundlam.evaluation.probe import retrieval
+
+__all__ = ["PROBES", "balanced_accuracy", "is_discrete", "fit_probe", "action_probe_scores",
+           "frame_pair_features", "retrieval", "retrieval_with_chance", "DISENTANGLEMENT_SCORES",
+           "disentanglement_matrix", "shift_clips", "camera_shift_sensitivity",
+           "focus_precision", "psnr", "controllability"]
+
+PROBES = ("linear", "mlp")
+
+
+def _check_pairs(x: np.ndarray, y: np.ndarray, name: str) -> None:
+    if x.ndim != 2:
+        raise ValueError(f"{name}: features must be (N, F), got shape {x.shape}")
+    if len(x) != len(y):
+        raise ValueError(f"{name}: {len(x)} feature rows but {len(y)} targets")
+    if len(x) == 0:
+        raise ValueError(f"{name}: no samples")
+
+
+def is_discrete(targets: np.ndarray) -> bool:
+    """Integer (or bool, or string) targets of shape (N,) are classes; floats are continuous."""
+    targets = np.asarray(targets)
+    return targets.ndim == 1 and targets.dtype.kind in "biuUSO"
+
+
+def balanced_accuracy(truth: np.ndarray, predicted: np.ndarray) -> float:
+    """Mean over the classes present in ``truth`` (N,) of the share of them ``predicted`` (N,).
+
+    Chance is 1 / number of classes whatever their frequencies; predicting a class that is not in
+    ``truth`` only costs the recall of the classes it was predicted for.
+    """
+    truth, predicted = np.asarray(truth), np.asarray(predicted)
+    if truth.shape != predicted.shape or truth.ndim != 1 or len(truth) == 0:
+        raise ValueError(f"balanced_accuracy needs two equal (N,) arrays, N > 0, got "
+                         f"{truth.shape} and {predicted.shape}")
+    recalls = [np.mean(predicted[truth == c] == c) for c in np.unique(truth)]
+    return float(np.mean(recalls))
+
+
+def fit_probe(x: np.ndarray, y: np.ndarray, probe: str = "linear", seed: int = 0):
+    """Fit a standardised probe from features ``x`` (N, F) to ``y`` (N,) classes or (N[, A]) floats.
+
+    ``linear``: logistic regression (classes) or ridge regression (floats). ``mlp``: one hidden
+    layer of 256 ReLU units (adam, early-stopped on 10% of ``x``; L-BFGS under 200 samples);
+    regression targets are standardised.
+    Returns a fitted sklearn estimator with ``predict``.
+    """
+    _check_pairs(x, y, "fit_probe")
+    if probe not in PROBES:
+        raise ValueError(f"probe={probe!r} is not one of {PROBES}")
+    discrete = is_discrete(y)
+    if probe == "linear":
+        head = (LogisticRegression(max_iter=2000, random_state=seed) if discrete
+                else Ridge(alpha=1.0))
+    else:
+        kind = MLPClassifier if discrete else MLPRegressor
+        # adam with early stopping on held-back samples; below 200 samples (too few to hold
+        # any back) L-BFGS, which sklearn recommends for small sets
+        small = len(x) < 200
+        head = kind(hidden_layer_sizes=(256,), solver="lbfgs" if small else "adam",
+                    early_stopping=not small, max_iter=1000, random_state=seed)
+        if not discrete:
+            head = TransformedTargetRegressor(head, transformer=StandardScaler())
+    model = make_pipeline(StandardScaler(), head)
+    model.fit(x, y)
+    return model
+
+
+def action_probe_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
+                        test_y: np.ndarray, probe: str = "linear", seed: int = 0
+                        ) -> dict[str, float]:
+    """Fit a probe on (train_x, train_y), score it on (test_x, test_y).
+
+    Discrete ``y`` (N,) ints: ``{"balanced_accuracy", "chance"}`` with chance = 1 / classes in
+    the test set. Continuous ``y`` (N,) or (N, A) floats: ``{"nmse", "r2"}`` where ``nmse`` is
+    the mean squared error over the test actions' variance (summed over dimensions; 1.0 = knows
+    nothing) and ``r2`` the coefficient of determination averaged over dimensions.
+    """
+    _check_pairs(test_x, test_y, "action_probe_scores (test)")
+    if is_discrete(train_y) != is_discrete(test_y):
+        raise ValueError("train and test actions must both be discrete or both continuous")
+    model = fit_probe(train_x, train_y, probe, seed)
+    predicted = model.predict(test_x)
+    if is_discrete(test_y):
+        return {"balanced_accuracy": balanced_accuracy(test_y, predicted),
+                "chance": 1.0 / len(np.unique(test_y))}
+    truth = np.asarray(test_y, dtype=np.float64).reshape(len(test_y), -1)  # (N, A)
+    predicted = np.asarray(predicted, dtype=np.float64).reshape(truth.shape)
+    squared = ((predicted - truth) ** 2).sum(0)  # (A,)
+    spread = ((truth - truth.mean(0)) ** 2).sum(0)  # (A,)
+    if not (spread > 0).all():
+        raise ValueError("a continuous action dimension is constant in the test set: its "
+                         "normalised MSE and R^2 are undefined")
+    return {"nmse": float(squared.sum() / spread.sum()), "r2": float(np.mean(1 - squared / spread))}
+
+
+def frame_pair_features(frames: np.ndarray, size: int = 16) -> np.ndarray:
+    """Raw-pixel features of every transition of uint8 clips (N, T, H, W, 3): (N * (T-1), F).
+
+    Each frame is area-downsampled to ``size`` x ``size`` and scaled to [0, 1]; a transition's
+    features are frame t and the change to frame t+1, F = 2 * size * size * 3. Rows are ordered
+    clip-major, like ``latents.reshape(-1, Z)`` of motion latents (N, T-1, Z).
+    """
+    frames = np.asarray(frames)
+    if frames.ndim != 5 or frames.shape[-1] != 3 or frames.shape[1] < 2:
+        raise ValueError(f"frames must be (N, T, H, W, 3) with T >= 2, got {frames.shape}")
+    n, t = frames.shape[:2]
+    video = torch.from_numpy(np.ascontiguousarray(frames)).float().div(255)
+    video = video.reshape(n * t, *frames.shape[2:]).permute(0, 3, 1, 2)  # (N*T, 3, H, W)
+    small = F.adaptive_avg_pool2d(video, size).reshape(n, t, -1).numpy()  # (N, T, 3*size*size)
+    features = np.concatenate([small[:, :-1], small[:, 1:] - small[:, :-1]], axis=-1)
+    return features.reshape(n * (t - 1), -1)
+
+
+def retrieval_with_chance(task: np.ndarray, labels: Sequence[str], text_embeddings: np.ndarray,
+                          candidates: Sequence[str]) -> dict[str, float]:
+    """``retrieval`` (top-1 / top-5 of the clip's label among ``candidates``) plus top-5 chance."""
+    scores = retrieval(task, list(labels), text_embeddings, list(candidates))
+    scores["chance_top5"] = min(5, len(candidates)) / len(candidates)
+    return scores
+
+
+DISENTANGLEMENT_SCORES = {"discrete": "balanced_accuracy", "continuous": "r2"}
+
+
+def disentanglement_matrix(train: dict[str, dict[str, np.ndarray]],
+                           test: dict[str, dict[str, np.ndarray]],
+                           probe: str = "linear", seed: int = 0) -> dict[str, Any]:
+    """Probe every source to every target; one number per (source, target) cell.
+
+    ``train`` and ``test`` map ``"sources"`` and ``"targets"`` to dicts of arrays with one row per
+    sample, e.g. ``{"sources": {"motion": (N, Z), "task": (N, K)}, "targets": {"action": (N,),
+    "camera_shift": (N, 2)}}``. The caller aligns rows (a per-transition target gets the clip's
+    task embedding repeated on each of its transitions). A discrete target's cell is the probe's
+    balanced accuracy over the test samples whose class occurs in ``train`` (a probe cannot name
+    a class it never saw; episode labels are often unique to a few episodes); a continuous
+    target's cell is its R^2. A target that is constant in either set (e.g. camera shift on clean
+    renderings), or with no test class seen in ``train``, gets ``None`` in every cell.
+
+    Returns ``{"cells": {source: {target: score | None}}, "score": {target: score name},
+    "chance": {target: chance or None}, "scored": {target: test samples scored}}``.
+    """
+    cells: dict[str, dict[str, float | None]] = {name: {} for name in train["sources"]}
+    score_names, chance, scored = {}, {}, {}
+    for target, train_y in train["targets"].items():
+        test_y, keep = test["targets"][target], slice(None)
+        discrete = is_discrete(train_y)
+        score_names[target] = DISENTANGLEMENT_SCORES["discrete" if discrete else "continuous"]
+        if discrete:
+            keep = np.isin(test_y, train_y)
+            test_y = test_y[keep]
+        constant = len(test_y) == 0 or any(
+            len(np.unique(y)) < 2 if discrete
+            else np.ptp(np.asarray(y).reshape(len(y), -1), axis=0).max() == 0
+            for y in (train_y, test_y))
+        chance[target] = 1.0 / len(np.unique(test_y)) if discrete and not constant else None
+        scored[target] = 0 if constant else len(test_y)
+        for source, train_x in train["sources"].items():
+            if constant:
+                cells[source][target] = None
+                continue
+            scores = action_probe_scores(train_x, train_y, test["sources"][source][keep], test_y,
+                                         probe, seed)
+            cells[source][target] = scores[score_names[target]]
+    return {"cells": cells, "score": score_names, "chance": chance, "scored": scored}
+
+
+def shift_clips(clips: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """Translate every frame of uint8 clips (..., H, W, 3) by (dx, dy) pixels, edges repeated.
+
+    Positive ``dx`` moves content right, positive ``dy`` down; the uncovered border repeats the
+    nearest edge pixels, so no content wraps around.
+    """
+    height, width = clips.shape[-3], clips.shape[-2]
+    if abs(dx) >= width or abs(dy) >= height:
+        raise ValueError(f"shift ({dx}, {dy}) is larger than the frame ({height}x{width})")
+    rows = np.clip(np.arange(height) - dy, 0, height - 1)
+    cols = np.clip(np.arange(width) - dx, 0, width - 1)
+    return clips[..., rows[:, None], cols[None, :], :]
+
+
+def _mean_distance(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b, axis=-1).mean())
+
+
+def camera_shift_sensitivity(encode: Callable[[np.ndarray], np.ndarray], clips: np.ndarray,
+                             actions: np.ndarray | None = None,
+                             shifts: Sequence[int] = (1, 2, 3, 4), max_pairs: int = 4096,
+                             seed: int = 0) -> dict[str, Any]:
+    """How much latents move when the whole clip moves, against how much actions move them.
+
+    ``encode`` maps uint8 clips (N, T, H, W, 3) to motion latents (N, T-1, Z). For each shift s,
+    clip i is translated by s px in one of four directions (right, down, left, up by i mod 4)
+    and ``shift_distance[s]`` is the mean Euclidean distance between a transition's latent before
+    and after. The reference ``action_distance`` is the mean distance between the latents of up
+    to ``max_pairs`` random pairs of unshifted transitions with different true ``actions`` (N, T-1)
+    (different transitions at all, without actions). ``ratio[s]`` = shift / action distance:
+    0 means shifting the camera does not move the latents; 1 means it moves them as much as
+    changing the action does.
+    """
+    clips = np.asarray(clips)
+    base = np.asarray(encode(clips))  # (N, T-1, Z)
+    flat = base.reshape(-1, base.shape[-1])
+    rng = np.random.default_rng(seed)
+    first, second = rng.integers(0, len(flat), (2, max_pairs))
+    if actions is not None:
+        labels = np.asarray(actions).reshape(-1)
+        keep = labels[first] != labels[second]
+    else:
+        keep = first != second
+    if not keep.any():
+        raise ValueError("camera_shift_sensitivity needs two transitions with different actions")
+    action_distance = _mean_distance(flat[first[keep]], flat[second[keep]])
+    directions = np.array([(1, 0), (0, 1), (-1, 0), (0, -1)])[np.arange(len(clips)) % 4]
+    shift_distance, ratio = {}, {}
+    for s in shifts:
+        moved = np.stack([shift_clips(clip, int(s * dx), int(s * dy))
+                          for clip, (dx, dy) in zip(clips, directions, strict=True)])
+        shift_distance[int(s)] = _mean_distance(np.asarray(encode(moved)), base)
+        ratio[int(s)] = shift_distance[int(s)] / max(action_distance, 1e-12)
+    return {"shift_distance": shift_distance, "action_distance": action_distance,
+            "ratio": ratio, "mean_ratio": float(np.mean(list(ratio.values())))}
+
+
+def focus_precision(maps: np.ndarray, masks: np.ndarray) -> dict[str, float]:
+    """Share of focus-map mass on mask pixels, against a uniform map's share.
+
+    ``maps``: non-negative (M, H, W); ``masks``: bool (M, H, W), the ground-truth pixels
+    (``agent_mask``) of the frame each map is drawn on. Maps with an empty mask or no mass are
+    left out. Returns ``precision`` (mean share of mass on the mask: 1 = all of it), ``uniform``
+    (mean share of the frame the mask covers: what a uniform map scores), ``lift`` (precision /
+    uniform; 1 = no better than uniform) and ``maps`` (how many were scored).
+    """
+    maps, masks = np.asarray(maps, dtype=np.float64), np.asarray(masks, dtype=bool)
+    if maps.shape != masks.shape or maps.ndim != 3:
+        raise ValueError(f"maps and masks must both be (M, H, W), got {maps.shape} and "
+                         f"{masks.shape}")
+    if (maps < 0).any():
+        raise ValueError("focus maps must be non-negative")
+    mass = maps.sum(axis=(1, 2))
+    keep = masks.any(axis=(1, 2)) & (mass > 0)
+    if not keep.any():
+        raise ValueError("no map with a non-empty mask and non-zero mass to score")
+    share = (maps * masks).sum(axis=(1, 2))[keep] / mass[keep]
+    uniform = masks.mean(axis=(1, 2))[keep]
+    precision, baseline = float(share.mean()), float(uniform.mean())
+    return {"precision": precision, "uniform": baseline, "lift": precision / baseline,
+            "maps": int(keep.sum())}
+
+
+def psnr(prediction: torch.Tensor, target: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:
+    """PSNR in dB of each frame of (..., C, H, W) tensors spanning ``data_range`` -> (...)."""
+    mse = (prediction.float() - target.float()).pow(2).mean(dim=(-3, -2, -1))
+    return 10 * torch.log10(data_range ** 2 / mse.clamp(min=1e-10))
+
+
+@torch.no_grad()
+def controllability(decode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                    frames: torch.Tensor, latents: torch.Tensor) -> dict[str, float]:
+    """Genie's Delta-PSNR: does the decoder's prediction depend on the inferred latent?
+
+    ``frames``: float (B, T, C, H, W) in [-1, 1], B >= 2; ``latents``: (B, T-1, Z) inferred from
+    them; ``decode(frames[:, :-1], latents)`` -> predicted frames 1..T-1 (B, T-1, C, H, W), e.g.
+    ``model.decoder``. The other-clip latents are those of clip (i + 1) mod B at the same step.
+    Returns ``psnr_inferred``, ``psnr_other`` (dB, mean over clips and steps) and ``delta_psnr``
+    (inferred minus other: > 0 when the latent controls the prediction, ~0 when it is ignored).
+    """
+    if frames.ndim != 5 or latents.ndim != 3 or latents.shape[:2] != (frames.shape[0],
+                                                                      frames.shape[1] - 1):
+        raise ValueError(f"frames must be (B, T, C, H, W) and latents (B, T-1, Z), got "
+                         f"{tuple(frames.shape)} and {tuple(latents.shape)}")
+    if frames.shape[0] < 2:
+        raise ValueError("controllability needs at least 2 clips (one lends the other latents)")
+    current, target = frames[:, :-1], frames[:, 1:]
+    inferred = psnr(decode(current, latents), target).mean()
+    other = psnr(decode(current, latents.roll(1, dims=0)), target).mean()
+    return {"psnr_inferred": float(inferred), "psnr_other": float(other),
+            "delta_psnr": float(inferred - other)}

@@ -1,0 +1,275 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from groundlam.evaluation.metrics import (
+    action_probe_scores,
+    balanced_accuracy,
+    camera_shift_sensitivity,
+    controllability,
+    disentanglement_matrix,
+    focus_precision,
+    frame_pair_features,
+    retrieval_with_chance,
+    shift_clips,
+)
+
+
+def one_hot(actions: np.ndarray, classes: int) -> np.ndarray:
+    return np.eye(classes)[actions]
+
+
+def test_balanced_accuracy_ignores_class_frequency():
+    truth = np.array([0] * 9 + [1])
+    assert balanced_accuracy(truth, np.zeros(10, int)) == pytest.approx(0.5)  # majority: chance
+    assert balanced_accuracy(truth, truth) == 1.0
+    with pytest.raises(ValueError, match="equal"):
+        balanced_accuracy(truth, truth[:3])
+
+
+@pytest.mark.parametrize("probe", ["linear", "mlp"])
+def test_probe_on_the_actions_themselves_is_perfect(probe):
+    rng = np.random.default_rng(0)
+    train, test = rng.integers(0, 5, 600), rng.integers(0, 5, 300)
+    scores = action_probe_scores(one_hot(train, 5), train, one_hot(test, 5), test, probe=probe)
+    assert scores == {"balanced_accuracy": 1.0, "chance": 0.2}
+
+
+def test_probe_on_noise_scores_chance():
+    rng = np.random.default_rng(1)
+    # skewed like BabyAI: a majority action a probe on noise should not get credit for
+    train, test = (rng.choice(4, n, p=[0.6, 0.2, 0.1, 0.1]) for n in (3000, 3000))
+    scores = action_probe_scores(rng.normal(size=(3000, 8)), train, rng.normal(size=(3000, 8)),
+                                 test)
+    assert abs(scores["balanced_accuracy"] - 0.25) < 0.04
+
+
+@pytest.mark.parametrize("probe", ["linear", "mlp"])
+def test_continuous_probe_normalised_mse(probe):
+    rng = np.random.default_rng(2)
+    train, test = rng.normal(size=(2000, 2)), rng.normal(size=(1000, 2))
+    exact = action_probe_scores(train, train, test, test, probe=probe)
+    assert exact["nmse"] < 0.02 and exact["r2"] > 0.98
+    noise = action_probe_scores(rng.normal(size=(2000, 6)), train, rng.normal(size=(1000, 6)),
+                                test, probe=probe)
+    assert abs(noise["nmse"] - 1.0) < 0.1 and abs(noise["r2"]) < 0.1
+
+
+def test_continuous_probe_rejects_constant_actions():
+    x = np.random.default_rng(0).normal(size=(20, 3))
+    with pytest.raises(ValueError, match="constant"):
+        action_probe_scores(x, x[:, :1], x, np.zeros((20, 1)))
+
+
+def test_frame_pair_features_order_and_change():
+    clips = np.zeros((2, 3, 8, 8, 3), np.uint8)
+    clips[1, 2] = 255  # clip 1: the last frame turns white
+    features = frame_pair_features(clips, size=2)
+    assert features.shape == (4, 2 * 2 * 2 * 3)
+    np.testing.assert_allclose(features[3, 12:], 1.0)  # clip 1, transition 1: change of +1
+    np.testing.assert_allclose(features[:3], 0.0)
+
+
+def test_retrieval_with_exact_embeddings_is_perfect():
+    labels = [f"task {i}" for i in range(8)]
+    text = np.linalg.qr(np.random.default_rng(0).normal(size=(16, 8)))[0].T  # (8, 16) orthonormal
+    clips = [labels[i % 8] for i in range(40)]
+    task = text[[i % 8 for i in range(40)]]
+    scores = retrieval_with_chance(task, clips, text, labels)
+    assert scores["top1"] == 1.0 and scores["top5"] == 1.0
+    assert scores["chance_top1"] == 1 / 8 and scores["chance_top5"] == 5 / 8
+
+
+def test_disentanglement_matrix_separates_sources():
+    rng = np.random.default_rng(3)
+
+    def split(n):
+        actions, shift = rng.integers(0, 4, n), rng.normal(size=(n, 2))
+        return {"sources": {"motion": one_hot(actions, 4) + 0.01 * rng.normal(size=(n, 4)),
+                            "task": shift + 0.01 * rng.normal(size=(n, 2))},
+                "targets": {"action": actions, "camera_shift": shift,
+                            "background_shift": np.zeros(n)}}
+
+    result = disentanglement_matrix(split(800), split(400))
+    cells = result["cells"]
+    assert cells["motion"]["action"] == 1.0 and abs(cells["task"]["action"] - 0.25) < 0.08
+    assert cells["task"]["camera_shift"] > 0.99 and cells["motion"]["camera_shift"] < 0.05
+    assert cells["motion"]["background_shift"] is None  # constant: undefined, not 0
+    assert result["score"] == {"action": "balanced_accuracy", "camera_shift": "r2",
+                               "background_shift": "r2"}
+    assert result["scored"] == {"action": 400, "camera_shift": 400, "background_shift": 0}
+
+
+def test_disentanglement_scores_discrete_targets_on_classes_the_probe_saw():
+    train = {"sources": {"motion": one_hot(np.array([0, 1] * 20), 3)},
+             "targets": {"label": np.array(["a", "b"] * 20)}}
+    test = {"sources": {"motion": one_hot(np.array([0, 1, 2] * 5), 3)},
+            "targets": {"label": np.array(["a", "b", "c"] * 5)}}  # "c" never seen in fitting
+    result = disentanglement_matrix(train, test)
+    assert result["cells"]["motion"]["label"] == 1.0 and result["scored"]["label"] == 10
+    assert result["chance"]["label"] == 0.5
+
+
+def moving_square_clips(n: int, t: int = 4, size: int = 24, seed: int = 0):
+    """A white 3x3 square taking one of 4 unit steps a frame on black, well inside the frame."""
+    rng = np.random.default_rng(seed)
+    steps = np.array([(1, 0), (0, 1), (-1, 0), (0, -1)])
+    actions = rng.integers(0, 4, (n, t - 1))
+    clips = np.zeros((n, t, size, size, 3), np.uint8)
+    for i in range(n):
+        x, y = size // 2, size // 2
+        for k in range(t):
+            clips[i, k, y - 1:y + 2, x - 1:x + 2] = 255
+            if k < t - 1:
+                x, y = x + steps[actions[i, k]][0], y + steps[actions[i, k]][1]
+    return clips, actions
+
+
+def centroids(clips: np.ndarray) -> np.ndarray:
+    weight = clips[..., 0].astype(np.float64)  # (N, T, H, W)
+    ys, xs = np.mgrid[:clips.shape[2], :clips.shape[3]]
+    total = weight.sum(axis=(2, 3))
+    return np.stack([(weight * xs).sum(axis=(2, 3)) / total,
+                     (weight * ys).sum(axis=(2, 3)) / total], axis=-1)  # (N, T, 2)
+
+
+def test_shift_clips_moves_content_without_wrapping():
+    clips, _ = moving_square_clips(1)
+    moved = shift_clips(clips, 2, -1)
+    np.testing.assert_allclose(centroids(moved) - centroids(clips), [[[2, -1]] * 4])
+    assert shift_clips(clips, 0, 0) is not clips and (shift_clips(clips, 0, 0) == clips).all()
+
+
+def test_camera_shift_sensitivity_on_constructed_encoders():
+    clips, actions = moving_square_clips(32)
+    # displacement of the square: the action itself, untouched by moving the camera
+    displacement = camera_shift_sensitivity(lambda c: np.diff(centroids(c), axis=1), clips,
+                                            actions)
+    assert displacement["action_distance"] > 1.0
+    assert all(r < 1e-9 for r in displacement["ratio"].values())
+    # position of the square after the step: moves exactly s px under an s px shift
+    position = camera_shift_sensitivity(lambda c: centroids(c)[:, 1:], clips, actions)
+    for s in (1, 2, 3, 4):
+        assert position["shift_distance"][s] == pytest.approx(s)
+    assert position["ratio"][4] > position["ratio"][1] > 0.1
+
+
+def test_focus_precision_known_answers():
+    masks = np.zeros((3, 8, 8), bool)
+    masks[:, 2:4, 2:6] = True  # 8 of 64 pixels
+    exact = focus_precision(masks.astype(float), masks)
+    assert exact["precision"] == 1.0 and exact["uniform"] == 0.125 and exact["lift"] == 8.0
+    uniform = focus_precision(np.ones((3, 8, 8)), masks)
+    assert uniform["precision"] == pytest.approx(0.125) and uniform["lift"] == pytest.approx(1.0)
+    off = focus_precision(1.0 - masks, masks)
+    assert off["precision"] == 0.0
+    with pytest.raises(ValueError, match="non-empty"):
+        focus_precision(np.ones((1, 8, 8)), np.zeros((1, 8, 8), bool))
+
+
+def test_controllability_needs_a_decoder_that_reads_the_latent():
+    torch.manual_seed(0)
+    frames = torch.rand(6, 4, 3, 8, 8) * 2 - 1  # (B, T, C, H, W)
+    latents = (frames[:, 1:] - frames[:, :-1]).flatten(2)  # the exact change, (B, T-1, 192)
+
+    def uses_latent(current, z):
+        return current + z.reshape(current.shape)
+
+    def ignores_latent(current, z):
+        return current
+
+    used = controllability(uses_latent, frames, latents)
+    assert used["delta_psnr"] > 20 and used["psnr_inferred"] > 90
+    ignored = controllability(ignores_latent, frames, latents)
+    assert ignored["delta_psnr"] == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="2 clips"):
+        controllability(uses_latent, frames[:1], latents[:1])
+
+
+# ---------------------------------------------------------------- groundlam eval, end to end
+
+SYNTHETIC_TINY = ["data.eval_episodes=4", "data.clip_length=6", "data.synthetic.image_size=32",
+                  "data.synthetic.episode_length=12"]
+VARIANT_KEYS = {"fit_clips", "test_clips", "action_probe", "retrieval", "retrieval_no_motion",
+                "disentanglement", "camera_shift", "controllability", "focus", "plots"}
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path, tiny_model):
+    tiny_model.save_pretrained(tmp_path / "run" / "final")
+    return tmp_path / "run" / "final"
+
+
+@pytest.mark.slow  # generates episodes, loads the text encoder: ~10-20 s
+def test_eval_cli_end_to_end_on_synthetic(tmp_path, tiny_checkpoint):
+    from groundlam.evaluation.evaluate import main
+
+    out = tmp_path / "eval"
+    assert main(["--checkpoint", str(tiny_checkpoint), "--data", "synthetic", "--out", str(out),
+                 "--max-clips", "8", "--focus-clips", "2", "--no-progress", *SYNTHETIC_TINY,
+                 "data.synthetic.distractors.camera_shake=1.0",
+                 "data.synthetic.distractors.background=1.0"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["split"]["held_out"] is True and list(metrics["variants"]) == ["clean",
+                                                                                  "distracted"]
+    for name, results in metrics["variants"].items():
+        assert set(results) == VARIANT_KEYS
+        assert results["fit_clips"] == results["test_clips"] == 8  # 4 episodes x 2 clips
+        probe = results["action_probe"]
+        assert probe["actions"] == "discrete"
+        assert set(probe) == {"actions", "motion_linear", "motion_mlp", "pixels_linear"}
+        assert 0 <= probe["motion_linear"]["balanced_accuracy"] <= 1
+        assert set(results["retrieval"]) >= {"top1", "top5", "chance_top1", "chance_top5"}
+        cells = results["disentanglement"]["cells"]
+        assert set(cells) == {"motion", "task"}
+        assert set(cells["motion"]) == {"action", "camera_shift", "background_shift", "label"}
+        # clean renderings have no camera motion: undefined, not a score
+        assert (cells["motion"]["camera_shift"] is None) == (name == "clean")
+        assert set(results["camera_shift"]["ratio"]) == {"1", "2", "3", "4"}
+        # a fresh residual decoder's head is zero: it copies frame t whatever the latent
+        assert results["controllability"]["delta_psnr"] == pytest.approx(0.0, abs=1e-4)
+        assert 0 < results["focus"]["motion"]["uniform"] < 1 and results["focus"]["task"]["maps"]
+        for file in results["plots"] + results["focus"]["overlays"]:
+            assert (out / file).stat().st_size > 0
+    report = (out / "report.md").read_text()
+    assert "| metric | clean | distracted |" in report and "no-motion control top1" in report
+    assert "![clean clean_latents_pca.png](clean_latents_pca.png)" in report
+    assert "Warning" not in report
+
+
+@pytest.mark.slow  # generates episodes, loads the text encoder: ~10-20 s
+def test_eval_on_saved_continuous_actions_flags_training_data(tmp_path, tiny_checkpoint):
+    from groundlam.data.synthetic import SyntheticConfig, generate_dataset
+    from groundlam.evaluation.evaluate import main
+
+    dataset = tmp_path / "episodes"
+    episodes = generate_dataset(SyntheticConfig(num_episodes=8, episode_length=7, image_size=32))
+    rng = np.random.default_rng(0)  # continuous actions (T-1, 2), like a robot's end effector
+    episodes = episodes.remove_columns("actions").add_column(
+        "actions", [rng.normal(size=(6, 2)).astype(np.float32).tolist() for _ in episodes])
+    episodes.save_to_disk(str(dataset))
+    config = tmp_path / "run.yaml"
+    config.write_text(f"data:\n  train: {dataset}\n  clip_length: 6\n")
+    out = tmp_path / "eval"
+    main(["--checkpoint", str(tiny_checkpoint), "--data", str(dataset), "--out", str(out),
+          "--config", str(config), "--focus-clips", "1", "--no-progress"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["split"]["held_out"] is False  # the run trained on these episodes
+    assert list(metrics["variants"]) == ["eval"]
+    results = metrics["variants"]["eval"]
+    assert results["fit_clips"] == results["test_clips"] == 4  # 4 episodes of one clip each
+    probe = results["action_probe"]
+    assert probe["actions"] == "continuous" and set(probe["motion_linear"]) == {"nmse", "r2"}
+    assert results["disentanglement"]["score"]["action"] == "r2"
+    assert results["camera_shift"]["reference"] == "different transitions"
+    assert "not held-out numbers" in (out / "report.md").read_text()
+
+
+def test_eval_cli_errors_name_the_input(tmp_path):
+    from groundlam.evaluation.evaluate import main
+
+    with pytest.raises(SystemExit):
+        main(["--checkpoint", str(tmp_path / "missing"), "--data", "synthetic", "--out",
+              str(tmp_path / "out")])
