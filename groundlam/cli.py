@@ -3,6 +3,7 @@
     groundlam train --config configs/tiny.yaml [key=value ...] [--resume]
     groundlam focus VIDEO_OR_DATASET --checkpoint DIR --out focus.gif
     groundlam datagen {synthetic,babyai,metaworld} --out DIR --episodes N [--seed S] ...
+    groundlam eval --checkpoint DIR --data SPEC --out DIR [--max-clips N]
 """
 
 from __future__ import annotations
@@ -53,9 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"train": "train a GroundLAM (see configs/)",
                 "focus": "draw focus maps of a clip",
-                "datagen": "generate an episode corpus (Parquet shards + data card)"}
+                "datagen": "generate an episode corpus (Parquet shards + data card)",
+                "eval": "held-out metrics, plots and a report of a checkpoint"}
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
-        print("usage: groundlam {train,focus,datagen} ...\n")
+        print("usage: groundlam {train,focus,datagen,eval} ...\n")
         for name, text in commands.items():
             print(f"  {name:8s}{text}")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
@@ -68,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         from groundlam.datagen import main as datagen_main
 
         return datagen_main(rest)
+    if command == "eval":
+        from groundlam.evaluation.evaluate import main as eval_main
+
+        return eval_main(rest)
     return focus(rest)
 
 
