@@ -381,7 +381,7 @@ def train(config: Config, resume: bool = False) -> Path:
                             config.data.frame_stride, rank=rank, world_size=world,
                             seed=config.train.seed,
                             buffer_episodes=config.data.stream_buffer_episodes,
-                            name=config.data.train)
+                            name=config.data.train, strict=config.data.strict)
         loader = StreamingLoader(stream, config.train.batch_size, config.data.num_workers)
     else:
         clips = ClipDataset(episodes, config.data.clip_length, config.model.image_size,

@@ -322,3 +322,27 @@ def test_training_streams_and_resumes_mid_epoch(tmp_path):
     assert state["stream"][0]["workers"]["0"]["yielded"] == 96  # 64 before, 32 after resume
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4, 5, 6]
+
+
+def test_bad_episodes_are_skipped_and_counted_or_stop_in_strict_mode():
+    rng = np.random.default_rng(0)
+    good = encode_video(rng.integers(0, 256, (8, 16, 16, 3), dtype=np.uint8))
+    rows = {"video": [good, b"not an mp4 at all" * 8, good, good],
+            "label": ["go left", "go right", "", "go up"],
+            "episode_id": ["good0", "corrupt", "unlabelled", "good3"]}
+    dataset = datasets.Dataset.from_dict(rows)
+
+    def stream(strict):
+        episodes = dataset.to_iterable_dataset(num_shards=1)
+        return ClipStream(episodes, CLIP, SIZE, buffer_episodes=2, strict=strict)
+
+    loader = StreamingLoader(stream(strict=False), batch_size=1)
+    batches = list(loader)
+    # each good episode gives its own clips, with its own label; the two bad ones none
+    assert collections.Counter(b["episode_ids"][0] for b in batches) == {"good0": 2, "good3": 2}
+    assert {(b["episode_ids"][0], b["labels"][0]) for b in batches} == {
+        ("good0", "go left"), ("good3", "go up")}
+    assert loader.state_dict()["skipped"] == 2
+
+    with pytest.raises(sources.BadDataError, match="corrupt"):
+        list(StreamingLoader(stream(strict=True), batch_size=1))

@@ -46,7 +46,7 @@ import torch
 from datasets.distributed import split_dataset_by_node
 
 from groundlam.data.episodes import collate_clips, load_episodes
-from groundlam.data.sources import detect_source, read_frames
+from groundlam.data.sources import BadDataError, detect_source, read_frames
 from groundlam.data.synthetic import SyntheticConfig
 from groundlam.data.video_io import episode_frames
 from groundlam.video import resize_video
@@ -197,7 +197,8 @@ class ClipStream(torch.utils.data.IterableDataset):
 
     def __init__(self, episodes: datasets.IterableDataset, clip_length: int, image_size: int,
                  frame_stride: int = 1, *, rank: int = 0, world_size: int = 1, seed: int = 0,
-                 shuffle: bool = True, buffer_episodes: int = 16, name: str = "episodes") -> None:
+                 shuffle: bool = True, buffer_episodes: int = 16, name: str = "episodes",
+                 strict: bool = False) -> None:
         if not isinstance(episodes, datasets.IterableDataset):
             raise TypeError(f"{name}: ClipStream needs a datasets.IterableDataset, got "
                             f"{type(episodes).__name__}; convert with as_episode_stream()")
@@ -215,7 +216,7 @@ class ClipStream(torch.utils.data.IterableDataset):
                              f"got {columns}")
         self.clip_length, self.image_size, self.frame_stride = clip_length, image_size, frame_stride
         self.rank, self.world_size, self.seed, self.shuffle = rank, world_size, seed, shuffle
-        self.buffer_episodes, self.name = buffer_episodes, name
+        self.buffer_episodes, self.name, self.strict = buffer_episodes, name, strict
         self.span = (clip_length - 1) * frame_stride + 1
         self.num_shards = episodes.num_shards
         self.split = "shards" if self.num_shards % world_size == 0 else "examples"
@@ -306,18 +307,15 @@ class ClipStream(torch.utils.data.IterableDataset):
             for table in rows:
                 episode_id = f"{self.name}/r{self.rank}w{worker}/{read + window_rows}"
                 window_rows += 1
-                episode = arrow_row_to_episode(table, f"{self.name} {episode_id}")
-                episode_id = str(episode.get("episode_id") or episode_id)
-                frames = _episode_frames(episode, name=f"{self.name} {episode_id}")
-                if len(frames) and (frames.ndim != 4 or frames.shape[-1] != 3):
-                    raise ValueError(f"{self.name} {episode_id}: frames must be uint8 "
-                                     f"(T, H, W, 3), got shape {frames.shape}")
-                actions = episode.get("actions")
-                if actions is not None and len(actions) != max(len(frames) - 1, 0):
-                    raise ValueError(f"{self.name} {episode_id}: {len(actions)} actions for "
-                                     f"{len(frames)} frames; expected one per transition")
-                episode.update(frames=frames, episode_id=episode_id)
-                starts = range(0, len(frames) - self.span + 1, self.span)
+                try:
+                    episode = self._read_episode(table, episode_id)
+                except ValueError as error:  # BadDataError, VideoDecodeError included
+                    if self.strict:
+                        raise BadDataError(str(error)) from None
+                    logger.warning("%s: skipped a bad episode: %s", self.name, error)
+                    episode = None
+                starts = (range(0, len(episode["frames"]) - self.span + 1, self.span)
+                          if episode is not None else range(0))
                 window_skipped += not starts
                 clips.extend((episode, start) for start in starts)
                 if window_rows == self.buffer_episodes:
@@ -342,9 +340,26 @@ class ClipStream(torch.utils.data.IterableDataset):
                                    "yielded": 0, "read_before": read, "skipped_before": skipped,
                                    "episodes": read, "skipped": skipped, "done": True}
         if skipped:
-            logger.warning("%s (rank %d, worker %d): skipped %d of %d episodes shorter than one "
-                           "clip (%d frames)", self.name, self.rank, worker, skipped, read,
-                           self.span)
+            logger.warning("%s (rank %d, worker %d): skipped %d of %d episodes (bad, or shorter "
+                           "than one clip of %d frames)", self.name, self.rank, worker, skipped,
+                           read, self.span)
+
+    def _read_episode(self, table: Any, episode_id: str) -> dict[str, Any]:
+        """Decode and check one row; ``ValueError`` naming the episode and the reason if bad."""
+        episode = arrow_row_to_episode(table, f"{self.name} {episode_id}")
+        episode_id = str(episode.get("episode_id") or episode_id)
+        if not str(episode.get("label") or "").strip():
+            raise ValueError(f"{self.name} {episode_id}: empty label")
+        frames = _episode_frames(episode, name=f"{self.name} {episode_id}")
+        if len(frames) and (frames.ndim != 4 or frames.shape[-1] != 3):
+            raise ValueError(f"{self.name} {episode_id}: frames must be uint8 "
+                             f"(T, H, W, 3), got shape {frames.shape}")
+        actions = episode.get("actions")
+        if actions is not None and len(actions) != max(len(frames) - 1, 0):
+            raise ValueError(f"{self.name} {episode_id}: {len(actions)} actions for "
+                             f"{len(frames)} frames; expected one per transition")
+        episode.update(frames=frames, episode_id=episode_id)
+        return episode
 
     def _make_item(self, episode: dict[str, Any], start: int) -> dict[str, Any]:
         stop = start + self.span
