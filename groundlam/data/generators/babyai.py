@@ -33,7 +33,7 @@ from groundlam.data.generators.common import (
     apply_distractors,
     clean_parameters,
 )
-from groundlam.data.synthetic import Distractors
+from groundlam.data.synthetic import Distractors, episode_features
 
 __all__ = ["ACTIONS", "BabyAIConfig", "BabyAIGenerator", "babyai_features"]
 
@@ -71,16 +71,11 @@ class BabyAIConfig:
 
 
 def babyai_features(image_size: int) -> datasets.Features:
-    """The ``datasets`` schema of a BabyAI episode row (T is free)."""
+    """The ``datasets`` schema of a BabyAI episode row (T is free): the synthetic benchmark's
+    columns, plus the distractor sprites' positions and the level id."""
     return datasets.Features({
-        "frames": datasets.Array4D(shape=(None, image_size, image_size, 3), dtype="uint8"),
-        "label": datasets.Value("string"),
-        "actions": datasets.List(datasets.Value("int64")),
-        "agent_mask": datasets.Array3D(shape=(None, image_size, image_size), dtype="bool"),
-        "camera_offset": datasets.Array2D(shape=(None, 2), dtype="float32"),
-        "background_phase": datasets.List(datasets.Value("float32")),
+        **episode_features(image_size),
         "sprite_positions": datasets.List(datasets.List(datasets.Value("float32"))),
-        "episode_id": datasets.Value("string"),
         "level": datasets.Value("string"),
     })
 

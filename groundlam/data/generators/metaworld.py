@@ -38,7 +38,7 @@ from groundlam.data.generators.common import (
     apply_distractors,
     clean_parameters,
 )
-from groundlam.data.synthetic import Distractors
+from groundlam.data.synthetic import Distractors, episode_features
 
 __all__ = ["TASK_LABELS", "MetaWorldConfig", "MetaWorldGenerator", "metaworld_features"]
 
@@ -153,18 +153,15 @@ class MetaWorldConfig:
 
 
 def metaworld_features(image_size: int) -> datasets.Features:
-    """The ``datasets`` schema of a Meta-World episode row (T is free)."""
+    """The ``datasets`` schema of a Meta-World episode row (T is free): the synthetic benchmark's
+    columns with 4-d continuous actions, plus sprite positions, the camera pose, per-frame
+    success and the task name."""
     return datasets.Features({
-        "frames": datasets.Array4D(shape=(None, image_size, image_size, 3), dtype="uint8"),
-        "label": datasets.Value("string"),
+        **episode_features(image_size),
         "actions": datasets.Array2D(shape=(None, 4), dtype="float32"),
-        "agent_mask": datasets.Array3D(shape=(None, image_size, image_size), dtype="bool"),
-        "camera_offset": datasets.Array2D(shape=(None, 2), dtype="float32"),
-        "background_phase": datasets.List(datasets.Value("float32")),
         "sprite_positions": datasets.List(datasets.List(datasets.Value("float32"))),
         "camera_pose": datasets.Array2D(shape=(None, 6), dtype="float32"),
         "success": datasets.List(datasets.Value("bool")),
-        "episode_id": datasets.Value("string"),
         "task": datasets.Value("string"),
     })
 
