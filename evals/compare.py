@@ -16,9 +16,9 @@ with status 1.
 
 Datasets (``--datasets``): ``synthetic`` (the built-in benchmark; probes fit on the training seed,
 scored on a seed no run trains on, clean and distracted renderings of the same trajectories), and
-``babyai`` / ``metaworld``: corpora generated once with ``groundlam datagen`` into ``--data-cache``
-(default ``data/compare_cache``), a training corpus (distracted) and a held-out corpus of another
-seed (clean and distracted), each scored on its own.
+``babyai`` / ``metaworld``: corpora generated once with ``groundlam datagen`` into
+``--data-cache`` (default ``runs/compare/data_cache``), a training corpus (distracted) and a
+held-out corpus of another seed (clean and distracted), each scored on its own.
 
 Writes, under ``--out`` (default ``evals``): ``RESULTS.md`` (one table a dataset and rendering:
 median and min-max over seeds per cell, with the command, seeds, date, git commit and machine),
@@ -294,16 +294,17 @@ def plan_runs(preset: Preset, rows: list[Row], seeds: list[int], datasets: list[
 
 def train_and_evaluate(run: RunSpec, preset: Preset) -> dict[str, float]:
     """Train ``run`` in a subprocess (resuming a partial training), evaluate it; returns the
-    seconds each took."""
+    seconds each took and whether training resumed (1.0) from a checkpoint."""
     from groundlam.evaluation.evaluate import evaluate_checkpoint
 
     final = run.folder / "final"
-    timings = {"train_s": 0.0, "eval_s": 0.0}
+    timings = {"train_s": 0.0, "eval_s": 0.0, "resumed": 0.0}
     if not (final / "config.json").is_file():
         command = [sys.executable, "-m", "groundlam.train", "--config",
                    str(ROOT / preset.config), *run.overrides]
         if (run.folder / "checkpoints" / "latest").exists():
             command.append("--resume")
+            timings["resumed"] = 1.0
         start = time.perf_counter()
         _run_logged(command, run.folder / "train.log",
                     f"training {run.dataset}/{run.row.name}/seed{run.seed}")
@@ -363,7 +364,7 @@ def run_comparison(preset_name: str, out: Path, runs: Path | None = None,
     seeds = list(seeds if seeds is not None else preset.seeds)
     steps = steps or preset.steps
     runs = Path(runs or ROOT / "runs" / "compare" / preset_name)
-    cache = Path(cache or ROOT / "data" / "compare_cache")
+    cache = Path(cache or ROOT / "runs" / "compare" / "data_cache")
     chosen = [row for row in ROWS if row.name in rows]
     specs = {name: build_dataset(DATASETS[name], preset, cache)
              for name in datasets if name != "synthetic"}
@@ -386,7 +387,8 @@ def run_comparison(preset_name: str, out: Path, runs: Path | None = None,
         cells = read_run(run)
         probes = ", ".join(f"{key.split('/')[0]} {cells[key]:.3f}" for key in cells
                            if key.endswith("/probe_linear") and cells[key] is not None)
-        _log(f"{label}: trained {steps} steps in {timings['train_s']:.0f} s, evaluated in "
+        trained = ("resumed and trained" if timings["resumed"] else "trained")
+        _log(f"{label}: {trained} to step {steps} in {timings['train_s']:.0f} s, evaluated in "
              f"{timings['eval_s']:.0f} s; linear action probe: {probes or 'n/a'}")
     results = collect_results(preset_name, preset, planned, chosen, seeds, datasets, steps,
                               command, failures)
@@ -629,7 +631,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, help="folder of the runs (default: "
                                                   "runs/compare/<preset>)")
     parser.add_argument("--data-cache", type=Path, help="folder of generated corpora (default: "
-                                                        "data/compare_cache)")
+                                                        "runs/compare/data_cache)")
     parser.add_argument("--rows", help=f"comma-separated subset of {', '.join(ALL_ROWS)}")
     parser.add_argument("--seeds", help="comma-separated seeds (default: the preset's)")
     parser.add_argument("--datasets", help=f"comma-separated subset of {', '.join(DATASETS)}")

@@ -31,7 +31,7 @@ def test_smoke_preset_writes_the_table_and_skips_finished_runs(tmp_path, capsys)
     argv = ["--preset", "smoke", "--out", str(out), "--runs", str(runs)]
     assert compare.main(argv) == 0
     progress = capsys.readouterr().err
-    assert progress.count("trained 5 steps") == 2, progress
+    assert progress.count("trained to step 5") == 2, progress
 
     results = json.loads((out / "results" / "compare_smoke.json").read_text())
     assert results["rows"] == ["reconstruction_only", "groundlam"]
