@@ -1,0 +1,1 @@
+"""Benchmarks, probes and the comparison table of groundlam (``python -m evals.compare``)."""

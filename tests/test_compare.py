@@ -1,0 +1,68 @@
+"""``evals/compare.py``: the comparison table, end to end on the smoke preset, and resuming."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from evals import compare
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_summary_and_cells_read_the_eval_metrics():
+    assert compare.summarise([0.5, None, 0.1, float("nan"), 0.3]) == {
+        "median": 0.3, "min": 0.1, "max": 0.5, "n": 3}
+    assert compare.summarise([None]) is None
+    results = {"action_probe": {"actions": "continuous", "motion_linear": {"nmse": 0.4}},
+               "retrieval": {"top1": 0.75}, "retrieval_no_motion": {"top1": 0.25},
+               "camera_shift": {"mean_ratio": 0.1}, "controllability": {"delta_psnr": 1.5}}
+    assert compare.cell_values(results) == {
+        "probe_linear": 0.4, "retrieval_top1": 0.75, "no_motion_top1": 0.25,
+        "camera_shift_ratio": 0.1, "focus_lift": None, "controllability": 1.5}
+
+
+@pytest.mark.slow
+def test_smoke_preset_writes_the_table_and_skips_finished_runs(tmp_path, capsys):
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    argv = ["--preset", "smoke", "--out", str(out), "--runs", str(runs)]
+    assert compare.main(argv) == 0
+    progress = capsys.readouterr().err
+    assert progress.count("trained to step 5") == 2, progress
+
+    results = json.loads((out / "results" / "compare_smoke.json").read_text())
+    assert results["rows"] == ["reconstruction_only", "groundlam"]
+    assert results["seeds"] == [0] and results["steps"] == 5 and not results["failures"]
+    assert results["columns"] == list(compare.METRICS)
+    table = results["table"]["synthetic"]
+    assert list(table) == ["reconstruction_only", "groundlam"]
+    for entry in table.values():
+        assert [run["seed"] for run in entry["runs"]] == [0]
+        for rendering in ("clean", "distracted"):
+            for column in ("probe_linear", "retrieval_top1", "no_motion_top1",
+                           "camera_shift_ratio", "controllability"):
+                assert entry["summary"][f"{rendering}/{column}"]["n"] == 1
+        assert 0.0 <= entry["summary"]["clean/probe_linear"]["median"] <= 1.0
+    markdown = (out / "RESULTS.md").read_text()
+    assert "## synthetic, clean" in markdown and "## synthetic, distracted" in markdown
+    for label, _ in compare.METRICS.values():
+        assert label in markdown
+    assert "| reconstruction_only |" in markdown and "| groundlam |" in markdown
+    assert "--preset smoke" in markdown and results["git_commit"] in markdown
+    assert (out / "results" / "compare_smoke_probe.png").stat().st_size > 0
+
+    # the second invocation, run as a file, trains and evaluates nothing
+    metrics = runs / "synthetic" / "groundlam" / "seed0" / "eval" / "metrics.json"
+    before = metrics.stat().st_mtime_ns
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    again = subprocess.run([sys.executable, "evals/compare.py", *argv], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "2 of 2 runs already finished: skipped" in again.stderr
+    assert "trained" not in again.stderr
+    assert metrics.stat().st_mtime_ns == before
+    assert json.loads((out / "results" / "compare_smoke.json").read_text())["table"] == {
+        "synthetic": table}
