@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import csv
 import glob
-import io
 import json
 import logging
 import re
@@ -38,14 +37,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import av
 import datasets
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from groundlam.data.video_io import VideoDecodeError
+from groundlam.data.video_io import VideoDecodeError, probe_video, read_frames
 
 __all__ = ["SOURCE_KINDS", "VIDEO_EXTENSIONS", "BadDataError", "Skip", "SkipReport",
            "detect_source", "open_source", "open_video_folder", "open_lerobot", "lerobot_cameras",
@@ -219,77 +217,6 @@ def _open_files(spec: str, kind: str, strict: bool, report: SkipReport) -> datas
 
 # ---------------------------------------------------------------------------------------------
 # Encoded video: probing and decoding a window
-
-
-def _video_source(video: Any) -> bytes | str:
-    if isinstance(video, dict):  # {"bytes": ..., "path": ...}, as datasets stores files
-        video = video.get("bytes") or video.get("path")
-    if video is None:
-        raise VideoDecodeError("no video (neither bytes nor path)")
-    return io.BytesIO(video) if isinstance(video, (bytes, bytearray)) else str(video)
-
-
-def probe_video(video: Any, name: str | None = None) -> tuple[int, float | None]:
-    """``(num_frames, fps)`` of an encoded video, from its header, without decoding frames.
-
-    Where the container does not store a frame count (webm), the video packets are counted
-    (demuxed, not decoded). ``fps`` is None when the stream has no rate.
-    """
-    what = name or (str(video) if isinstance(video, (str, Path)) else "video bytes")
-    try:
-        with av.open(_video_source(video), mode="r") as container:
-            if not container.streams.video:
-                raise VideoDecodeError(f"{what}: no video stream")
-            stream = container.streams.video[0]
-            rate = stream.average_rate or stream.guessed_rate
-            frames = stream.frames or sum(1 for p in container.demux(stream) if p.size)
-    except (av.error.FFmpegError, OSError) as error:
-        raise VideoDecodeError(f"{what}: cannot read the video ({error})") from error
-    if not frames:
-        raise VideoDecodeError(f"{what}: no frames")
-    return int(frames), float(rate) if rate else None
-
-
-def read_frames(video: Any, first: int = 0, count: int | None = None, *,
-                fps: float | None = None, video_start: float = 0.0,
-                name: str | None = None) -> np.ndarray:
-    """Frames ``first .. first + count - 1`` of an encoded-video episode: uint8 (T, H, W, 3).
-
-    ``video``: a path, bytes, or ``{"bytes", "path"}``. The episode starts ``video_start``
-    seconds into the file (LeRobot v3 concatenates episodes). With ``fps`` the decoder seeks to
-    the first frame and places frames by their timestamps; without, it counts frames from the
-    start. Returns fewer than ``count`` frames when the video ends (or breaks) early: the caller
-    decides whether that is an error. Raises ``VideoDecodeError`` when nothing decodes.
-    """
-    what = name or (str(video) if isinstance(video, (str, Path)) else "video bytes")
-    wanted = float("inf") if count is None else count
-    frames: list[np.ndarray] = []
-    try:
-        with av.open(_video_source(video), mode="r") as container:
-            if not container.streams.video:
-                raise VideoDecodeError(f"{what}: no video stream")
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            timed = fps is not None and stream.time_base is not None
-            if timed and (video_start > 0 or first > 0):
-                target = video_start + (first - 0.5) / fps
-                container.seek(max(0, int(target / stream.time_base)), stream=stream,
-                               backward=True)
-            for index, frame in enumerate(container.decode(stream)):
-                if timed and frame.time is not None:
-                    index = round((frame.time - video_start) * fps)
-                if index < first:
-                    continue
-                if index >= first + wanted:
-                    break
-                frames.append(frame.to_ndarray(format="rgb24"))
-    except (av.error.FFmpegError, OSError) as error:
-        if not frames:
-            raise VideoDecodeError(f"{what}: cannot decode ({error})") from error
-        # a truncated file decodes up to the damage; the caller sees the short count
-    if not frames:
-        raise VideoDecodeError(f"{what}: no frames at {first} (from {video_start:.3f} s)")
-    return np.stack(frames)
 
 
 # ---------------------------------------------------------------------------------------------

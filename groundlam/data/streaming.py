@@ -46,7 +46,7 @@ import torch
 from datasets.distributed import split_dataset_by_node
 
 from groundlam.data.episodes import collate_clips, load_episodes
-from groundlam.data.sources import BadDataError, detect_source, read_frames
+from groundlam.data.sources import BadDataError, detect_source
 from groundlam.data.synthetic import SyntheticConfig
 from groundlam.data.video_io import episode_frames
 from groundlam.video import resize_video
@@ -162,15 +162,6 @@ def arrow_row_to_episode(table: pa.Table, name: str = "episode") -> dict[str, An
         else:
             row[column_name] = column[0].as_py()
     return row
-
-
-def _episode_frames(episode: dict[str, Any], name: str) -> np.ndarray:
-    """uint8 (T, H, W, 3) of an episode row; a ``video`` row decodes only its own frames: from
-    ``video_start`` seconds, ``num_frames`` of them (a LeRobot v3 mp4 holds many episodes)."""
-    if episode.get("frames") is not None or episode.get("video") is None:
-        return episode_frames(episode, name=name)
-    return read_frames(episode["video"], 0, episode.get("num_frames"), fps=episode.get("fps"),
-                       video_start=episode.get("video_start") or 0.0, name=name)
 
 
 def stable_episode_number(episode_id: str) -> int:
@@ -350,7 +341,7 @@ class ClipStream(torch.utils.data.IterableDataset):
         episode_id = str(episode.get("episode_id") or episode_id)
         if not str(episode.get("label") or "").strip():
             raise ValueError(f"{self.name} {episode_id}: empty label")
-        frames = _episode_frames(episode, name=f"{self.name} {episode_id}")
+        frames = episode_frames(episode, name=f"{self.name} {episode_id}")
         if len(frames) and (frames.ndim != 4 or frames.shape[-1] != 3):
             raise ValueError(f"{self.name} {episode_id}: frames must be uint8 "
                              f"(T, H, W, 3), got shape {frames.shape}")
