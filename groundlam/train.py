@@ -314,7 +314,7 @@ def compute_losses(model: GroundLAM, output, frames: torch.Tensor, text: torch.T
             raise ValueError("loss.action_weight > 0 needs the action head: model.num_actions")
         if actions is None or episodes is None:
             raise ValueError("loss.action_weight > 0 needs batches with 'actions' and "
-                             "'episodes': the episodes have no discrete 'actions' column, or "
+                             "'episodes': the episodes have no 'actions' column, or "
                              "data.frame_stride > 1 (actions are kept at stride 1 only)")
         labelled = labelled_episodes(episodes, config.data.action_fraction, config.train.seed)
         losses["actions"] = action_loss(output.action_logits, actions, labelled)

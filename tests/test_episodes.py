@@ -77,3 +77,38 @@ def test_synthetic_spec_uses_config_and_variant():
     assert len(clean) == 3 and clean.features == episode_features(32)
     expected = generate_dataset(config, variant="clean")
     assert clean["label"] == expected["label"]
+
+
+def test_continuous_actions_reach_the_batch_and_the_action_loss():
+    from groundlam.data.streaming import ClipStream
+    from groundlam.losses import action_loss
+
+    rng = np.random.default_rng(0)
+    lengths = [9, 7]
+    rows = {"frames": [rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8) for n in lengths],
+            "actions": [rng.normal(size=(n - 1, 4)).astype(np.float32) for n in lengths],
+            "label": ["push the block", "open the drawer"],
+            "episode_id": ["a", "b"]}
+    features = datasets.Features({
+        "frames": datasets.Array4D(shape=(None, 16, 16, 3), dtype="uint8"),
+        "actions": datasets.Array2D(shape=(None, 4), dtype="float32"),
+        "label": datasets.Value("string"), "episode_id": datasets.Value("string")})
+    episodes = datasets.Dataset.from_dict(rows, features=features)
+    clips = ClipDataset(episodes, 3, image_size=16)
+    items = [clips[i] for i in range(len(clips))]
+    for item in items:  # each clip carries the actions between its own frames
+        assert item["actions"].dtype == torch.float32 and item["actions"].shape == (2, 4)
+        start = item["start"]
+        np.testing.assert_array_equal(item["actions"].numpy(),
+                                      rows["actions"][item["episode"]][start:start + 2])
+    streamed = list(ClipStream(episodes.to_iterable_dataset(), 3, 16, shuffle=False))
+    assert len(streamed) == len(items)
+    for item in streamed:
+        episode = rows["episode_id"].index(item["episode_id"])
+        np.testing.assert_array_equal(item["actions"].numpy(),
+                                      rows["actions"][episode][item["start"]:item["start"] + 2])
+    batch = collate_clips(items)
+    assert batch["actions"].shape == (len(items), 2, 4)
+    labelled = torch.ones(len(items), dtype=torch.bool)
+    assert action_loss(batch["actions"].clone(), batch["actions"], labelled) == 0
+    assert action_loss(torch.zeros_like(batch["actions"]), batch["actions"], labelled) > 0.5

@@ -188,8 +188,8 @@ class ClipDataset(torch.utils.data.Dataset):
     ``num_frames`` or the container's header, never from decoding every frame. ``ClipSampler``
     cuts the clips (by default non-overlapping from frame 0; see its options, which the keyword
     arguments set). Items are dicts with ``frames`` uint8 (T, S, S, 3), ``label``, ``episode``
-    (row index), ``start``, ``skipped`` (see below) and, where the episode has discrete
-    ``actions`` and the stride is 1, ``actions`` int64 (T-1,).
+    (row index), ``start``, ``skipped`` (see below) and, where the episode has ``actions`` and
+    the stride is 1, ``actions``: int64 (T-1,) discrete or float32 (T-1, A) continuous.
 
     Bad data. Found when the dataset is built (an empty label, an episode shorter than one clip,
     a video whose header cannot be read): the episode is left out and recorded in ``report``
@@ -349,15 +349,25 @@ class ClipDataset(torch.utils.data.Dataset):
         item = {"frames": self.sampler.transform(frames, row, start), "label": self.labels[row],
                 "episode": row, "start": start}
         if self.actions is not None and stride == 1:
-            actions = np.asarray(self.actions[row]["actions"])
-            if actions.ndim == 1:  # discrete; continuous actions stay in the episodes
-                item["actions"] = torch.as_tensor(actions[start:start + span - 1],
-                                                  dtype=torch.int64)
+            item["actions"] = clip_actions(self.actions[row]["actions"], start, span)
         return item
 
 
+def clip_actions(actions: Any, start: int, span: int) -> torch.Tensor:
+    """A clip's actions of an episode's: discrete ids -> int64 (T-1,), continuous vectors ->
+    float32 (T-1, A)."""
+    actions = np.asarray(actions)[start:start + span - 1]
+    if actions.ndim == 1 and np.issubdtype(actions.dtype, np.integer):
+        return torch.from_numpy(actions.astype(np.int64))
+    if actions.ndim == 2 or (actions.ndim == 1 and actions.dtype == object):
+        return torch.from_numpy(np.stack(list(actions)).astype(np.float32))
+    raise ValueError(f"actions of dtype {actions.dtype} and shape {actions.shape} are neither "
+                     "discrete ids (T-1,) nor continuous vectors (T-1, A)")
+
+
 def collate_clips(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Stack clips: ``frames`` uint8 (B, T, H, W, 3), ``labels`` list[str], ``actions`` (B, T-1),
+    """Stack clips: ``frames`` uint8 (B, T, H, W, 3), ``labels`` list[str], ``actions`` (B, T-1)
+    or (B, T-1, A),
     ``skipped`` list[str]."""
     batch = {"frames": torch.stack([item["frames"] for item in items]),
              "labels": [item["label"] for item in items],

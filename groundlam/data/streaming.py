@@ -45,7 +45,7 @@ import pyarrow.compute as pc
 import torch
 from datasets.distributed import split_dataset_by_node
 
-from groundlam.data.episodes import collate_clips, load_episodes
+from groundlam.data.episodes import clip_actions, collate_clips, load_episodes
 from groundlam.data.sources import BadDataError, detect_source
 from groundlam.data.synthetic import SyntheticConfig
 from groundlam.data.video_io import episode_frames
@@ -175,8 +175,8 @@ class ClipStream(torch.utils.data.IterableDataset):
     streamed from ``episodes`` for one rank of ``world_size``.
 
     Items are the dicts ``ClipDataset`` yields: ``frames`` uint8 (T, S, S, 3), ``label``,
-    ``episode`` (``stable_episode_number`` of ``episode_id``), ``start``, ``actions`` int64 (T-1,)
-    where the episode has discrete actions and ``frame_stride`` is 1; plus ``episode_id`` (the
+    ``episode`` (``stable_episode_number`` of ``episode_id``), ``start``, ``actions`` (int64 (T-1,)
+    discrete or float32 (T-1, A) continuous) where the episode has them and ``frame_stride`` is 1; plus ``episode_id`` (the
     row's, or ``"<name>/r<rank>w<worker>/<n>"`` where it has none) and ``stream_position`` (what
     ``StreamingLoader`` needs to resume; ``collate_clips`` ignores both). Each episode is cut into
     non-overlapping clips from its first frame; an episode shorter than one clip is skipped and
@@ -360,9 +360,7 @@ class ClipStream(torch.utils.data.IterableDataset):
                 "episode_id": episode["episode_id"], "start": start}
         actions = episode.get("actions")
         if actions is not None and self.frame_stride == 1:
-            actions = np.asarray(actions)
-            if actions.ndim == 1 and np.issubdtype(actions.dtype, np.integer):
-                item["actions"] = torch.from_numpy(np.array(actions[start:stop - 1], np.int64))
+            item["actions"] = clip_actions(actions, start, self.span)
         return item
 
 
