@@ -24,7 +24,9 @@ def focus(argv: list[str]) -> int:
     parser.add_argument("--checkpoint", required=True, help="a save_pretrained folder or Hub id")
     parser.add_argument("--out", required=True, type=Path, help="output .gif, .mp4 or .png")
     parser.add_argument("--episode", type=int, default=0, help="dataset row to draw")
-    parser.add_argument("--layers", default="all", help="'all', 'last' or e.g. '0,2'")
+    parser.add_argument("--layers", default="all",
+                        help="'all' (mean of the blocks' maps), 'last', 'rollout' (attention "
+                             "rollout through every block) or block indices, e.g. '0,2'")
     args = parser.parse_args(argv)
 
     from groundlam import GroundLAM, focus_map
@@ -43,8 +45,13 @@ def focus(argv: list[str]) -> int:
         if not 0 <= args.episode < len(episodes):
             parser.error(f"--episode {args.episode} is out of range ({len(episodes)} episodes)")
         video = read_episode(episodes, args.episode, frames_needed)
-    layers = args.layers if args.layers in ("all", "last") else [
-        int(i) for i in args.layers.split(",")]
+    if args.layers in ("all", "last", "rollout"):
+        layers = args.layers
+    else:
+        try:
+            layers = [int(i) for i in args.layers.split(",")]
+        except ValueError:
+            parser.error(f"--layers {args.layers!r}: use all, last, rollout or e.g. 0,2")
     path = focus_map(video, model, layers=layers).save(args.out)
     print(path)
     return 0

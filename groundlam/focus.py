@@ -8,10 +8,22 @@ For each frame it averages the chosen layers, all heads and all slots of a kind,
 the slots give to other slots, renormalises over patches, and spreads each patch's weight evenly
 over its pixels. Every map sums to 1.
 
-What the maps mean: which patches the slot read directly in that layer. They do not count what
-reached a patch through temporal attention or earlier layers (that is what rollout would add),
-and attention is not attribution: a patch can be read and then ignored. Score them against ground
-truth (``agent_mask``) before trusting them.
+What these maps mean: which patches the slots read directly in those layers. They do not count
+what reached a token through temporal attention or earlier layers.
+
+``layers="rollout"`` counts it: attention rollout (Abnar and Zuidema, 2020) through the
+factorised blocks. Each attention step is mixed half and half with the identity (the residual
+stream), heads are averaged, and the product of every block's spatial then temporal step, from
+the output back to the input tokens, says how much of each input token reached the slots that
+make the latents. The motion map of transition t is that share for the motion slots of frame t+1
+on the patches of frames t and t+1, summed at each patch position (earlier frames also reach
+these slots, causally, but belong to other transitions); the
+task map of frame t is the share of frame t's patches in the clip's task embedding (the last
+frame's task slots). Mass on slot tokens (learned constants, no pixels) is dropped and the maps
+renormalised. Rollout ignores the MLPs, the values and the layer norms, so it is a heuristic too.
+
+Neither is attribution: a patch can be read and then ignored. Score them against ground truth
+(``agent_mask``, see ``groundlam eval``) before trusting them.
 """
 
 from __future__ import annotations
@@ -26,7 +38,7 @@ from einops import rearrange
 
 from groundlam.video import as_video_batch, resize_video
 
-__all__ = ["FocusMaps", "focus_map", "heatmap"]
+__all__ = ["FocusMaps", "attention_rollout", "focus_map", "heatmap"]
 
 # a perceptually ordered dark-to-bright ramp (black, purple, red, orange, pale yellow)
 _RAMP = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]],
@@ -46,7 +58,8 @@ class FocusMaps:
     frames: np.ndarray  # uint8 (T, H, W, 3), the clip as the model saw it (resized)
     motion: np.ndarray  # float32 (T-1, H, W), map t is for transition t -> t+1, drawn on frame t+1
     task: np.ndarray  # float32 (T, H, W)
-    layers: tuple[int, ...]  # the layers averaged
+    layers: tuple[int, ...]  # the layers averaged (or rolled out)
+    rollout: bool = False  # attention rollout through the layers, not their average
 
     def overlay(self, alpha: float = 0.6) -> np.ndarray:
         """uint8 (T, H, 3W, 3): frame | motion map over it | task map over it."""
@@ -83,11 +96,50 @@ def _slot_to_patch(weights: torch.Tensor, slots: slice, num_slots: int) -> torch
     return share / share.sum(dim=-1, keepdim=True).clamp(min=1e-12)
 
 
+def attention_rollout(spatial: Sequence[torch.Tensor], temporal: Sequence[torch.Tensor],
+                      queries: torch.Tensor) -> torch.Tensor:
+    """How much each input token reaches the ``queries`` through every block.
+
+    ``spatial``: per block (T, h, L, L); ``temporal``: per block (L, h, T, T) (one clip's
+    weights, ``encode(..., output_attentions=True)``); ``queries`` (Q, T, L) weights on the
+    output tokens. Returns (Q, T, L) weights on the input tokens; each query's total is kept.
+    """
+    relevance = queries.float()
+    for space, time in zip(reversed(spatial), reversed(temporal), strict=True):
+        space = 0.5 * space.float().mean(1) + 0.5 * torch.eye(space.shape[-1])  # (T, L, L)
+        time = 0.5 * time.float().mean(1) + 0.5 * torch.eye(time.shape[-1])  # (L, T, T)
+        relevance = torch.einsum("qtl,ltu->qul", relevance, time)  # before the temporal step
+        relevance = torch.einsum("qtl,tlk->qtk", relevance, space)  # before the spatial step
+    return relevance
+
+
+def _rollout_maps(latents, config) -> tuple[torch.Tensor, torch.Tensor]:
+    # -> motion (T-1, N), task (T, N): patch shares, each row summing to 1
+    spatial = [a[0].cpu() for a in latents.attentions]
+    temporal = [a[0].cpu() for a in latents.temporal_attentions]
+    frames, tokens = spatial[0].shape[0], spatial[0].shape[-1]
+    m, t, s = config.num_motion_slots, config.num_task_slots, config.num_slots
+    queries = torch.zeros(frames, frames, tokens)  # query k < T-1: motion of frame k+1; T-1: task
+    for k in range(frames - 1):
+        queries[k, k + 1, :m] = 1.0 / m
+    queries[-1, -1, m:m + t] = 1.0 / t
+    patches = attention_rollout(spatial, temporal, queries)[..., s:]  # (Q, T, N)
+    motion = torch.stack([patches[k, k:k + 2].sum(dim=0)  # (T-1, N): frames t and t+1
+                          for k in range(frames - 1)])
+    task = patches[-1]  # (T, N)
+
+    def normalise(maps: torch.Tensor) -> torch.Tensor:
+        return maps / maps.sum(dim=-1, keepdim=True).clamp(min=1e-12)
+
+    return normalise(motion), normalise(task)
+
+
 def focus_map(video: np.ndarray | torch.Tensor, model, layers: str | Sequence[int] = "all"
               ) -> FocusMaps:
     """Focus maps of one clip, uint8 (T, H, W, 3), through a GroundLAM with the default encoder.
 
-    ``layers``: ``"all"`` (mean over blocks), ``"last"``, or a list of block indices.
+    ``layers``: ``"all"`` (mean over blocks), ``"last"``, a list of block indices, or
+    ``"rollout"`` (attention rollout through every block, see the module's notes).
     """
     config = model.config
     if config.encoder != "st_transformer":
@@ -97,21 +149,28 @@ def focus_map(video: np.ndarray | torch.Tensor, model, layers: str | Sequence[in
     if batch.shape[0] != 1:
         raise ValueError(f"focus_map takes one clip (T, H, W, 3), got a batch of {batch.shape[0]}")
     frames = resize_video(batch, config.image_size)
-    attentions = model.encode(frames, output_attentions=True).attentions
-    if layers == "all":
-        chosen = tuple(range(len(attentions)))
+    rollout = isinstance(layers, str) and layers == "rollout"
+    if isinstance(layers, str) and layers not in ("all", "last", "rollout"):
+        raise ValueError(f"layers={layers!r}: use 'all', 'last', 'rollout' or block indices")
+    latents = model.encode(frames, output_attentions=True)
+    depth = len(latents.attentions)
+    if rollout or layers == "all":
+        chosen = tuple(range(depth))
     elif layers == "last":
-        chosen = (len(attentions) - 1,)
+        chosen = (depth - 1,)
     else:
         chosen = tuple(int(i) for i in layers)
-        if not chosen or any(not -len(attentions) <= i < len(attentions) for i in chosen):
-            raise ValueError(f"layers={list(layers)} is out of range for {len(attentions)} blocks")
-    m, t = config.num_motion_slots, config.num_task_slots
-    s = config.num_slots  # patches follow every slot (motion, task, camera)
-    motion = torch.stack([_slot_to_patch(attentions[i][0].float(), slice(0, m), s)
-                          for i in chosen]).mean(0)[1:]  # (T-1, N): slots of frame t+1
-    task = torch.stack([_slot_to_patch(attentions[i][0].float(), slice(m, m + t), s)
-                        for i in chosen]).mean(0)  # (T, N)
+        if not chosen or any(not -depth <= i < depth for i in chosen):
+            raise ValueError(f"layers={list(layers)} is out of range for {depth} blocks")
+    if rollout:
+        motion, task = _rollout_maps(latents, config)
+    else:
+        m, t = config.num_motion_slots, config.num_task_slots
+        s = config.num_slots  # patches follow every slot (motion, task, camera)
+        spatial = [latents.attentions[i][0].float() for i in chosen]
+        motion = torch.stack([_slot_to_patch(a, slice(0, m), s)
+                              for a in spatial]).mean(0)[1:]  # (T-1, N): slots of frame t+1
+        task = torch.stack([_slot_to_patch(a, slice(m, m + t), s) for a in spatial]).mean(0)
     p, grid = config.patch_size, config.image_size // config.patch_size
 
     def to_pixels(maps: torch.Tensor) -> np.ndarray:
@@ -119,4 +178,5 @@ def focus_map(video: np.ndarray | torch.Tensor, model, layers: str | Sequence[in
         maps = maps.repeat_interleave(p, dim=1).repeat_interleave(p, dim=2) / (p * p)
         return maps.cpu().numpy().astype(np.float32)
 
-    return FocusMaps(frames[0].cpu().numpy(), to_pixels(motion), to_pixels(task), chosen)
+    return FocusMaps(frames[0].cpu().numpy(), to_pixels(motion), to_pixels(task), chosen,
+                     rollout=rollout)

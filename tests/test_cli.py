@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from groundlam.cli import main
@@ -49,3 +50,9 @@ def test_focus_from_a_dataset_and_a_video_file(tmp_path, tiny_model):
     assert main(["focus", str(clip), "--checkpoint", str(tmp_path / "model"),
                  "--out", str(tmp_path / "focus.gif"), "--layers", "last"]) == 0
     assert (tmp_path / "focus.gif").stat().st_size > 0
+    assert main(["focus", str(clip), "--checkpoint", str(tmp_path / "model"),
+                 "--out", str(tmp_path / "rollout.gif"), "--layers", "rollout"]) == 0
+    assert (tmp_path / "rollout.gif").stat().st_size > 0
+    with pytest.raises(SystemExit):
+        main(["focus", str(clip), "--checkpoint", str(tmp_path / "model"),
+              "--out", str(tmp_path / "x.gif"), "--layers", "middle"])

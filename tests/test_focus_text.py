@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from groundlam import GroundLAM, GroundLAMConfig, focus_map
-from groundlam.focus import FocusMaps, heatmap
+from groundlam.focus import FocusMaps, attention_rollout, heatmap
 from groundlam.text import load_text_encoder
 
 
@@ -19,21 +19,24 @@ def test_focus_maps_shapes_and_mass(tiny_model, video):
     assert overlay.shape == (5, 32, 96, 3) and overlay.dtype == np.uint8
 
 
-def test_focus_maps_follow_attention(tiny_model, video, monkeypatch):
-    """Make spatial attention look at patch 5 only: the maps put all their mass on its pixels."""
-    from groundlam.model import layers
+@pytest.mark.parametrize("layers", ["all", "rollout"])
+def test_focus_maps_follow_attention(tiny_model, video, monkeypatch, layers):
+    """Make spatial attention look at patch 5 only: the maps put all their mass on its pixels
+    (with rollout too: temporal attention moves mass between frames, not patch positions)."""
+    from groundlam.model import layers as model_layers
 
-    original, num_slots, patch = layers.attention, 3, 5  # TINY: 1 motion + 2 task slots
+    original, num_slots, patch = model_layers.attention, 3, 5  # TINY: 1 motion + 2 task slots
 
     def one_patch(q, k, v, causal=False, return_weights=False):
-        if not return_weights:  # temporal attention: unchanged
-            return original(q, k, v, causal=causal)
+        if causal:  # temporal attention: unchanged
+            return original(q, k, v, causal=causal, return_weights=return_weights)
         weights = torch.zeros(*q.shape[:-1], k.shape[-2])
         weights[..., num_slots + patch] = 1.0
         return weights @ v, weights
 
-    monkeypatch.setattr(layers, "attention", one_patch)
-    maps = focus_map(video[0], tiny_model)
+    monkeypatch.setattr(model_layers, "attention", one_patch)
+    maps = focus_map(video[0], tiny_model, layers=layers)
+    assert maps.rollout == (layers == "rollout")
     p, grid = tiny_model.config.patch_size, 32 // tiny_model.config.patch_size
     row, col = divmod(patch, grid)
     for kind in (maps.motion, maps.task):
@@ -50,6 +53,39 @@ def test_focus_map_errors(tiny_model, video):
         focus_map(video[0], conv)
     with pytest.raises(ValueError, match="out of range"):
         focus_map(video[0], tiny_model, layers=[5])
+    with pytest.raises(ValueError, match="'rollout'"):
+        focus_map(video[0], tiny_model, layers="first")
+
+
+def test_rollout_is_the_product_of_the_blocks_token_mixing(tiny_model, video):
+    """The factorised rollout equals the dense one: per block, (0.5 A_time + 0.5 I) after
+    (0.5 A_space + 0.5 I) as (T L) x (T L) matrices, multiplied from the last block down."""
+    latents = tiny_model.encode(video[:1], output_attentions=True)
+    spatial = [a[0] for a in latents.attentions]  # (T, h, L, L)
+    temporal = [a[0] for a in latents.temporal_attentions]  # (L, h, T, T)
+    frames, tokens = spatial[0].shape[0], spatial[0].shape[-1]
+    assert temporal[0].shape == (tokens, temporal[0].shape[1], frames, frames)
+    size, dense = frames * tokens, torch.eye(frames * tokens)
+    for space, time in zip(spatial, temporal):
+        mix_space, mix_time = torch.zeros(size, size), torch.zeros(size, size)
+        for t in range(frames):  # token (t, l) is row t * tokens + l
+            block = slice(t * tokens, (t + 1) * tokens)
+            mix_space[block, block] = space[t].mean(0)
+        for position in range(tokens):
+            index = torch.arange(frames) * tokens + position
+            mix_time[index[:, None], index[None, :]] = time[position].mean(0)
+        mix_space = 0.5 * mix_space + 0.5 * torch.eye(size)
+        mix_time = 0.5 * mix_time + 0.5 * torch.eye(size)
+        dense = mix_time @ mix_space @ dense  # output tokens as mixtures of input tokens
+    queries = torch.rand(3, frames, tokens)
+    expected = (queries.reshape(3, size) @ dense).reshape(3, frames, tokens)
+    torch.testing.assert_close(attention_rollout(spatial, temporal, queries), expected)
+    assert not (dense.reshape(frames, tokens, frames, tokens)  # causal: nothing from the future
+                [0, :, 1:] > 0).any()
+    maps = focus_map(video[0], tiny_model, layers="rollout")
+    np.testing.assert_allclose(maps.motion.sum(axis=(1, 2)), 1, rtol=1e-5)
+    np.testing.assert_allclose(maps.task.sum(axis=(1, 2)), 1, rtol=1e-5)
+    assert maps.layers == (0, 1) and maps.rollout
 
 
 @pytest.mark.parametrize("suffix", [".png", ".gif", ".mp4"])

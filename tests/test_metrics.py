@@ -230,13 +230,17 @@ def test_eval_cli_end_to_end_on_synthetic(tmp_path, tiny_checkpoint):
         assert set(results["camera_shift"]["ratio"]) == {"1", "2", "3", "4"}
         # a fresh residual decoder's head is zero: it copies frame t whatever the latent
         assert results["controllability"]["delta_psnr"] == pytest.approx(0.0, abs=1e-4)
-        assert 0 < results["focus"]["motion"]["uniform"] < 1 and results["focus"]["task"]["maps"]
-        for file in results["plots"] + results["focus"]["overlays"]:
+        focus = results["focus"]
+        assert 0 < focus["motion"]["uniform"] < 1 and focus["task"]["maps"]
+        assert focus["rollout_task"]["maps"] == focus["task"]["maps"]
+        assert focus["rollout_motion"]["uniform"] == pytest.approx(focus["motion"]["uniform"])
+        for file in results["plots"] + focus["overlays"] + focus["rollout_overlays"]:
             assert (out / file).stat().st_size > 0
     report = (out / "report.md").read_text()
     assert "| metric | clean | distracted |" in report and "no-motion control top1" in report
     assert "![clean clean_latents_pca.png](clean_latents_pca.png)" in report
-    assert "Warning" not in report
+    assert "Warning" not in report and "focus precision, task maps, rollout" in report
+    assert "clean_focus_rollout_0.png" in report
 
 
 @pytest.mark.slow  # generates episodes, loads the text encoder: ~10-20 s

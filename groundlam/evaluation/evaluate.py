@@ -182,22 +182,26 @@ def _focus(model, test: ClipSet, out: Path, name: str, focus_clips: int,
            overlays: int = 2) -> dict[str, Any]:
     from groundlam.focus import focus_map
 
-    motion_maps, motion_masks, task_maps, task_masks, files = [], [], [], [], []
+    scored: dict[str, list[np.ndarray]] = {}  # "<kind>" (mean over blocks), "rollout_<kind>"
+    files = []
     for i in range(min(focus_clips, len(test))):
-        maps = focus_map(test.frames[i], model)
-        if i < overlays:
-            for suffix in (".png", ".gif"):
-                files.append(maps.save(out / f"{name}_focus_{i}{suffix}").name)
-        if test.agent_mask is not None:
-            motion_maps.append(maps.motion)  # map t is drawn on frame t+1
-            motion_masks.append(test.agent_mask[i, 1:])
-            task_maps.append(maps.task)
-            task_masks.append(test.agent_mask[i])
-    result: dict[str, Any] = {"overlays": files}
-    if motion_maps:
-        result["motion"] = focus_precision(np.concatenate(motion_maps),
-                                           np.concatenate(motion_masks))
-        result["task"] = focus_precision(np.concatenate(task_maps), np.concatenate(task_masks))
+        for method in ("all", "rollout"):
+            maps = focus_map(test.frames[i], model, layers=method)
+            prefix = "rollout_" if method == "rollout" else ""
+            if i < overlays:
+                for suffix in (".png", ".gif"):
+                    path = out / f"{name}_focus_{prefix}{i}{suffix}"
+                    files.append(maps.save(path).name)
+            if test.agent_mask is not None:  # motion map t is drawn on frame t+1
+                for kind, values, mask in (("motion", maps.motion, test.agent_mask[i, 1:]),
+                                           ("task", maps.task, test.agent_mask[i])):
+                    scored.setdefault(prefix + kind, []).append(values)
+                    scored.setdefault(prefix + kind + "_mask", []).append(mask)
+    result: dict[str, Any] = {"overlays": [f for f in files if "_rollout_" not in f],
+                              "rollout_overlays": [f for f in files if "_rollout_" in f]}
+    for key in [key for key in scored if not key.endswith("_mask")]:
+        result[key] = focus_precision(np.concatenate(scored[key]),
+                                      np.concatenate(scored[key + "_mask"]))
     return result
 
 
@@ -459,9 +463,10 @@ def _summary_rows(results: dict[str, Any]) -> list[tuple[str, Any]]:
                          _get(results, key, k)))
     rows.append(("camera-shift ratio, mean over 1-4 px (0 = ignores the camera)",
                  _get(results, "camera_shift", "mean_ratio")))
-    for kind in ("motion", "task"):
+    for kind in ("motion", "task", "rollout_motion", "rollout_task"):
         uniform = _fmt(_get(results, "focus", kind, "uniform"))
-        rows.append((f"focus precision, {kind} maps (uniform map: {uniform})",
+        what = kind.replace("rollout_", "") + (" maps, rollout" if "rollout" in kind else " maps")
+        rows.append((f"focus precision, {what} (uniform map: {uniform})",
                      _get(results, "focus", kind, "precision")))
     rows.append(("controllability: delta PSNR dB (inferred - other clip's latent)",
                  _get(results, "controllability", "delta_psnr")))
@@ -520,13 +525,16 @@ def write_report(metrics: dict[str, Any], path: str | Path) -> Path:
     if any("focus" in variants[n] for n in names):
         lines += ["## Focus maps", "",
                   "Each row: frame | motion-slot map | task-slot map, for the first held-out "
-                  "clips. Precision scores the maps against `agent_mask` (see the summary).", ""]
+                  "clips; the maps averaged over the blocks, then with attention rollout "
+                  "(`groundlam.focus` says what each does and does not mean). Precision scores "
+                  "the maps against `agent_mask` (see the summary).", ""]
         for name in names:
-            for overlay in _get(variants[name], "focus", "overlays") or []:
-                if overlay.endswith(".png"):
-                    gif = overlay[:-4] + ".gif"
-                    lines.append(f"[![{name} focus]({overlay})]({gif}) ")
-            lines.append("")
+            for key in ("overlays", "rollout_overlays"):
+                for overlay in _get(variants[name], "focus", key) or []:
+                    if overlay.endswith(".png"):
+                        gif = overlay[:-4] + ".gif"
+                        lines.append(f"[![{name} focus]({overlay})]({gif}) ")
+                lines.append("")
     path.write_text("\n".join(lines) + "\n")
     return path
 

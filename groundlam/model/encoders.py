@@ -38,6 +38,7 @@ class EncoderOutput:
     task: torch.Tensor  # (B, D)
     camera: torch.Tensor | None = None  # (B, T-1, D) camera slots of frames 1..T-1 (if any)
     attentions: tuple[torch.Tensor, ...] | None = None  # per layer (B, T, h, L, L), spatial
+    temporal_attentions: tuple[torch.Tensor, ...] | None = None  # per layer (B, L, h, T, T)
 
 
 class PatchEmbed(nn.Module):
@@ -80,10 +81,12 @@ class STTransformerEncoder(nn.Module):
         patches = self.patch_embed(frames) + self.space_pos  # (B, T, N, D)
         slots = self.slots.expand(batch, num_frames, -1, -1)  # (B, T, S, D)
         x = torch.cat([slots, patches], dim=2) + self.time_pos[:num_frames, None]  # (B, T, L, D)
-        attentions = []
+        attentions, temporal = [], []
         for block in self.blocks:
             x, weights = block(x, return_weights=output_attentions)
-            attentions.append(weights)
+            if weights is not None:
+                attentions.append(weights[0])
+                temporal.append(weights[1])
         x = self.norm(x)
         m = self.num_motion_slots
         motion = x[:, 1:, :m].mean(dim=2)  # (B, T-1, D): slots of frame t+1 read t -> t+1
@@ -92,8 +95,9 @@ class STTransformerEncoder(nn.Module):
         if self.num_camera_slots:
             first = m + self.num_task_slots
             camera = x[:, 1:, first:first + self.num_camera_slots].mean(dim=2)  # (B, T-1, D)
-        return EncoderOutput(motion, task, camera,
-                             tuple(attentions) if output_attentions else None)
+        if not output_attentions:
+            return EncoderOutput(motion, task, camera)
+        return EncoderOutput(motion, task, camera, tuple(attentions), tuple(temporal))
 
 
 class ConvEncoder(nn.Module):

@@ -73,19 +73,22 @@ class SpatioTemporalBlock(nn.Module):
         self.norm_mlp, self.mlp = nn.LayerNorm(dim), MLP(dim, mlp_ratio)
 
     def forward(self, x: torch.Tensor, return_weights: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """x (B, T, L, D) -> x, and with ``return_weights`` the attention weights: spatial
+        (B, T, h, L, L) and temporal (B, L, h, T, T)."""
         batch = x.shape[0]
-        # x: (B, T, L, D)
         tokens = rearrange(x, "b t l d -> (b t) l d")
-        update, weights = self.space(self.norm_space(tokens), return_weights=return_weights)
+        update, space = self.space(self.norm_space(tokens), return_weights=return_weights)
         x = x + rearrange(update, "(b t) l d -> b t l d", b=batch)
         tokens = rearrange(x, "b t l d -> (b l) t d")
-        update, _ = self.time(self.norm_time(tokens), causal=True)
+        update, time = self.time(self.norm_time(tokens), causal=True,
+                                 return_weights=return_weights)
         x = x + rearrange(update, "(b l) t d -> b t l d", b=batch)
         x = x + self.mlp(self.norm_mlp(x))
-        if weights is not None:
-            weights = rearrange(weights, "(b t) h q k -> b t h q k", b=batch)  # (B, T, h, L, L)
-        return x, weights
+        if not return_weights:
+            return x, None
+        return x, (rearrange(space, "(b t) h q k -> b t h q k", b=batch),
+                   rearrange(time, "(b l) h q k -> b l h q k", b=batch))
 
 
 class SpatialBlock(nn.Module):

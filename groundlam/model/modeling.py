@@ -67,6 +67,7 @@ class LatentActions:
     motion_indices: torch.Tensor | None = None  # (B, T-1) code ids (vq, fsq)
     attentions: tuple[torch.Tensor, ...] | None = None  # per layer (B, T, h, L, L), spatial
     camera: torch.Tensor | None = None  # (B, T-1, P) camera-warp parameters (camera slots only)
+    temporal_attentions: tuple[torch.Tensor, ...] | None = None  # per layer (B, L, h, T, T)
 
 
 @dataclass
@@ -194,7 +195,7 @@ class GroundLAM(nn.Module, PyTorchModelHubMixin, library_name="groundlam",
             prediction = prediction + flow
         task = self.pool_task(encoded.task, bottleneck.latents)  # (B, K)
         latents = LatentActions(bottleneck.latents, task, bottleneck.indices, encoded.attentions,
-                                camera)
+                                camera, encoded.temporal_attentions)
         actions = self.action_head(bottleneck.latents) if self.action_head is not None else None
         return GroundLAMOutput(latents, prediction, encoded.motion, bottleneck.loss,
                                self.logit_scale, actions, warped)
@@ -226,7 +227,10 @@ class GroundLAM(nn.Module, PyTorchModelHubMixin, library_name="groundlam",
         """Latent actions of a uint8 video (T, H, W, 3) or (B, T, H, W, 3), 2 <= T <= max_frames.
 
         Returns ``LatentActions`` with ``.motion`` (B, T-1, Z) and ``.task`` (B, K), float32 (and
-        ``.camera`` (B, T-1, P), the camera-warp parameters, with camera slots).
+        ``.camera`` (B, T-1, P), the camera-warp parameters, with camera slots). With
+        ``output_attentions`` (encoder ``st_transformer``), every block's attention weights:
+        ``.attentions`` spatial (B, T, h, L, L) and ``.temporal_attentions`` (B, L, h, T, T), L
+        tokens a frame (the slots, then the patches).
         """
         was_training = self.training
         self.eval()
