@@ -66,7 +66,7 @@ def test_rollout_is_the_product_of_the_blocks_token_mixing(tiny_model, video):
     frames, tokens = spatial[0].shape[0], spatial[0].shape[-1]
     assert temporal[0].shape == (tokens, temporal[0].shape[1], frames, frames)
     size, dense = frames * tokens, torch.eye(frames * tokens)
-    for space, time in zip(spatial, temporal):
+    for space, time in zip(spatial, temporal, strict=True):
         mix_space, mix_time = torch.zeros(size, size), torch.zeros(size, size)
         for t in range(frames):  # token (t, l) is row t * tokens + l
             block = slice(t * tokens, (t + 1) * tokens)

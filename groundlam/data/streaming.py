@@ -175,12 +175,13 @@ class ClipStream(torch.utils.data.IterableDataset):
     streamed from ``episodes`` for one rank of ``world_size``.
 
     Items are the dicts ``ClipDataset`` yields: ``frames`` uint8 (T, S, S, 3), ``label``,
-    ``episode`` (``stable_episode_number`` of ``episode_id``), ``start``, ``actions`` (int64 (T-1,)
-    discrete or float32 (T-1, A) continuous) where the episode has them and ``frame_stride`` is 1; plus ``episode_id`` (the
-    row's, or ``"<name>/r<rank>w<worker>/<n>"`` where it has none) and ``stream_position`` (what
-    ``StreamingLoader`` needs to resume; ``collate_clips`` ignores both). Each episode is cut into
-    non-overlapping clips from its first frame; an episode shorter than one clip is skipped and
-    counted (``skipped`` of ``state_dict()``).
+    ``episode`` (``stable_episode_number`` of ``episode_id``), ``start``, ``actions`` (int64
+    (T-1,) discrete or float32 (T-1, A) continuous) where the episode has them and
+    ``frame_stride`` is 1; plus ``episode_id`` (the row's, or ``"<name>/r<rank>w<worker>/<n>"``
+    where it has none) and ``stream_position`` (what ``StreamingLoader`` needs to resume;
+    ``collate_clips`` ignores both). Each episode is cut into non-overlapping clips from its first
+    frame; an episode shorter than one clip is skipped and counted (``skipped`` of
+    ``state_dict()``).
 
     ``buffer_episodes``: episodes whose clips are shuffled together (the memory bound: one such
     window per worker). ``shuffle=False`` keeps shard and clip order (for evaluation).
