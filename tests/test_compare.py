@@ -66,3 +66,44 @@ def test_smoke_preset_writes_the_table_and_skips_finished_runs(tmp_path, capsys)
     assert metrics.stat().st_mtime_ns == before
     assert json.loads((out / "results" / "compare_smoke.json").read_text())["table"] == {
         "synthetic": table}
+
+
+def test_presets_plan_rows_per_dataset():
+    cpu = compare.PRESETS["cpu"]
+    rows = compare.rows_of(cpu, ["synthetic", "babyai", "metaworld"])
+    assert [row.name for row in rows["synthetic"]] == list(compare.ALL_ROWS)
+    assert [row.name for row in rows["babyai"]] == ["reconstruction_only", "groundlam"]
+    asked = compare.rows_of(cpu, ["metaworld"], ["groundlam", "few_actions"])
+    assert [row.name for row in asked["metaworld"]] == ["groundlam", "few_actions"]
+    specs = {"metaworld": {"train": "T", "clean": "C", "distracted": "D"}}
+    planned = compare.plan_runs(cpu, asked, [0, 1], Path("runs"), specs, 10)
+    assert [(run.row.name, run.seed) for run in planned] == [
+        ("groundlam", 0), ("groundlam", 1), ("few_actions", 0), ("few_actions", 1)]
+    few = planned[2]
+    # Meta-World's actions are 4-d continuous: the action head regresses them
+    assert "model.num_actions=4" in few.overrides and "data.train=T" in few.overrides
+    assert [name for name, _, _ in few.evaluations] == ["clean", "distracted"]
+
+
+@pytest.mark.slow  # generates BabyAI and Meta-World corpora: ~1-2 min
+def test_generated_datasets_train_and_score_clean_and_distracted(tmp_path):
+    pytest.importorskip("minigrid")
+    pytest.importorskip("metaworld")
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    assert compare.main(["--preset", "smoke", "--out", str(out), "--runs", str(runs),
+                         "--data-cache", str(tmp_path / "cache"), "--datasets",
+                         "babyai,metaworld", "--rows", "groundlam,few_actions"]) == 0
+    results = json.loads((out / "results" / "compare_smoke.json").read_text())
+    assert results["datasets"] == ["babyai", "metaworld"] and not results["failures"]
+    for name, score in (("babyai", "balanced_accuracy"), ("metaworld", "nmse")):
+        table = results["table"][name]
+        assert list(table) == ["groundlam", "few_actions"]
+        for entry in table.values():
+            assert entry["probe_score"] == score
+            for rendering in ("clean", "distracted"):
+                assert entry["summary"][f"{rendering}/probe_linear"]["n"] == 1
+    logged = (runs / "metaworld" / "few_actions" / "seed0" / "metrics.jsonl").read_text()
+    assert '"actions": ' in logged  # the continuous action head trained
+    markdown = (out / "RESULTS.md").read_text()
+    assert "## babyai, distracted" in markdown and "## metaworld, clean" in markdown
+    assert "MSE / action variance" in markdown
