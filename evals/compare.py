@@ -523,6 +523,51 @@ def _findings(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def best_row(table: dict[str, Any], rendering: str, having: str | None = None) -> str | None:
+    """The non-baseline row with the best median linear action probe on ``rendering``, among
+    the rows with a ``having`` column (e.g. ``focus_lift``: rows whose encoder has slots)."""
+    key = f"{rendering}/probe_linear"
+    scored = [(entry["summary"][key]["median"], row) for row, entry in table.items()
+              if row != BASELINE and entry["summary"].get(key)
+              and (having is None or entry["summary"].get(f"{rendering}/{having}"))]
+    if not scored:
+        return None
+    lower = next(e["probe_score"] for e in table.values() if e["probe_score"]) == "nmse"
+    return (min if lower else max)(scored)[1]
+
+
+def copy_focus_overlays(results: dict[str, Any], folder: Path) -> list[tuple[str, str, Path]]:
+    """Copy the first distracted focus overlay (PNG strip) of the baseline and of the best row
+    with focus maps (``best_row`` on distracted data), lowest seed, of each dataset into
+    ``folder``.
+
+    Returns [(dataset, row, copied file)]; runs' own folders are not committed, these are.
+    """
+    copied = []
+    for name, table in results["table"].items():
+        best = best_row(table, "distracted", having="focus_lift")
+        for row in [BASELINE, best] if best else [BASELINE]:
+            runs = sorted(_get(table, row, "runs") or [], key=lambda run: run["seed"])
+            if not runs:
+                continue
+            run = Path(runs[0]["folder"])
+            # synthetic: eval/ holds clean and distracted; a generated corpus: eval_distracted/
+            path = next((run / sub / "metrics.json" for sub in ("eval_distracted", "eval")
+                         if (run / sub / "metrics.json").is_file()), None)
+            if path is None:
+                continue
+            variants = json.loads(path.read_text())["variants"]
+            scored = variants.get("distracted") or next(iter(variants.values()))
+            png = next((o for o in _get(scored, "focus", "overlays") or []
+                        if o.endswith(".png")), None)
+            if png:
+                folder.mkdir(parents=True, exist_ok=True)
+                target = folder / f"{name}_{row}_seed{runs[0]['seed']}.png"
+                shutil.copyfile(path.parent / png, target)
+                copied.append((name, row, target))
+    return copied
+
+
 def write_results(results: dict[str, Any], out: Path) -> dict[str, Path]:
     """``out/RESULTS.md``, ``out/results/compare_<preset>.json`` and the probe plot."""
     out = Path(out)
@@ -580,6 +625,18 @@ def write_results(results: dict[str, Any], out: Path) -> dict[str, Path]:
     if plot_path is not None:
         lines += ["", f"![linear action probe, clean vs distracted]"
                       f"({plot_path.relative_to(out).as_posix()})"]
+    overlays = copy_focus_overlays(results, out / "results" / f"compare_{preset}_focus")
+    if overlays:
+        lines += ["", "## Focus maps: the baseline and the best row", "",
+                  "The first held-out distracted clip of the lowest seed; each row of a strip is a "
+                  "frame | motion-slot map | task-slot map (the blocks' mean attention; "
+                  "`groundlam.focus` says what the maps do and do not mean). The best row is "
+                  "the one with focus maps and the highest median linear action probe on "
+                  "distracted data (lowest normalised MSE for continuous actions).", ""]
+        for name, row, path in overlays:
+            lines.append(f"**{name}, {row}**: ![{name} {row} focus]"
+                         f"({path.relative_to(out).as_posix()})")
+            lines.append("")
     if results["not_run"]:
         lines += ["", "## Rows not run", ""] + [f"- {line}." for line in results["not_run"]]
     if results["failures"]:

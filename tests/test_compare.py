@@ -53,6 +53,10 @@ def test_smoke_preset_writes_the_table_and_skips_finished_runs(tmp_path, capsys)
     assert "| reconstruction_only |" in markdown and "| groundlam |" in markdown
     assert "--preset smoke" in markdown and results["git_commit"] in markdown
     assert (out / "results" / "compare_smoke_probe.png").stat().st_size > 0
+    for row in ("reconstruction_only", "groundlam"):  # the baseline and the best (only) row
+        overlay = out / "results" / "compare_smoke_focus" / f"synthetic_{row}_seed0.png"
+        assert overlay.stat().st_size > 0
+        assert f"(results/compare_smoke_focus/synthetic_{row}_seed0.png)" in markdown
 
     # the second invocation, run as a file, trains and evaluates nothing
     metrics = runs / "synthetic" / "groundlam" / "seed0" / "eval" / "metrics.json"
@@ -66,6 +70,21 @@ def test_smoke_preset_writes_the_table_and_skips_finished_runs(tmp_path, capsys)
     assert metrics.stat().st_mtime_ns == before
     assert json.loads((out / "results" / "compare_smoke.json").read_text())["table"] == {
         "synthetic": table}
+
+
+def test_best_row_reads_the_probe_direction():
+    def entry(probe, focus, score="balanced_accuracy"):
+        return {"probe_score": score, "summary": {
+            "distracted/probe_linear": {"median": probe}, "distracted/focus_lift":
+            {"median": 2.0} if focus else None}}
+
+    table = {"reconstruction_only": entry(0.9, True), "a": entry(0.5, True),
+             "b": entry(0.7, True), "conv": entry(0.8, False)}
+    assert compare.best_row(table, "distracted") == "conv"  # the baseline is never "best"
+    assert compare.best_row(table, "distracted", having="focus_lift") == "b"
+    nmse = {row: {**value, "probe_score": "nmse"} for row, value in table.items()}
+    assert compare.best_row(nmse, "distracted") == "a"  # lower normalised MSE is better
+    assert compare.best_row({"reconstruction_only": entry(0.9, True)}, "distracted") is None
 
 
 def test_presets_plan_rows_per_dataset():
