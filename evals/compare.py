@@ -168,7 +168,8 @@ METRICS = {
     "retrieval_top1": ("retrieval top-1", True),
     "no_motion_top1": ("no-motion control top-1", None),  # near chance is what we want
     "camera_shift_ratio": ("camera-shift ratio (0 = ignores)", False),
-    "focus_lift": ("focus precision lift, task maps (1 = uniform)", True),
+    "focus_lift_motion": ("focus lift, motion maps (1 = uniform)", True),
+    "focus_lift": ("focus lift, task maps (1 = uniform)", True),
     "controllability": ("controllability, delta PSNR dB", True),
 }
 STARTUP_SECONDS = 15.0
@@ -195,6 +196,7 @@ def cell_values(results: dict[str, Any]) -> dict[str, float | None]:
         "retrieval_top1": _get(results, "retrieval", "top1"),
         "no_motion_top1": _get(results, "retrieval_no_motion", "top1"),
         "camera_shift_ratio": _get(results, "camera_shift", "mean_ratio"),
+        "focus_lift_motion": _get(results, "focus", "motion", "lift"),
         "focus_lift": _get(results, "focus", "task", "lift"),
         "controllability": _get(results, "controllability", "delta_psnr"),
     }
@@ -441,9 +443,10 @@ def collect_results(preset_name: str, preset: Preset, planned: list[RunSpec],
     """Every finished run's cells and the per-row summaries, as written to the JSON."""
     table: dict[str, Any] = {}
     all_rows = [row for row in ROWS if any(row in chosen for chosen in rows.values())]
-    not_run = [f"{row.name} on {name}: the `{preset_name}` preset trains "
-               f"{', '.join(r.name for r in chosen)} only on {name} (its time budget)"
-               for name, chosen in rows.items() for row in all_rows if row not in chosen]
+    not_run = [f"on {name}: {', '.join(row.name for row in all_rows if row not in chosen)} "
+               f"(the `{preset_name}` preset trains only {', '.join(r.name for r in chosen)} "
+               "there, to fit its time budget)"
+               for name, chosen in rows.items() if any(row not in chosen for row in all_rows)]
     run_seconds = 0.0
     for name, dataset_rows in rows.items():
         table[name] = {}
@@ -589,8 +592,9 @@ def write_results(results: dict[str, Any], out: Path) -> dict[str, Path]:
              "`no-motion control top-1`: task retrieval on clips of one repeated frame; well "
              "above chance means the task embedding reads appearance, not motion. Camera-shift "
              "ratio: latent change under a 1-4 px shift of the clip over the change between "
-             "different actions. Focus lift: task-map mass on the agent's pixels over a uniform "
-             "map's (n/a for encoders without slots). Numbers from short runs are noisy; read "
+             "different actions. Focus lift: the share of a focus map's mass on the agent's pixels "
+             "over a uniform map's share, for the motion and the task slots (n/a for encoders "
+             "without slots). Numbers from short runs are noisy; read "
              "the spread before the median.", ""]
     for name, table in results["table"].items():
         score = next((e["probe_score"] for e in table.values() if e["probe_score"]), None)

@@ -22,7 +22,8 @@ def test_summary_and_cells_read_the_eval_metrics():
                "camera_shift": {"mean_ratio": 0.1}, "controllability": {"delta_psnr": 1.5}}
     assert compare.cell_values(results) == {
         "probe_linear": 0.4, "retrieval_top1": 0.75, "no_motion_top1": 0.25,
-        "camera_shift_ratio": 0.1, "focus_lift": None, "controllability": 1.5}
+        "camera_shift_ratio": 0.1, "focus_lift_motion": None, "focus_lift": None,
+        "controllability": 1.5}
 
 
 @pytest.mark.slow
