@@ -173,6 +173,7 @@ METRICS = {
     "controllability": ("controllability, delta PSNR dB", True),
 }
 STARTUP_SECONDS = 15.0
+NOTES_MARKER = "<!-- written by people: kept when compare.py rewrites the table above -->"
 
 
 def _get(tree: Any, *keys: str) -> Any:
@@ -648,7 +649,9 @@ def write_results(results: dict[str, Any], out: Path) -> dict[str, Path]:
             f"- {f['dataset']} {f['row']} seed {f['seed']}: {f['error'].splitlines()[0]} "
             f"... `{f['error'].splitlines()[-1].strip()}`" for f in results["failures"]]
     results_md = out / "RESULTS.md"
-    results_md.write_text("\n".join(lines) + "\n")
+    # what people wrote under NOTES_MARKER (the interpretation) survives a rewrite of the table
+    kept = results_md.read_text().partition(NOTES_MARKER)[2] if results_md.is_file() else ""
+    results_md.write_text("\n".join(lines) + "\n" + (NOTES_MARKER + kept if kept else ""))
     return {"markdown": results_md, "json": json_path, "plot": plot_path}
 
 

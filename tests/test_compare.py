@@ -59,6 +59,9 @@ def test_smoke_preset_writes_the_table_and_skips_finished_runs(tmp_path, capsys)
         assert overlay.stat().st_size > 0
         assert f"(results/compare_smoke_focus/synthetic_{row}_seed0.png)" in markdown
 
+    notes = f"\n{compare.NOTES_MARKER}\n## What it means\n\nWritten by hand.\n"
+    (out / "RESULTS.md").write_text(markdown + notes)
+
     # the second invocation, run as a file, trains and evaluates nothing
     metrics = runs / "synthetic" / "groundlam" / "seed0" / "eval" / "metrics.json"
     before = metrics.stat().st_mtime_ns
@@ -71,6 +74,9 @@ def test_smoke_preset_writes_the_table_and_skips_finished_runs(tmp_path, capsys)
     assert metrics.stat().st_mtime_ns == before
     assert json.loads((out / "results" / "compare_smoke.json").read_text())["table"] == {
         "synthetic": table}
+    rewritten = (out / "RESULTS.md").read_text()  # the table again, the notes kept once
+    assert rewritten.count("Written by hand.") == 1 and rewritten.endswith(notes.lstrip("\n"))
+    assert "| groundlam |" in rewritten
 
 
 def test_best_row_reads_the_probe_direction():
