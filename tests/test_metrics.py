@@ -12,6 +12,7 @@ from groundlam.evaluation.metrics import (
     disentanglement_matrix,
     focus_precision,
     frame_pair_features,
+    psnr,
     retrieval_with_chance,
     shift_clips,
 )
@@ -186,6 +187,34 @@ def test_controllability_needs_a_decoder_that_reads_the_latent():
     assert ignored["delta_psnr"] == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ValueError, match="2 clips"):
         controllability(uses_latent, frames[:1], latents[:1])
+
+
+@pytest.mark.parametrize("variant", [dict(decoder_target="flow"), dict(num_camera_slots=1),
+                                     dict(decoder_target="flow", num_camera_slots=1)])
+def test_controllability_scores_flow_and_camera_decoders_on_what_they_predict(variant):
+    """A flow decoder is scored against flow, a camera model's decoder gets warped frames:
+    with the inferred latents, the score is the training prediction's own PSNR."""
+    pytest.importorskip("cv2")
+    from groundlam import GroundLAM, GroundLAMConfig
+    from groundlam.evaluation.evaluate import _controllability
+    from groundlam.losses.flow import optical_flow
+    from groundlam.video import to_model_input
+
+    torch.manual_seed(0)
+    model = GroundLAM(GroundLAMConfig(image_size=32, dim=32, depth=1, heads=2, decoder_dim=32,
+                                      decoder_depth=1, **variant)).eval()
+    with torch.no_grad():  # a decoder that reads the latent (a fresh one's head is zero)
+        for parameter in model.decoder.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    clips = np.random.default_rng(0).integers(0, 256, (4, 3, 32, 32, 3), dtype=np.uint8)
+    scores = _controllability(model, clips)
+    x = to_model_input(torch.from_numpy(clips))
+    with torch.no_grad():
+        output = model(x)
+    target = optical_flow(x) if variant.get("decoder_target") == "flow" else x[:, 1:]
+    expected = psnr(output.prediction, target).mean()
+    assert scores["psnr_inferred"] == pytest.approx(float(expected), abs=1e-3)
+    assert scores["delta_psnr"] != 0.0
 
 
 # ---------------------------------------------------------------- groundlam eval, end to end

@@ -124,7 +124,12 @@ def _encode_motion(model, clips: np.ndarray, batch_size: int = 64) -> np.ndarray
 
 @torch.no_grad()
 def _controllability(model, frames: np.ndarray, batch_size: int = 32) -> dict[str, float] | None:
-    """Genie's Delta-PSNR over batches of clips (a latent is lent by another clip of its batch)."""
+    """Genie's Delta-PSNR over batches of clips (a latent is lent by another clip of its batch).
+
+    The decoder gets what it gets in training: frame t, camera-warped where the model has camera
+    slots; a ``flow`` decoder is scored against the optical flow it is trained to predict (with
+    the camera's share of the flow added, as in training).
+    """
     totals: dict[str, float] = {}
     counted = 0
     device = model.logit_scale.device
@@ -133,8 +138,20 @@ def _controllability(model, frames: np.ndarray, batch_size: int = 32) -> dict[st
         if len(batch) < 2:
             continue
         x = to_model_input(torch.from_numpy(batch)).to(device)  # (B, T, 3, S, S) in [-1, 1]
-        latents = model(x).latents.motion  # (B, T-1, Z)
-        scores = controllability(model.decoder, x.float(), latents)
+        output = model(x)
+        latents = output.latents.motion  # (B, T-1, Z)
+        current = x[:, :-1] if output.warped is None else output.warped
+        # what the model adds to the decoder's output: the camera's flow (flow target), else 0
+        added = output.prediction - model.decoder(current, latents)
+        targets = None
+        if model.config.decoder_target == "flow":
+            from groundlam.losses.flow import optical_flow
+
+            targets = optical_flow(x.float())
+
+        scores = controllability(lambda frames_t, motion, added=added:
+                                 model.decoder(frames_t, motion) + added,
+                                 x.float(), latents, current=current, targets=targets)
         for key, value in scores.items():
             totals[key] = totals.get(key, 0.0) + value * len(batch)
         counted += len(batch)

@@ -303,12 +303,18 @@ def psnr(prediction: torch.Tensor, target: torch.Tensor, data_range: float = 2.0
 
 @torch.no_grad()
 def controllability(decode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                    frames: torch.Tensor, latents: torch.Tensor) -> dict[str, float]:
+                    frames: torch.Tensor, latents: torch.Tensor, *,
+                    current: torch.Tensor | None = None, targets: torch.Tensor | None = None
+                    ) -> dict[str, float]:
     """Genie's Delta-PSNR: does the decoder's prediction depend on the inferred latent?
 
     ``frames``: float (B, T, C, H, W) in [-1, 1], B >= 2; ``latents``: (B, T-1, Z) inferred from
     them; ``decode(frames[:, :-1], latents)`` -> predicted frames 1..T-1 (B, T-1, C, H, W), e.g.
     ``model.decoder``. The other-clip latents are those of clip (i + 1) mod B at the same step.
+    ``current`` (what ``decode`` is given instead of ``frames[:, :-1]``, e.g. camera-warped
+    frames) and ``targets`` (what it should predict instead of ``frames[:, 1:]``, e.g. optical
+    flow) are for decoders of other inputs or targets; a PSNR of non-image targets is taken with
+    the same ``data_range`` of 2, so only the delta (10 log10 of the error ratio) is meaningful.
     Returns ``psnr_inferred``, ``psnr_other`` (dB, mean over clips and steps) and ``delta_psnr``
     (inferred minus other: > 0 when the latent controls the prediction, ~0 when it is ignored).
     """
@@ -318,7 +324,8 @@ def controllability(decode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
                          f"{tuple(frames.shape)} and {tuple(latents.shape)}")
     if frames.shape[0] < 2:
         raise ValueError("controllability needs at least 2 clips (one lends the other latents)")
-    current, target = frames[:, :-1], frames[:, 1:]
+    current = frames[:, :-1] if current is None else current
+    target = frames[:, 1:] if targets is None else targets
     inferred = psnr(decode(current, latents), target).mean()
     other = psnr(decode(current, latents.roll(1, dims=0)), target).mean()
     return {"psnr_inferred": float(inferred), "psnr_other": float(other),
