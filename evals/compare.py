@@ -312,12 +312,14 @@ def _read_timings(run: RunSpec) -> dict[str, float]:
 
 def train_and_evaluate(run: RunSpec, preset: Preset) -> dict[str, float]:
     """Train ``run`` in a subprocess (resuming a partial training), evaluate it; returns the
-    seconds each took and whether training resumed (1.0) from a checkpoint."""
+    seconds each took, whether it trained (1.0; 0.0: a finished training was only evaluated)
+    and whether training resumed (1.0) from a checkpoint."""
     from groundlam.evaluation.evaluate import evaluate_checkpoint
 
     final = run.folder / "final"
-    timings = {"train_s": 0.0, "eval_s": 0.0, "resumed": 0.0}
+    timings = {"train_s": 0.0, "eval_s": 0.0, "resumed": 0.0, "trained": 0.0}
     if not (final / "config.json").is_file():
+        timings["trained"] = 1.0
         command = [sys.executable, "-m", "groundlam.train", "--config",
                    str(ROOT / preset.config), *run.overrides]
         if (run.folder / "checkpoints" / "latest").exists():
@@ -407,11 +409,14 @@ def run_comparison(preset_name: str, out: Path, runs: Path | None = None,
         cells = read_run(run)
         probes = ", ".join(f"{key.split('/')[0]} {cells[key]:.3f}" for key in cells
                            if key.endswith("/probe_linear") and cells[key] is not None)
-        trained = ("resumed and trained" if timings["resumed"] else "trained")
+        if timings["trained"]:
+            trained = (f"{'resumed and trained' if timings['resumed'] else 'trained'} to step "
+                       f"{steps} in {timings['train_s']:.0f} s")
+        else:
+            trained = "already trained"
         score = next((v for k, v in cells.items() if k.endswith("/probe_score") and v), "")
-        _log(f"{label}: {trained} to step {steps} in {timings['train_s']:.0f} s, evaluated in "
-             f"{timings['eval_s']:.0f} s; linear action probe ({score.replace('_', ' ')}): "
-             f"{probes or 'n/a'}")
+        _log(f"{label}: {trained}, evaluated in {timings['eval_s']:.0f} s; linear action probe "
+             f"({score.replace('_', ' ')}): {probes or 'n/a'}")
     results = collect_results(preset_name, preset, planned, chosen, seeds, steps, command,
                               failures)
     write_results(results, out)

@@ -78,6 +78,14 @@ def test_smoke_preset_writes_the_table_and_skips_finished_runs(tmp_path, capsys)
     assert rewritten.count("Written by hand.") == 1 and rewritten.endswith(notes.lstrip("\n"))
     assert "| groundlam |" in rewritten
 
+    # an evaluation lost after training finished: evaluated again, not trained again
+    metrics.unlink()
+    capsys.readouterr()
+    assert compare.main(argv) == 0
+    progress = capsys.readouterr().err
+    assert "groundlam seed 0: already trained, evaluated in" in progress, progress
+    assert "trained to step" not in progress and metrics.is_file()
+
 
 def test_best_row_reads_the_probe_direction():
     def entry(probe, focus, score="balanced_accuracy"):
