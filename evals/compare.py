@@ -18,7 +18,9 @@ Datasets (``--datasets``): ``synthetic`` (the built-in benchmark; probes fit on 
 scored on a seed no run trains on, clean and distracted renderings of the same trajectories), and
 ``babyai`` / ``metaworld``: corpora generated once with ``groundlam datagen`` into
 ``--data-cache`` (default ``runs/compare/data_cache``), a training corpus (distracted) and a
-held-out corpus of another seed (clean and distracted), each scored on its own.
+held-out corpus of another seed (clean and distracted), each scored on its own: probes fit on the
+first half of its episodes and scored on the second, so fit and score share a rendering and no
+run has seen either.
 
 Writes, under ``--out`` (default ``evals``): ``RESULTS.md`` (one table a dataset and rendering:
 median and min-max over seeds per cell, with the command, seeds, date, git commit and machine),
@@ -332,9 +334,10 @@ def train_and_evaluate(run: RunSpec, preset: Preset) -> dict[str, float]:
     start = time.perf_counter()
     for _, data, out in run.evaluations:
         if not (out / "metrics.json").is_file():
+            # a generated held-out corpus: probes fit on its first half, in its own rendering
             evaluate_checkpoint(final, data, out, config_path=run.folder / "config.yaml",
                                 max_clips=preset.max_clips, focus_clips=preset.focus_clips,
-                                progress=False)
+                                progress=False, probe_fit="half")
     timings["eval_s"] = time.perf_counter() - start
     spent = _read_timings(run)  # seconds of earlier, interrupted attempts count too
     (run.folder / "timings.json").write_text(json.dumps(

@@ -306,3 +306,26 @@ def test_eval_cli_errors_name_the_input(tmp_path):
     with pytest.raises(SystemExit):
         main(["--checkpoint", str(tmp_path / "missing"), "--data", "synthetic", "--out",
               str(tmp_path / "out")])
+
+
+def test_probe_fit_on_the_training_corpus_or_on_half_of_the_scored_one(tmp_path):
+    from groundlam.config import load_config
+    from groundlam.data.synthetic import SyntheticConfig, generate_dataset
+    from groundlam.evaluation.evaluate import _plan
+
+    train, held_out = tmp_path / "train", tmp_path / "held_out"
+    generate_dataset(SyntheticConfig(num_episodes=4, episode_length=7, image_size=32)
+                     ).save_to_disk(str(train))
+    generate_dataset(SyntheticConfig(num_episodes=6, episode_length=7, image_size=32, seed=5)
+                     ).save_to_disk(str(held_out))
+    config = load_config(None, [f"data.train={train}"])
+    split, [(_, fit, scored)] = _plan(str(held_out), config, True, None)
+    assert len(fit) == 4 and len(scored) == 6 and split["held_out"] is True
+    split, [(_, fit, scored)] = _plan(str(held_out), config, True, None, probe_fit="half")
+    assert len(fit) == len(scored) == 3 and split["held_out"] is True
+    assert split["fit"].endswith("episodes 0-2") and split["scored"].endswith("episodes 3-5")
+    config = load_config(None, [f"data.train={held_out}"])  # scoring the training episodes
+    split, _ = _plan(str(held_out), config, True, None, probe_fit="half")
+    assert split["held_out"] is False
+    with pytest.raises(ValueError, match="probe_fit"):
+        _plan(str(held_out), config, True, None, probe_fit="test")

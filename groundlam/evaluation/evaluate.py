@@ -366,9 +366,11 @@ def _clips(episodes: datasets.Dataset, config: Config, model, name: str) -> Clip
     return ClipDataset(episodes, length, model.config.image_size, config.data.frame_stride, name)
 
 
-def _plan(spec: str, config: Config, config_given: bool, model
+def _plan(spec: str, config: Config, config_given: bool, model, probe_fit: str = "train"
           ) -> tuple[dict[str, Any], list[tuple[str, Any, Any]]]:
     """The split description and [(variant, (fit episodes), (test episodes))]."""
+    if probe_fit not in ("train", "half"):
+        raise ValueError(f"probe_fit={probe_fit!r}: use 'train' or 'half'")
     data = config.data
     if spec == "synthetic":
         fit_config = replace(data.synthetic, num_episodes=data.eval_episodes)
@@ -383,14 +385,16 @@ def _plan(spec: str, config: Config, config_given: bool, model
                  load_episodes("synthetic", test_config, variant)) for variant in variants]
         return split, plan
     scored = load_episodes(spec)
-    if config_given and data.train not in ("synthetic", spec):
+    trained_elsewhere = config_given and data.train not in ("synthetic", spec)
+    if trained_elsewhere and probe_fit == "train":
         split = {"fit": f"data.train ({data.train})", "scored": spec, "held_out": True}
         return split, [("eval", load_episodes(data.train), scored)]
     if len(scored) < 2:
         raise ValueError(f"{spec} has {len(scored)} episode(s): splitting it into probe-fit and "
                          "scored halves needs at least 2")
     half = len(scored) // 2
-    held_out = False if config_given and data.train == spec else None
+    held_out = True if trained_elsewhere else (
+        False if config_given and data.train == spec else None)
     split = {"fit": f"{spec}, episodes 0-{half - 1}",
              "scored": f"{spec}, episodes {half}-{len(scored) - 1}", "held_out": held_out}
     return split, [("eval", scored.select(range(half)), scored.select(range(half, len(scored))))]
@@ -399,12 +403,18 @@ def _plan(spec: str, config: Config, config_given: bool, model
 def evaluate_checkpoint(checkpoint: str | Path, data: str, out: str | Path,
                         config_path: str | Path | None = None, overrides: list[str] | None = None,
                         max_clips: int = 256, focus_clips: int = 8,
-                        progress: bool = True) -> dict[str, Any]:
+                        progress: bool = True, probe_fit: str = "train") -> dict[str, Any]:
     """Evaluate a ``save_pretrained`` folder on ``data``; writes metrics.json, report.md, PNGs.
 
     ``config_path``: the run's config (its ``data`` section says how clips are cut and which
     synthetic episodes and distractors the run used); by default ``config.yaml`` beside the
     checkpoint folder (where ``groundlam train`` writes it), else the defaults.
+
+    Where the probes are fit (not for ``data="synthetic"``, fit on the run's synthetic seed in
+    the same rendering): ``probe_fit="train"`` on the run's ``data.train`` episodes where those
+    are other than ``data``, else on the first half of ``data``; ``"half"`` always on the first
+    half of ``data``, scoring the second (use it when ``data`` is rendered unlike the training
+    episodes, e.g. a clean held-out corpus of a model trained on distracted episodes).
     """
     from groundlam.model import GroundLAM
 
@@ -415,7 +425,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str, out: str | Path,
     model = GroundLAM.from_pretrained(str(checkpoint))
     model.eval()
     out.mkdir(parents=True, exist_ok=True)
-    split, plan = _plan(data, config, config_path is not None, model)
+    split, plan = _plan(data, config, config_path is not None, model, probe_fit)
     metrics: dict[str, Any] = {
         "checkpoint": str(checkpoint), "data": data,
         "config": str(config_path) if config_path is not None else None,
@@ -578,6 +588,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="clips a set (probe fit, scored) at most")
     parser.add_argument("--focus-clips", type=int, default=8,
                         help="held-out clips whose focus maps are scored")
+    parser.add_argument("--probe-fit", choices=("train", "half"), default="train",
+                        help="fit the probes on the run's training episodes (train; when --data "
+                             "is other episodes) or on the first half of --data (half)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("overrides", nargs="*",
                         help="dotted key=value on the config, e.g. data.eval_episodes=64")
@@ -588,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--checkpoint {args.checkpoint}: not a folder (save_pretrained output)")
     metrics = evaluate_checkpoint(args.checkpoint, args.data, args.out, args.config,
                                   args.overrides, args.max_clips, args.focus_clips,
-                                  progress=not args.no_progress)
+                                  progress=not args.no_progress, probe_fit=args.probe_fit)
     print(f"wrote {args.out / 'metrics.json'} and {args.out / 'report.md'} "
           f"({', '.join(metrics['variants'])})")
     return 0
