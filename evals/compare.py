@@ -596,8 +596,10 @@ def write_results(results: dict[str, Any], out: Path) -> dict[str, Path]:
              f"{results['run_minutes']} minutes of training and evaluation in all.",
              f"Date {results['date']}, git commit `{results['git_commit']}`, "
              f"machine: {results['machine']}.", "",
-             "Each cell: median [min, max] over seeds, on held-out episodes (probes fit on the "
-             "training seed's episodes, scored on episodes no run trained on). "
+             "Each cell: median [min, max] over seeds, on held-out episodes (synthetic: probes "
+             "fit on the training seed's episodes, scored on a seed no run trained on; BabyAI "
+             "and Meta-World: fit on the first half of a held-out corpus, scored on the second, "
+             "in the same rendering). "
              "`no-motion control top-1`: task retrieval on clips of one repeated frame; well "
              "above chance means the task embedding reads appearance, not motion. Camera-shift "
              "ratio: latent change under a 1-4 px shift of the clip over the change between "
