@@ -17,10 +17,10 @@ stream), heads are averaged, and the product of every block's spatial then tempo
 the output back to the input tokens, says how much of each input token reached the slots that
 make the latents. The motion map of transition t is that share for the motion slots of frame t+1
 on the patches of frames t and t+1, summed at each patch position (earlier frames also reach
-these slots, causally, but belong to other transitions); the
-task map of frame t is the share of frame t's patches in the clip's task embedding (the last
-frame's task slots). Mass on slot tokens (learned constants, no pixels) is dropped and the maps
-renormalised. Rollout ignores the MLPs, the values and the layer norms, so it is a heuristic too.
+these slots, causally, but belong to other transitions); the task map of frame t is the share of
+frame t's patches in the clip's task embedding (the last frame's task slots). Mass on slot tokens
+(learned constants, no pixels) is dropped and the maps renormalised. Rollout ignores the MLPs,
+the values and the layer norms, so it is a heuristic too.
 
 Neither is attribution: a patch can be read and then ignored. Score them against ground truth
 (``agent_mask``, see ``groundlam eval``) before trusting them.

@@ -367,8 +367,7 @@ def clip_actions(actions: Any, start: int, span: int) -> torch.Tensor:
 
 def collate_clips(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Stack clips: ``frames`` uint8 (B, T, H, W, 3), ``labels`` list[str], ``actions`` (B, T-1)
-    or (B, T-1, A),
-    ``skipped`` list[str]."""
+    or (B, T-1, A), ``skipped`` list[str]."""
     batch = {"frames": torch.stack([item["frames"] for item in items]),
              "labels": [item["label"] for item in items],
              "episodes": torch.tensor([item["episode"] for item in items])}

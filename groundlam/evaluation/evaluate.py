@@ -29,6 +29,7 @@ import importlib.util
 import json
 import math
 import sys
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -141,17 +142,18 @@ def _controllability(model, frames: np.ndarray, batch_size: int = 32) -> dict[st
         output = model(x)
         latents = output.latents.motion  # (B, T-1, Z)
         current = x[:, :-1] if output.warped is None else output.warped
-        # what the model adds to the decoder's output: the camera's flow (flow target), else 0
-        added = output.prediction - model.decoder(current, latents)
-        targets = None
+        decode, targets = model.decoder, None
         if model.config.decoder_target == "flow":
             from groundlam.losses.flow import optical_flow
 
             targets = optical_flow(x.float())
+            if output.warped is not None:  # the model adds the camera's flow to the decoder's
+                camera_flow = output.prediction - model.decoder(current, latents)
 
-        scores = controllability(lambda frames_t, motion, added=added:
-                                 model.decoder(frames_t, motion) + added,
-                                 x.float(), latents, current=current, targets=targets)
+                def decode(frames_t, motion, camera_flow=camera_flow):
+                    return model.decoder(frames_t, motion) + camera_flow
+
+        scores = controllability(decode, x.float(), latents, current=current, targets=targets)
         for key, value in scores.items():
             totals[key] = totals.get(key, 0.0) + value * len(batch)
         counted += len(batch)
@@ -199,26 +201,23 @@ def _focus(model, test: ClipSet, out: Path, name: str, focus_clips: int,
            overlays: int = 2) -> dict[str, Any]:
     from groundlam.focus import focus_map
 
-    scored: dict[str, list[np.ndarray]] = {}  # "<kind>" (mean over blocks), "rollout_<kind>"
-    files = []
+    methods = {"": "all", "rollout_": "rollout"}  # key prefix -> focus_map's layers
+    files: dict[str, list[str]] = {prefix: [] for prefix in methods}
+    maps_of, masks_of = defaultdict(list), defaultdict(list)  # "[rollout_]motion|task" -> arrays
     for i in range(min(focus_clips, len(test))):
-        for method in ("all", "rollout"):
-            maps = focus_map(test.frames[i], model, layers=method)
-            prefix = "rollout_" if method == "rollout" else ""
+        for prefix, layers in methods.items():
+            maps = focus_map(test.frames[i], model, layers=layers)
             if i < overlays:
-                for suffix in (".png", ".gif"):
-                    path = out / f"{name}_focus_{prefix}{i}{suffix}"
-                    files.append(maps.save(path).name)
+                files[prefix] += [maps.save(out / f"{name}_focus_{prefix}{i}{suffix}").name
+                                  for suffix in (".png", ".gif")]
             if test.agent_mask is not None:  # motion map t is drawn on frame t+1
                 for kind, values, mask in (("motion", maps.motion, test.agent_mask[i, 1:]),
                                            ("task", maps.task, test.agent_mask[i])):
-                    scored.setdefault(prefix + kind, []).append(values)
-                    scored.setdefault(prefix + kind + "_mask", []).append(mask)
-    result: dict[str, Any] = {"overlays": [f for f in files if "_rollout_" not in f],
-                              "rollout_overlays": [f for f in files if "_rollout_" in f]}
-    for key in [key for key in scored if not key.endswith("_mask")]:
-        result[key] = focus_precision(np.concatenate(scored[key]),
-                                      np.concatenate(scored[key + "_mask"]))
+                    maps_of[prefix + kind].append(values)
+                    masks_of[prefix + kind].append(mask)
+    result: dict[str, Any] = {"overlays": files[""], "rollout_overlays": files["rollout_"]}
+    for key, values in maps_of.items():
+        result[key] = focus_precision(np.concatenate(values), np.concatenate(masks_of[key]))
     return result
 
 

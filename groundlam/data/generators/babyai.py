@@ -30,6 +30,7 @@ import numpy as np
 from groundlam.data.generators.common import (
     DISTRACTOR_STREAM,
     SCENE_STREAM,
+    Closing,
     apply_distractors,
     clean_parameters,
 )
@@ -110,7 +111,7 @@ def _nearest_indices(source: int, target: int) -> np.ndarray:
     return np.minimum(((np.arange(target) + 0.5) * source / target).astype(np.int64), source - 1)
 
 
-class BabyAIGenerator:
+class BabyAIGenerator(Closing):
     """Renders the episodes of one ``BabyAIConfig``; keeps one environment for all of them.
 
     >>> generator = BabyAIGenerator(BabyAIConfig(num_episodes=2))
@@ -143,12 +144,6 @@ class BabyAIGenerator:
 
     def close(self) -> None:
         self.env.close()
-
-    def __enter__(self) -> BabyAIGenerator:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     # ------------------------------------------------------------------------ simulation
 

@@ -21,6 +21,7 @@ copied: the distractors look and move the same in every generated corpus.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Self
 
 import numpy as np
 
@@ -35,12 +36,26 @@ from groundlam.data.synthetic import (
 )
 
 __all__ = [
+    "Closing",
     "DISTRACTOR_STREAM",
     "SCENE_STREAM",
     "apply_distractors",
     "clean_parameters",
     "parse_distractors",
 ]
+
+class Closing:
+    """``with Generator(...) as generator:`` closes the generator's simulators on the way out."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
 
 # RNG streams of an episode: np.random.default_rng([seed, index, stream]).
 SCENE_STREAM, DISTRACTOR_STREAM = 0, 1

@@ -35,6 +35,7 @@ import numpy as np
 from groundlam.data.generators.common import (
     DISTRACTOR_STREAM,
     SCENE_STREAM,
+    Closing,
     apply_distractors,
     clean_parameters,
 )
@@ -258,7 +259,7 @@ class _TaskScene:
         return frame, self.movable[geom] & is_geom, self.background[geom] & (is_geom | none)
 
 
-class MetaWorldGenerator:
+class MetaWorldGenerator(Closing):
     """Renders the episodes of one ``MetaWorldConfig``; keeps one scene per task for all of them.
 
     >>> generator = MetaWorldGenerator(MetaWorldConfig(tasks=("reach-v3",), episode_length=8))
@@ -280,12 +281,6 @@ class MetaWorldGenerator:
             scene.renderer.close()
             scene.env.close()
         self._scenes.clear()
-
-    def __enter__(self) -> MetaWorldGenerator:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def _scene(self, task: str) -> _TaskScene:
         if task not in self._scenes:
