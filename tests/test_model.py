@@ -122,3 +122,44 @@ def test_model_input_range(video):
     frames = to_model_input(torch.from_numpy(video))
     assert frames.shape == (2, 5, 3, 40, 48)
     assert frames.min() >= -1 and frames.max() <= 1
+
+
+@pytest.mark.parametrize("kernel", [0, 3])
+def test_patch_mixing_lets_a_patch_token_read_its_neighbours(kernel):
+    """A move by one patch empties one patch and fills its neighbour: only a token that sees
+    both can tell the direction. With mixing a token changes when its neighbour changes; a far
+    patch never reaches it; without mixing each token reads its own patch only."""
+    torch.manual_seed(0)
+    encoder = GroundLAM(GroundLAMConfig(**TINY, patch_mixing=kernel)).encoder
+    frames = torch.zeros(1, 1, 6, 32, 32)  # (B, T, 2C, H, W): frame and change channels
+
+    def tokens(x):
+        patches = encoder.patch_embed(x)  # (B, T, N, D), N = 4 x 4
+        return patches if encoder.patch_mixing is None else encoder.patch_mixing(patches)
+
+    neighbour, far = frames.clone(), frames.clone()
+    neighbour[..., 0:8, 8:16] = 1.0  # patch (0, 1), next to patch (0, 0)
+    far[..., 24:32, 24:32] = 1.0  # patch (3, 3)
+    base = tokens(frames)[0, 0, 0]
+    assert torch.allclose(tokens(far)[0, 0, 0], base)
+    assert torch.allclose(tokens(neighbour)[0, 0, 0], base) == (kernel == 0)
+
+
+def test_patch_mixing_rejects_an_even_kernel():
+    with pytest.raises(ValueError, match="patch_mixing"):
+        GroundLAMConfig(**TINY, patch_mixing=2)
+
+
+def test_config_json_from_before_patch_mixing_loads_as_it_was_trained(tmp_path, video):
+    """A checkpoint saved before ``patch_mixing`` existed has no such key in config.json and no
+    mixing weights: it loads strictly, without mixing, and encodes as it did."""
+    import json
+
+    model = GroundLAM(GroundLAMConfig(**TINY, patch_mixing=0))
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["patch_mixing"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = GroundLAM.from_pretrained(str(tmp_path))
+    assert loaded.config.patch_mixing == 0
+    torch.testing.assert_close(loaded.encode(video).motion, model.encode(video).motion)

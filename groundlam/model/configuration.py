@@ -26,6 +26,9 @@ class GroundLAMConfig:
 
     ``encoder``: ``st_transformer`` | ``conv`` | ``linear`` ("compare architectures"). Camera
     slots, ``loss.focus_weight`` and focus maps need ``st_transformer`` (the others have no slots).
+    ``patch_mixing`` (``st_transformer`` only): a residual convolution of that kernel over the
+    patch grid right after the patch embedding (0 = each patch embedded on its own, as before
+    the field existed; a ``config.json`` without the field loads that way).
 
     ``bottleneck``: ``continuous`` | ``vq`` | ``fsq`` | ``none``. ``none`` passes the encoder's
     motion features (width ``dim``) to the decoder unchanged: "is the bottleneck required?"
@@ -68,6 +71,10 @@ class GroundLAMConfig:
     num_motion_slots: int = 1  # learned tokens per frame that read the transition into it
     num_task_slots: int = 4  # learned tokens per frame; the last frame's are pooled for the task
     difference_input: bool = True  # st_transformer patches also see the change from frame t-1
+    # st_transformer: kernel of a convolution over the patch grid after the patch embedding
+    # (0 = off). A patch embedded on its own cannot tell which way something moved by one patch;
+    # with its neighbours in view the direction is local (issue 9: probe 0.47 -> 0.85)
+    patch_mixing: int = 3
     # bottleneck between encoder and decoder: "continuous" | "vq" | "fsq" | "none"
     bottleneck: str = "continuous"
     motion_dim: int = 16  # size of one latent action (continuous and vq)
@@ -104,6 +111,9 @@ class GroundLAMConfig:
                                  f"model.heads={self.heads}")
         if self.max_frames < 2:
             raise ValueError(f"model.max_frames={self.max_frames}: a clip needs 2+ frames")
+        if self.patch_mixing < 0 or (self.patch_mixing and self.patch_mixing % 2 == 0):
+            raise ValueError(f"model.patch_mixing={self.patch_mixing}: use 0 (off) or an odd "
+                             "kernel size (3, 5, ...)")
         for name in ("num_camera_slots", "num_actions"):
             if getattr(self, name) < 0:
                 raise ValueError(f"model.{name}={getattr(self, name)} is negative")

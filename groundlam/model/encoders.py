@@ -29,7 +29,7 @@ from groundlam.model.configuration import GroundLAMConfig
 from groundlam.model.layers import SpatioTemporalBlock
 
 __all__ = ["EncoderOutput", "PatchEmbed", "STTransformerEncoder", "ConvEncoder", "LinearEncoder",
-           "make_encoder"]
+           "PatchMixing", "make_encoder"]
 
 
 @dataclass
@@ -54,6 +54,28 @@ class PatchEmbed(nn.Module):
         return self.proj(patches)
 
 
+class PatchMixing(nn.Module):
+    """A residual convolution over the patch grid: each patch token also reads its neighbours.
+
+    Moving something by one patch empties one patch and fills the next with the same content,
+    whichever way it went; only a token that sees both can tell the direction. Token positions
+    are unchanged, so focus maps and attention rollout still map to the same pixels.
+    """
+
+    def __init__(self, dim: int, grid: int, kernel: int) -> None:
+        super().__init__()
+        self.grid = grid
+        self.norm = nn.LayerNorm(dim)
+        self.conv = nn.Conv2d(dim, dim, kernel, padding=kernel // 2)
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        # patches: (B, T, N, D) -> (B, T, N, D)
+        batch = patches.shape[0]
+        grid = rearrange(self.norm(patches), "b t (y x) d -> (b t) d y x", y=self.grid)
+        mixed = rearrange(self.conv(grid), "(b t) d y x -> b t (y x) d", b=batch)
+        return patches + mixed
+
+
 class STTransformerEncoder(nn.Module):
     def __init__(self, config: GroundLAMConfig) -> None:
         super().__init__()
@@ -63,6 +85,8 @@ class STTransformerEncoder(nn.Module):
         self.difference_input = config.difference_input
         self.patch_embed = PatchEmbed(config.patch_size, config.dim,
                                       6 if config.difference_input else 3)
+        self.patch_mixing = (PatchMixing(config.dim, config.image_size // config.patch_size,
+                                         config.patch_mixing) if config.patch_mixing else None)
         self.space_pos = nn.Parameter(torch.randn(config.num_patches, config.dim) * 0.02)
         self.time_pos = nn.Parameter(torch.randn(config.max_frames, config.dim) * 0.02)
         self.slots = nn.Parameter(torch.randn(num_slots, config.dim) * 0.02)  # (S, D)
@@ -78,7 +102,10 @@ class STTransformerEncoder(nn.Module):
             # and what moved stands out in the patch tokens before any attention has to find it
             change = torch.cat([torch.zeros_like(frames[:, :1]), frames.diff(dim=1)], dim=1)
             frames = torch.cat([frames, change], dim=2)  # (B, T, 2C, H, W)
-        patches = self.patch_embed(frames) + self.space_pos  # (B, T, N, D)
+        patches = self.patch_embed(frames)  # (B, T, N, D)
+        if self.patch_mixing is not None:
+            patches = self.patch_mixing(patches)
+        patches = patches + self.space_pos
         slots = self.slots.expand(batch, num_frames, -1, -1)  # (B, T, S, D)
         x = torch.cat([slots, patches], dim=2) + self.time_pos[:num_frames, None]  # (B, T, L, D)
         attentions, temporal = [], []

@@ -42,6 +42,9 @@ from groundlam.video import as_video_batch, resize_video, to_model_input
 
 __all__ = ["GroundLAM", "LatentActions", "GroundLAMOutput"]
 
+# what a config.json that lacks these fields was trained with (their defaults have changed since)
+LEGACY_DEFAULTS = {"patch_mixing": 0}
+
 MODEL_CARD = """---
 {{ card_data }}
 ---
@@ -267,6 +270,11 @@ class GroundLAM(nn.Module, PyTorchModelHubMixin, library_name="groundlam",
                          local_files_only: bool, token, map_location: str = "cpu",
                          strict: bool = True, **model_kwargs) -> GroundLAM:
         # safetensors only (no pickle fallback), and strict: a missing or extra tensor is an error
+        config = model_kwargs.get("config")
+        if isinstance(config, dict):
+            # fields whose default changed: a config.json written before the field existed was
+            # trained with the old behaviour
+            model_kwargs["config"] = {**LEGACY_DEFAULTS, **config}
         model = cls(**model_kwargs)
         if os.path.isdir(model_id):
             weights = os.path.join(model_id, "model.safetensors")
