@@ -334,6 +334,32 @@ def compute_losses(model: GroundLAM, output, frames: torch.Tensor, text: torch.T
     return losses
 
 
+LOSS_WEIGHTS = {"reconstruction": "reconstruction_weight", "infonce": "infonce_weight",
+                "bottleneck": "bottleneck_weight", "actions": "action_weight"}
+
+
+def encoder_gradient_norms(losses: dict[str, torch.Tensor], config: Config,
+                           encoder: torch.nn.Module) -> dict[str, float]:
+    """The gradient norm each weighted loss term puts on the shared encoder's parameters.
+
+    With Adam the overall scale of the loss does not matter, but the ratio between terms on
+    shared parameters does: a term whose gradient there is 40x another's is the one being
+    optimised. Costs one extra backward pass a term (call it on logging steps only). Under ZeRO-3
+    parameters are partitioned and these local norms would be wrong, so it returns nothing.
+    """
+    parameters = [p for p in encoder.parameters() if p.requires_grad and p.numel()]
+    norms = {}
+    for name, field_name in LOSS_WEIGHTS.items():
+        weight = getattr(config.loss, field_name)
+        if name not in losses or not weight or not losses[name].requires_grad:
+            continue
+        grads = torch.autograd.grad(weight * losses[name], parameters, retain_graph=True,
+                                    allow_unused=True)
+        total = sum(float(g.detach().float().pow(2).sum()) for g in grads if g is not None)
+        norms[f"encoder_grad_{name}"] = total ** 0.5
+    return norms
+
+
 def all_ranks_finite(loss: torch.Tensor) -> bool:
     finite = torch.tensor(float(torch.isfinite(loss.detach()).all()))
     dist.all_reduce(finite, op=dist.ReduceOp.MIN)
@@ -461,6 +487,10 @@ def train(config: Config, resume: bool = False) -> Path:
                         f"{checkpoint_root / tag if tag else 'none yet'}")
                 continue
             bad_in_row = 0
+            logging_step = (engine.global_steps + 1) % config.train.log_every == 0 or (
+                engine.global_steps + 1 == max_steps)
+            gradient_norms = (encoder_gradient_norms(losses, config, engine.module.encoder)
+                              if logging_step and config.train.zero_stage < 3 else {})
             engine.backward(losses["loss"])
             engine.step()
             recent_features = output.motion_features.detach()
@@ -472,6 +502,7 @@ def train(config: Config, resume: bool = False) -> Path:
             if step % config.train.log_every == 0 or step == max_steps:
                 elapsed = time.perf_counter() - window_start
                 metrics = {name: float(value.detach()) for name, value in losses.items()}
+                metrics.update(gradient_norms)
                 metrics.update(
                     latent_spread=latent_spread(output.latents.motion),
                     frames_per_s=frames_per_step * window_steps / max(elapsed, 1e-9),
@@ -531,12 +562,27 @@ def restart_dead_codes(model: GroundLAM, features: torch.Tensor | None, rank: in
 
 
 def final_evaluation(config: Config, final: Path, output_dir: Path) -> dict[str, Any]:
-    """Probe the saved model on held-out episodes, print the numbers, write a focus-map GIF."""
-    from groundlam.evaluation.probe import probe_checkpoint
+    """Probe the saved model on held-out episodes, print the numbers, write a focus-map GIF.
 
-    results = probe_checkpoint(final, config, output_dir / "focus.gif")
-    (output_dir / "probe.json").write_text(json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
+    Writes ``output_dir/probe.json``. The run has finished and ``final`` is saved: a failure here
+    is logged with its traceback and written to ``probe.json`` as ``{"error": ...}``, never
+    raised, so it neither loses the model nor fails the run's exit status.
+    """
+    from groundlam.evaluation import probe
+
+    try:
+        results = probe.probe_checkpoint(final, config, output_dir / "focus.gif")
+        text = json.dumps(results, indent=2)
+    except Exception as error:
+        logger.exception("final evaluation failed (the model is saved in %s; `groundlam eval` "
+                         "can score it)", final)
+        results = {"error": f"{type(error).__name__}: {error}"}
+        text = json.dumps(results, indent=2)
+    try:
+        (output_dir / "probe.json").write_text(text)
+    except OSError:
+        logger.exception("could not write %s", output_dir / "probe.json")
+    print(text)
     return results
 
 

@@ -80,3 +80,33 @@ def test_shift_tolerant_forgives_small_shifts_only():
 def test_reconstruction_shape_mismatch():
     with pytest.raises(ValueError, match="shape"):
         reconstruction_loss(torch.zeros(1, 2, 3, 8, 8), torch.zeros(1, 3, 3, 8, 8))
+
+
+def test_encoder_gradient_norms_measure_each_weighted_term():
+    """The per-term gradient norm on the shared encoder: linear in the term's weight, and zero
+    for reconstruction while the residual head is still zero (no signal reaches the encoder)."""
+    from groundlam import GroundLAM, GroundLAMConfig
+    from groundlam.config import load_config
+    from groundlam.train import compute_losses, encoder_gradient_norms
+
+    from .conftest import TINY
+
+    torch.manual_seed(0)
+    model = GroundLAM(GroundLAMConfig(**TINY))
+    frames = torch.rand(4, 4, 3, 32, 32) * 2 - 1  # (B, T, C, H, W)
+    text = F.normalize(torch.randn(4, model.config.text_dim), dim=-1)
+    ids = label_ids(["a", "b", "c", "d"])
+
+    def norms(weight):
+        config = load_config(None, [f"loss.infonce_weight={weight}"])
+        losses = compute_losses(model, model(frames), frames, text, ids, config)
+        return encoder_gradient_norms(losses, config, model.encoder)
+
+    at_init = norms(0.1)
+    assert at_init["encoder_grad_reconstruction"] == 0.0  # the zero-initialised residual head
+    assert at_init["encoder_grad_infonce"] > 0
+    assert norms(0.2)["encoder_grad_infonce"] == pytest.approx(
+        2 * at_init["encoder_grad_infonce"], rel=1e-5)
+    assert "encoder_grad_infonce" not in norms(0.0)
+    torch.nn.init.normal_(model.decoder.head.weight, std=0.02)
+    assert norms(0.1)["encoder_grad_reconstruction"] > 0

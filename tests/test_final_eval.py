@@ -1,0 +1,160 @@
+"""The trainer's final evaluation: the action probe on discrete, continuous and missing actions,
+and a failing probe that must not fail a finished run."""
+
+import json
+import logging
+import math
+import socket
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+
+from groundlam.config import load_config
+from groundlam.data.episodes import ClipDataset, load_episodes
+from groundlam.evaluation.probe import probe_checkpoint, probe_model
+
+from .conftest import TINY
+
+ROOT = Path(__file__).resolve().parent.parent
+CLIP = 4  # frames a clip; episodes of 9 frames give 2 clips each
+# the overrides that make configs/tiny.yaml's model the tests' tiny one
+TINY_OVERRIDES = [f"model.{key}={value}" for key, value in TINY.items()]
+
+
+def write_episodes(path, actions: str | None, episodes: int = 8, length: int = 9, seed: int = 0,
+                   action_size: int = 3):
+    """Episodes saved with ``save_to_disk``: ``actions`` "discrete" (int64 (T-1,)), "continuous"
+    (float32 (T-1, A), like Meta-World's) or None (no column)."""
+    rng = np.random.default_rng(seed)
+    rows = {"frames": [rng.integers(0, 256, (length, 32, 32, 3), dtype=np.uint8)
+                       for _ in range(episodes)],
+            "label": [f"task {i % 3}" for i in range(episodes)]}
+    features = {"frames": datasets.Array4D(shape=(None, 32, 32, 3), dtype="uint8"),
+                "label": datasets.Value("string")}
+    if actions == "discrete":
+        rows["actions"] = [rng.integers(0, 4, length - 1) for _ in range(episodes)]
+        features["actions"] = datasets.List(datasets.Value("int64"))
+    elif actions == "continuous":
+        rows["actions"] = [rng.normal(size=(length - 1, action_size)).astype(np.float32)
+                           for _ in range(episodes)]
+        features["actions"] = datasets.Array2D(shape=(None, action_size), dtype="float32")
+    datasets.Dataset.from_dict(rows, features=datasets.Features(features)).save_to_disk(str(path))
+    return path
+
+
+def clips(path, name: str = "episodes") -> ClipDataset:
+    return ClipDataset(load_episodes(str(path)), CLIP, TINY["image_size"], name=name)
+
+
+def test_probe_scores_discrete_actions_by_balanced_accuracy(tmp_path, tiny_model):
+    train = clips(write_episodes(tmp_path / "train", "discrete"))
+    test = clips(write_episodes(tmp_path / "test", "discrete", seed=1))
+    results = probe_model(tiny_model, train, test)
+    # the key other code and the README read
+    assert 0 <= results["action_probe_balanced_accuracy"] <= 1
+    assert results["action_chance"] == pytest.approx(0.25)  # 4 actions in the test set
+    assert "action_probe_nmse" not in results and results["test_clips"] == 16
+
+
+def test_probe_checkpoint_scores_continuous_actions_by_nmse_and_r2(tmp_path, tiny_model):
+    """Float (T-1, A) actions were flattened to T-1 * A 'labels' and crashed the probe."""
+    tiny_model.save_pretrained(tmp_path / "final")
+    train = write_episodes(tmp_path / "train", "continuous")
+    held_out = write_episodes(tmp_path / "held_out", "continuous", seed=1)
+    config = load_config(None, [f"data.train={train}", f"data.eval={held_out}",
+                                f"data.clip_length={CLIP}"])
+    results = probe_checkpoint(tmp_path / "final", config, tmp_path / "focus.gif")["eval"]
+    assert results["train_clips"] == results["test_clips"] == 16
+    assert math.isfinite(results["action_probe_nmse"]) and results["action_probe_nmse"] >= 0
+    assert math.isfinite(results["action_probe_r2"])
+    assert "action_probe_balanced_accuracy" not in results and "action_chance" not in results
+    assert results["held_out"] is True and results["retrieval"]["num_labels"] == 3
+    assert (tmp_path / "focus.gif").stat().st_size > 0
+
+
+def test_episodes_without_actions_skip_the_probe_with_a_logged_line(tmp_path, tiny_model,
+                                                                     caplog):
+    path = write_episodes(tmp_path / "episodes", None)
+    with caplog.at_level(logging.INFO, logger="groundlam.evaluation.probe"):
+        results = probe_model(tiny_model, clips(path, "no-actions"), clips(path, "no-actions"))
+    assert not [key for key in results if key.startswith("action")]
+    assert "no-actions: the episodes have no 'actions' column, so no action probe" in caplog.text
+    assert results["retrieval"]["num_labels"] == 3
+    assert set(results["retrieval_no_motion"]) >= {"top1", "top5"}
+
+
+def test_a_failing_focus_map_keeps_the_probe_numbers(tmp_path, tiny_model, monkeypatch,
+                                                      caplog):
+    import groundlam.focus
+
+    def broken(*args, **kwargs):
+        raise OSError("no GIF writer")
+
+    monkeypatch.setattr(groundlam.focus, "focus_map", broken)
+    tiny_model.save_pretrained(tmp_path / "final")
+    path = write_episodes(tmp_path / "episodes", "discrete")
+    config = load_config(None, [f"data.train={path}", f"data.eval={path}",
+                                f"data.clip_length={CLIP}"])
+    with caplog.at_level(logging.INFO):
+        results = probe_checkpoint(tmp_path / "final", config, tmp_path / "focus.gif")
+    assert results["focus_map_error"] == "OSError: no GIF writer"
+    assert "focus_map" not in results and "action_probe_balanced_accuracy" in results["eval"]
+    assert results["eval"]["held_out"] is False and results["eval"]["test_clips"] == 16
+    assert any(record.exc_info for record in caplog.records)
+
+
+def test_a_failing_final_evaluation_is_logged_and_written_not_raised(tmp_path, monkeypatch,
+                                                                      caplog):
+    import groundlam.evaluation.probe
+    from groundlam.train import final_evaluation
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("probe exploded")
+
+    monkeypatch.setattr(groundlam.evaluation.probe, "probe_checkpoint", broken)
+    final = tmp_path / "final"
+    final.mkdir()
+    (final / "model.safetensors").write_bytes(b"weights")
+    with caplog.at_level(logging.INFO, logger="groundlam.train"):
+        results = final_evaluation(load_config(None, []), final, tmp_path)
+    assert results == {"error": "RuntimeError: probe exploded"}
+    assert json.loads((tmp_path / "probe.json").read_text()) == results
+    [record] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert record.exc_info is not None and "final evaluation failed" in record.getMessage()
+    assert "probe exploded" in caplog.text  # the traceback, not only a message
+    assert (final / "model.safetensors").read_bytes() == b"weights"
+
+
+@pytest.mark.slow  # DeepSpeed in this process, 2 steps of a tiny model: ~20-30 s on 2 cores
+def test_training_on_continuous_actions_ends_with_their_probe(tmp_path, monkeypatch):
+    from groundlam.train import main
+
+    train = write_episodes(tmp_path / "train", "continuous", episodes=8)
+    held_out = write_episodes(tmp_path / "held_out", "continuous", episodes=8, seed=1)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # a world of one, set here so the test's environment is restored after it
+    for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0",
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    out = tmp_path / "run"
+    threads = torch.get_num_threads()
+    try:
+        code = main(["--config", str(ROOT / "configs" / "tiny.yaml"), *TINY_OVERRIDES,
+                     f"data.train={train}", f"data.eval={held_out}", f"data.clip_length={CLIP}",
+                     "data.num_workers=0", f"train.output_dir={out}", "train.max_steps=2",
+                     "train.batch_size=4", "train.warmup_steps=1", "train.zero_stage=0",
+                     "train.log_every=1", "train.save_every=100", "train.progress=false"])
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0
+    assert (out / "final" / "model.safetensors").exists()
+    probe = json.loads((out / "probe.json").read_text())
+    assert "error" not in probe, probe
+    assert math.isfinite(probe["eval"]["action_probe_nmse"])
+    assert math.isfinite(probe["eval"]["action_probe_r2"])
