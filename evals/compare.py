@@ -163,10 +163,16 @@ PRESETS = {
                   seconds_per_eval=60.0, image_size=128),
 }
 
-# column -> (label, higher is better); "probe_linear" is balanced accuracy for discrete actions and
-# normalised MSE (lower is better) for continuous ones, see ``_probe_kind``
+# column -> (label, higher is better); the "probe_*" columns are balanced accuracy for discrete
+# actions and normalised MSE (lower is better) for continuous ones, see ``_probe_kind``
 METRICS = {
     "probe_linear": ("action probe, linear", True),
+    # what the latent adds over the episode's task and time step: compare with probe_task_time
+    "probe_latent_task_time": ("action probe, latent + task + time", True),
+    # properties of the scored data, the same for every row: the references to read the above by
+    "probe_task_time": ("action probe, task + time alone", None),
+    "probe_pixels": ("action probe, raw pixels (floor)", None),
+    "probe_ceiling": ("action probe ceiling (no-change oracle)", None),
     "retrieval_top1": ("retrieval top-1", True),
     "no_motion_top1": ("no-motion control top-1", None),  # near chance is what we want
     "camera_shift_ratio": ("camera-shift ratio (0 = ignores)", False),
@@ -196,6 +202,12 @@ def cell_values(results: dict[str, Any]) -> dict[str, float | None]:
     kind = _probe_kind(results)
     return {
         "probe_linear": _get(results, "action_probe", "motion_linear", kind) if kind else None,
+        "probe_latent_task_time": _get(results, "action_probe", "motion_task_time_linear", kind)
+        if kind else None,
+        "probe_task_time": _get(results, "action_probe", "task_time_linear", kind)
+        if kind else None,
+        "probe_pixels": _get(results, "action_probe", "pixels_linear", kind) if kind else None,
+        "probe_ceiling": _get(results, "action_probe", "ceiling", kind) if kind else None,
         "retrieval_top1": _get(results, "retrieval", "top1"),
         "no_motion_top1": _get(results, "retrieval_no_motion", "top1"),
         "camera_shift_ratio": _get(results, "camera_shift", "mean_ratio"),
@@ -515,7 +527,7 @@ def _findings(results: dict[str, Any]) -> list[str]:
                 reference = (base["summary"].get(key) or {}).get("median")
                 if higher is None or reference is None:
                     continue
-                if column == "probe_linear" and base.get("probe_score") == "nmse":
+                if column.startswith("probe_") and base.get("probe_score") == "nmse":
                     higher = False
                 edge = base["summary"][key]["max" if higher else "min"]
                 better = []
@@ -605,8 +617,12 @@ def write_results(results: dict[str, Any], out: Path) -> dict[str, Path]:
              "ratio: latent change under a 1-4 px shift of the clip over the change between "
              "different actions. Focus lift: the share of a focus map's mass on the agent's pixels "
              "over a uniform map's share, for the motion and the task slots (n/a for encoders "
-             "without slots). Numbers from short runs are noisy; read "
-             "the spread before the median.", ""]
+             "without slots). `latent + task + time` against `task + time alone` (one-hot "
+             "episode label and time step, no latent) is what the latent adds over knowing the "
+             "task and the step; `raw pixels` is the floor; the ceiling is an oracle right on "
+             "every transition that changes pixels (none can be told apart where no pixel "
+             "changes). Numbers from short runs are noisy; read the spread before the median.",
+             ""]
     for name, table in results["table"].items():
         score = next((e["probe_score"] for e in table.values() if e["probe_score"]), None)
         probe_note = {"balanced_accuracy": "balanced accuracy (higher is better)",

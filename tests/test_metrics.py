@@ -1,4 +1,5 @@
 import json
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -12,9 +13,12 @@ from groundlam.evaluation.metrics import (
     disentanglement_matrix,
     focus_precision,
     frame_pair_features,
+    no_change_ceiling,
+    no_change_transitions,
     psnr,
     retrieval_with_chance,
     shift_clips,
+    task_time_features,
 )
 
 
@@ -71,6 +75,89 @@ def test_frame_pair_features_order_and_change():
     assert features.shape == (4, 2 * 2 * 2 * 3)
     np.testing.assert_allclose(features[3, 12:], 1.0)  # clip 1, transition 1: change of +1
     np.testing.assert_allclose(features[:3], 0.0)
+
+
+def clips_with_still_transitions(still: np.ndarray, seed: int = 0) -> np.ndarray:
+    """uint8 clips (N, T, 8, 8, 3) whose transition t repeats frame t where ``still`` (N, T-1)."""
+    rng = np.random.default_rng(seed)
+    clips = rng.integers(0, 256, (still.shape[0], still.shape[1] + 1, 8, 8, 3), dtype=np.uint8)
+    for i, t in zip(*np.nonzero(still), strict=True):
+        clips[i, t + 1] = clips[i, t]
+    return clips
+
+
+def test_no_change_ceiling_on_clips_with_identical_frames():
+    # 3 clips of 6 frames: class 2 (10 transitions, 3 unchanged), class 0 (2, both unchanged),
+    # class 1 (3, all changing)
+    actions = np.array([[2, 2, 0, 2, 1], [2, 2, 2, 0, 1], [2, 2, 2, 2, 1]])
+    still = np.array([[1, 0, 1, 0, 0], [0, 1, 0, 1, 0], [0, 0, 1, 0, 0]], bool)
+    found = no_change_transitions(clips_with_still_transitions(still))
+    np.testing.assert_array_equal(found, still.reshape(-1))  # clip-major, like the probes' rows
+    ceiling = no_change_ceiling(actions.reshape(-1), found)
+    assert ceiling["no_change_share"] == pytest.approx(5 / 15) and ceiling["transitions"] == 15
+    # saying 0 on every unchanged transition: recalls 1 (class 0), 1 (class 1), 7/10 (class 2);
+    # the most common unchanged action, 2, would give 0, 1, 1: a worse 2/3
+    assert ceiling["balanced_accuracy"] == pytest.approx((1 + 1 + 0.7) / 3)
+    assert ceiling["no_change_prediction"] == 0
+    everything_changes = no_change_ceiling(actions.reshape(-1), np.zeros(15, bool))
+    assert everything_changes["balanced_accuracy"] == 1.0
+    assert everything_changes["no_change_share"] == 0.0
+    # continuous: the oracle says the unchanged transitions' mean action there
+    values = np.array([[0.0], [4.0], [1.0], [3.0]])
+    continuous = no_change_ceiling(values, np.array([0, 0, 1, 1], bool))
+    assert continuous["nmse"] == pytest.approx(2 / 10) and continuous["r2"] == pytest.approx(0.8)
+    with pytest.raises(ValueError, match="no_change"):
+        no_change_ceiling(values, np.zeros(3, bool))
+
+
+def test_task_time_features_encode_as_fit():
+    fit, test = task_time_features(["a", "a", "b"], np.array([0, 1, 0]), ["b", "c"],
+                                   np.array([1, 0]))
+    assert fit.shape == (3, 2 + 2 + 3)  # labels a b, steps 0 1, pairs (a 0) (a 1) (b 0)
+    assert fit.sum(axis=1).tolist() == [3, 3, 3]
+    # "b" at step 1: label b and step 1 are known, the pair is not; "c" at 0: only the step
+    assert test.sum(axis=1).tolist() == [2, 1]
+
+
+def scripted_clip_set(episodes_per_label: int, labels: Sequence[str], table: np.ndarray,
+                      seed: int, clip_length: int = 4, episode_length: int = 12):
+    """A ClipSet of random motion latents whose actions are ``table[label, step]``."""
+    from groundlam.evaluation.evaluate import ClipSet
+    from groundlam.evaluation.probe import Latents
+
+    rng = np.random.default_rng(seed)
+    starts = range(0, episode_length - clip_length + 1, clip_length)
+    clips = [(k, start) for k in range(len(labels)) for _ in range(episodes_per_label)
+             for start in starts]
+    steps = np.array([start + np.arange(clip_length - 1) for _, start in clips])  # (N, T-1)
+    actions = table[[k for k, _ in clips]][np.arange(len(clips))[:, None], steps]
+    n = len(clips)
+    latents = Latents(rng.normal(size=(n, clip_length - 1, 8)), np.zeros((n, 4)),
+                      np.zeros((n, 4)), [labels[k] for k, _ in clips], actions)
+    return ClipSet(latents, np.zeros((n, clip_length, 8, 8, 3), np.uint8), actions, None, None,
+                   None, steps)
+
+
+def test_task_and_time_predict_a_scripted_expert_a_random_latent_does_not():
+    from groundlam.evaluation.evaluate import _per_transition, _task_time_probes
+
+    labels = [f"task {k}" for k in range(8)]
+    table = np.random.default_rng(0).integers(0, 6, (8, 12))  # action of (label, step)
+    fit = scripted_clip_set(4, labels, table, seed=1)
+    test = scripted_clip_set(2, labels, table, seed=2)
+    probes = _task_time_probes(fit, test)
+    assert probes["task_time_linear"]["balanced_accuracy"] > 0.98
+    assert probes["motion_task_time_linear"]["balanced_accuracy"] > 0.9
+    assert probes["task_labels_seen"] == 1.0
+    latent_only = action_probe_scores(
+        _per_transition(fit.latents.motion), _per_transition(fit.actions),
+        _per_transition(test.latents.motion), _per_transition(test.actions))
+    assert latent_only["balanced_accuracy"] < 0.45  # random latents: near chance (1/6)
+    # tasks never seen in fitting: the time step alone cannot name the action
+    unseen = scripted_clip_set(2, [f"other {k}" for k in range(8)], table, seed=3)
+    probes = _task_time_probes(fit, unseen)
+    assert probes["task_labels_seen"] == 0.0
+    assert probes["task_time_linear"]["balanced_accuracy"] < 0.6
 
 
 def test_retrieval_with_exact_embeddings_is_perfect():
@@ -221,6 +308,8 @@ def test_controllability_scores_flow_and_camera_decoders_on_what_they_predict(va
 
 SYNTHETIC_TINY = ["data.eval_episodes=4", "data.clip_length=6", "data.synthetic.image_size=32",
                   "data.synthetic.episode_length=12"]
+PROBE_KEYS = {"actions", "motion_linear", "motion_mlp", "task_time_linear",
+              "motion_task_time_linear", "task_labels_seen", "pixels_linear", "ceiling"}
 VARIANT_KEYS = {"fit_clips", "test_clips", "action_probe", "retrieval", "retrieval_no_motion",
                 "disentanglement", "camera_shift", "controllability", "focus", "plots"}
 
@@ -243,13 +332,23 @@ def test_eval_cli_end_to_end_on_synthetic(tmp_path, tiny_checkpoint):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["split"]["held_out"] is True and list(metrics["variants"]) == ["clean",
                                                                                   "distracted"]
+    assert metrics["split"]["trained_on"] is None  # no run config beside the checkpoint
+    ceilings = [metrics["variants"][n]["action_probe"]["ceiling"] for n in ("clean", "distracted")]
+    assert ceilings[0] == {**ceilings[1], "no_change_from": "scored frames"}
     for name, results in metrics["variants"].items():
         assert set(results) == VARIANT_KEYS
         assert results["fit_clips"] == results["test_clips"] == 8  # 4 episodes x 2 clips
         probe = results["action_probe"]
         assert probe["actions"] == "discrete"
-        assert set(probe) == {"actions", "motion_linear", "motion_mlp", "pixels_linear"}
+        assert set(probe) == PROBE_KEYS
         assert 0 <= probe["motion_linear"]["balanced_accuracy"] <= 1
+        for key in ("task_time_linear", "motion_task_time_linear"):
+            assert 0 <= probe[key]["balanced_accuracy"] <= 1
+        # the clean rendering's no-change transitions, for both renderings
+        assert probe["ceiling"]["no_change_from"] == ("scored frames" if name == "clean"
+                                                      else "clean rendering")
+        assert 0 < probe["ceiling"]["no_change_share"] < 1
+        assert probe["ceiling"]["balanced_accuracy"] < 1
         assert set(results["retrieval"]) >= {"top1", "top5", "chance_top1", "chance_top5"}
         cells = results["disentanglement"]["cells"]
         assert set(cells) == {"motion", "task"}
@@ -269,6 +368,7 @@ def test_eval_cli_end_to_end_on_synthetic(tmp_path, tiny_checkpoint):
     assert "| metric | clean | distracted |" in report and "no-motion control top1" in report
     assert "![clean clean_latents_pca.png](clean_latents_pca.png)" in report
     assert "Warning" not in report and "focus precision, task maps, rollout" in report
+    assert "action probe task + time step alone" in report and "ceiling" in report
     assert "clean_focus_rollout_0.png" in report
 
 
@@ -295,6 +395,9 @@ def test_eval_on_saved_continuous_actions_flags_training_data(tmp_path, tiny_che
     assert results["fit_clips"] == results["test_clips"] == 4  # 4 episodes of one clip each
     probe = results["action_probe"]
     assert probe["actions"] == "continuous" and set(probe["motion_linear"]) == {"nmse", "r2"}
+    assert set(probe) == PROBE_KEYS
+    assert set(probe["task_time_linear"]) == {"nmse", "r2"}
+    assert {"nmse", "r2", "no_change_share"} <= set(probe["ceiling"])
     assert results["disentanglement"]["score"]["action"] == "r2"
     assert results["camera_shift"]["reference"] == "different transitions"
     assert "not held-out numbers" in (out / "report.md").read_text()
@@ -329,3 +432,28 @@ def test_probe_fit_on_the_training_corpus_or_on_half_of_the_scored_one(tmp_path)
     assert split["held_out"] is False
     with pytest.raises(ValueError, match="probe_fit"):
         _plan(str(held_out), config, True, None, probe_fit="test")
+
+
+def test_synthetic_plan_scores_both_renderings_and_names_the_trained_one(tiny_model):
+    from groundlam.config import load_config
+    from groundlam.evaluation.evaluate import _clips, _plan, collect
+
+    config = load_config(None, SYNTHETIC_TINY)  # trained clean: no distractors
+    split, plan = _plan("synthetic", config, True, None)
+    assert [variant for variant, _, _ in plan] == ["clean", "distracted"]
+    assert split["trained_on"] == "clean" and split["distractors_from"] == "benchmark standard"
+    assert split["distractors"] == {"camera_shake": 0.5, "background": 0.5, "sprites": 0.5,
+                                    "color_jitter": 0.5}
+    (_, _, clean), (_, _, distracted) = plan
+    assert clean["actions"] == distracted["actions"]  # the same trajectories
+    assert not np.array_equal(clean[0]["frames"], distracted[0]["frames"])
+    # clips know where they start in their episode: the time step of the task + time probe
+    clips = _clips(clean, config, tiny_model, "clean")
+    collected = collect(tiny_model, clips, clean, max_clips=3)
+    np.testing.assert_array_equal(collected.steps, [[0, 1, 2, 3, 4], [6, 7, 8, 9, 10],
+                                                    [0, 1, 2, 3, 4]])
+    config = load_config(None, [*SYNTHETIC_TINY, "data.synthetic.distractors.sprites=1.0"])
+    split, plan = _plan("synthetic", config, True, None)
+    assert split["trained_on"] == "distracted" and split["distractors_from"] == "run"
+    assert split["distractors"]["sprites"] == 1.0 and split["distractors"]["background"] == 0.0
+    assert _plan("synthetic", config, False, None)[0]["trained_on"] is None  # no run config

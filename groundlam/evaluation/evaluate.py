@@ -10,13 +10,23 @@ Which episodes fit the probes and which are scored (recorded as ``split`` in ``m
 
 - ``--data synthetic``: the probes are fit on the first ``data.eval_episodes`` episodes of the
   run's training seed and scored on as many episodes of another seed (``held_out_synthetic``),
-  which the model never saw; clean and distracted renderings of the same trajectories when the
-  run's ``data.synthetic.distractors`` switch any on.
+  which the model never saw; always in two renderings of the same trajectories, clean and
+  distracted (by the run's ``data.synthetic.distractors``, or by the benchmark's standard ones,
+  every distractor at 0.5, when the run switched none on). ``split.trained_on`` says which of the
+  two the model was trained on (None when the run trained on other data or without a config).
 - any other spec (a ``save_to_disk`` folder or Parquet files): scored on its episodes, fit on the
   run's ``data.train`` when that is another dataset; otherwise the spec's episodes are split in
   halves by row (fit on the first, scored on the second) and ``split.held_out`` says whether the
   scored episodes are training data (``false``: ``data.train`` is the same spec) or unknown
   (``null``: no run config). ``report.md`` prints that warning above the tables.
+
+Where the episodes have actions (and clips take every frame), beside the probes of the motion
+latents (``action_probe``): ``pixels_linear``, the raw-pixel floor; ``task_time_linear``, a probe of
+the task identity and time step alone (what a scripted expert's actions give away without any
+latent), and ``motion_task_time_linear``, of the latent with them: what the latent adds is the
+gap between the two; ``ceiling``, the score of an oracle that is right on every transition that
+changes pixels (``metrics.no_change_ceiling``; synthetic distracted renderings take their
+no-change transitions from the clean rendering of the same trajectories).
 
 Writes ``metrics.json``, ``report.md`` (tables, latent-space plots, focus overlays) and PNG plots
 (matplotlib, imported only when plotting) to ``--out``.
@@ -31,7 +41,7 @@ import math
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +53,7 @@ from tqdm.auto import tqdm
 from groundlam.config import Config, load_config
 from groundlam.data.episodes import ClipDataset, held_out_synthetic, load_episodes
 from groundlam.data.synthetic import ACTIONS as SYNTHETIC_ACTIONS
+from groundlam.data.synthetic import Distractors
 from groundlam.evaluation.metrics import (
     action_probe_scores,
     camera_shift_sensitivity,
@@ -51,13 +62,19 @@ from groundlam.evaluation.metrics import (
     focus_precision,
     frame_pair_features,
     is_discrete,
+    no_change_ceiling,
+    no_change_transitions,
     retrieval_with_chance,
+    task_time_features,
 )
 from groundlam.evaluation.probe import Latents, extract_latents
 from groundlam.video import resize_video, to_model_input
 
 __all__ = ["ClipSet", "collect", "evaluate_variant", "evaluate_checkpoint", "write_report", "main"]
 
+# the strength of every distractor in the benchmark's distracted rendering (configs/base.yaml and
+# tiny.yaml), used when a run trained on clean episodes: it is scored on both renderings anyway
+STANDARD_DISTRACTION = 0.5
 STAGES = ("encode fit clips", "encode test clips", "action probes", "retrieval",
           "disentanglement", "camera shift", "controllability", "focus maps", "plots")
 
@@ -72,6 +89,7 @@ class ClipSet:
     camera_shift: np.ndarray | None  # float (N, T-1, 2): camera offset change over a transition
     background_shift: np.ndarray | None  # float (N, T-1): background phase change, in periods
     agent_mask: np.ndarray | None  # bool (N, T, S, S), resized like the frames
+    steps: np.ndarray | None = None  # int64 (N, T-1): index in its episode of each frame t
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -90,16 +108,18 @@ def collect(model, clips: ClipDataset, episodes: datasets.Dataset, max_clips: in
     """Encode the first ``max_clips`` clips and gather their frames and evaluation columns."""
     latents = extract_latents(model, clips, batch_size=batch_size, max_clips=max_clips)
     count = len(latents.labels)
-    frames = np.stack([clips[i]["frames"].numpy() for i in range(count)])
+    frames = _clip_frames(clips, count)
     stride, span = clips.frame_stride, clips.clip_length
     # actions are between consecutive frames: a clip of every n-th frame (n > 1) has none
     wanted = [c for c in ("actions", "camera_offset", "background_phase", "agent_mask")
               if c in episodes.column_names and (c != "actions" or stride == 1)]
     view = episodes.with_format("numpy", columns=wanted)  # no dtype: floats and bools stay
     columns: dict[str, list[np.ndarray]] = {c: [] for c in wanted}
+    steps = []
     for row, start in clips.clips[:count]:
         episode = view[row]
         frame_ids = np.arange(start, start + (span - 1) * stride + 1, stride)  # (T,)
+        steps.append(frame_ids[:-1])
         for name in wanted:
             values = np.asarray(episode[name])
             if name == "actions":
@@ -114,7 +134,13 @@ def collect(model, clips: ClipDataset, episodes: datasets.Dataset, max_clips: in
             columns[name].append(values)
     stacked = {name: np.stack(values) for name, values in columns.items()}
     return ClipSet(latents, frames, stacked.get("actions"), stacked.get("camera_offset"),
-                   stacked.get("background_phase"), stacked.get("agent_mask"))
+                   stacked.get("background_phase"), stacked.get("agent_mask"),
+                   np.stack(steps).astype(np.int64))
+
+
+def _clip_frames(clips: ClipDataset, count: int) -> np.ndarray:
+    """uint8 (count, T, S, S, 3): the first ``count`` clips' frames, as the model sees them."""
+    return np.stack([clips[i]["frames"].numpy() for i in range(count)])
 
 
 def _encode_motion(model, clips: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -163,6 +189,30 @@ def _controllability(model, frames: np.ndarray, batch_size: int = 32) -> dict[st
 def _per_transition(values: np.ndarray) -> np.ndarray:
     """(N, T-1, ...) -> (N * (T-1), ...) or (N*(T-1),) for one value a transition."""
     return values.reshape(values.shape[0] * values.shape[1], *values.shape[2:])
+
+
+def _task_time_probes(fit: ClipSet, test: ClipSet) -> dict[str, Any]:
+    """Linear action probes of [task identity, time step] and of [motion latent, task identity,
+    time step], fit and scored like the motion probe (``metrics.task_time_features``).
+
+    ``task_labels_seen``: the share of scored transitions whose episode label occurs among the fit
+    clips'; task identity says nothing of the others.
+    """
+    def per_transition(clips: ClipSet) -> tuple[np.ndarray, np.ndarray]:
+        labels = np.repeat(np.asarray(clips.latents.labels, dtype=str), clips.steps.shape[1])
+        return labels, _per_transition(clips.steps)
+
+    (fit_labels, fit_steps), (test_labels, test_steps) = per_transition(fit), per_transition(test)
+    fit_x, test_x = task_time_features(fit_labels, fit_steps, test_labels, test_steps)
+    fit_y, test_y = _per_transition(fit.actions), _per_transition(test.actions)
+    fit_motion = _per_transition(fit.latents.motion)
+    test_motion = _per_transition(test.latents.motion)
+    return {
+        "task_time_linear": action_probe_scores(fit_x, fit_y, test_x, test_y, "linear"),
+        "motion_task_time_linear": action_probe_scores(
+            np.concatenate([fit_motion, fit_x], axis=1), fit_y,
+            np.concatenate([test_motion, test_x], axis=1), test_y, "linear"),
+        "task_labels_seen": float(np.isin(test_labels, fit_labels).mean())}
 
 
 def _disentanglement(fit: ClipSet, test: ClipSet) -> dict[str, Any]:
@@ -288,10 +338,15 @@ def evaluate_variant(model, fit_clips: ClipDataset, fit_episodes: datasets.Datas
                      test_clips: ClipDataset, test_episodes: datasets.Dataset, out: Path,
                      name: str, max_clips: int = 256, focus_clips: int = 8,
                      shift_clips: int = 64, progress: tqdm | None = None,
-                     action_names: Sequence[str] | None = None) -> dict[str, Any]:
+                     action_names: Sequence[str] | None = None,
+                     clean_test_clips: ClipDataset | None = None) -> dict[str, Any]:
     """All metrics of one rendering: probes fit on ``fit_clips``, scored on ``test_clips``.
 
-    ``action_names`` name discrete action ids in the plots' legends.
+    ``action_names`` name discrete action ids in the plots' legends. ``clean_test_clips``: the
+    scored episodes rendered without distractors, cut like ``test_clips`` (the synthetic
+    benchmark's clean rendering of the same trajectories): the probe ceiling's no-change
+    transitions are read from them, since distractors change every frame whatever the agent
+    does; by default from the scored frames themselves.
     """
     def stage(label: str) -> None:
         if progress is not None:
@@ -313,13 +368,24 @@ def evaluate_variant(model, fit_clips: ClipDataset, fit_episodes: datasets.Datas
     if fit.actions is not None and test.actions is not None:
         train_x, test_x = _per_transition(fit.latents.motion), _per_transition(test.latents.motion)
         train_y, test_y = _per_transition(fit.actions), _per_transition(test.actions)
+        if clean_test_clips is not None:
+            if clean_test_clips.clips[:len(test)] != test_clips.clips[:len(test)]:
+                raise ValueError(f"{name}: the clean rendering is cut into other clips than the "
+                                 "scored one; they must be the same episodes")
+            unchanged = no_change_transitions(_clip_frames(clean_test_clips, len(test)))
+        else:
+            unchanged = no_change_transitions(test.frames)
         results["action_probe"] = {
             "actions": "discrete" if is_discrete(test_y) else "continuous",
             "motion_linear": action_probe_scores(train_x, train_y, test_x, test_y, "linear"),
             "motion_mlp": action_probe_scores(train_x, train_y, test_x, test_y, "mlp"),
+            **_task_time_probes(fit, test),
             "pixels_linear": action_probe_scores(frame_pair_features(fit.frames), train_y,
                                                  frame_pair_features(test.frames), test_y,
-                                                 "linear")}
+                                                 "linear"),
+            "ceiling": {**no_change_ceiling(test_y, unchanged),
+                        "no_change_from": "scored frames" if clean_test_clips is None
+                        else "clean rendering"}}
     done()
 
     stage(STAGES[3])
@@ -372,16 +438,25 @@ def _plan(spec: str, config: Config, config_given: bool, model, probe_fit: str =
         raise ValueError(f"probe_fit={probe_fit!r}: use 'train' or 'half'")
     data = config.data
     if spec == "synthetic":
-        fit_config = replace(data.synthetic, num_episodes=data.eval_episodes)
-        test_config = held_out_synthetic(data.synthetic, data.eval_episodes)
+        # both renderings whatever the run trained on: a model trained clean is scored on
+        # distractors it never saw, with the benchmark's standard ones
         distracted = any(vars(data.synthetic.distractors).values())
-        variants = ("clean", "distracted") if distracted else ("clean",)
+        distractors = (data.synthetic.distractors if distracted
+                       else Distractors.all(STANDARD_DISTRACTION))
+        synthetic = replace(data.synthetic, distractors=distractors)
+        fit_config = replace(synthetic, num_episodes=data.eval_episodes)
+        test_config = held_out_synthetic(synthetic, data.eval_episodes)
+        trained_on = None  # unknown without the run's config; none of these with other data
+        if config_given and data.train == "synthetic":
+            trained_on = "distracted" if distracted else "clean"
         split = {"fit": f"synthetic seed {fit_config.seed}, episodes 0-{data.eval_episodes - 1}",
                  "scored": f"synthetic seed {test_config.seed}, {data.eval_episodes} episodes "
                            "(a seed no run trains on)",
-                 "held_out": True}
+                 "held_out": True, "trained_on": trained_on, "distractors": asdict(distractors),
+                 "distractors_from": "run" if distracted else "benchmark standard"}
         plan = [(variant, load_episodes("synthetic", fit_config, variant),
-                 load_episodes("synthetic", test_config, variant)) for variant in variants]
+                 load_episodes("synthetic", test_config, variant))
+                for variant in ("clean", "distracted")]
         return split, plan
     scored = load_episodes(spec)
     trained_elsewhere = config_given and data.train not in ("synthetic", spec)
@@ -433,6 +508,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str, out: str | Path,
                   "decoder_target": model.config.decoder_target},
         "clip_length": min(config.data.clip_length, model.config.max_frames),
         "split": split, "variants": {}}
+    # the synthetic distracted rendering's no-change transitions are those of the clean one
+    clean = next((test for variant, _, test in plan if variant == "clean"), None)
     bar = tqdm(total=len(plan) * len(STAGES), desc="groundlam eval", disable=not progress)
     try:
         for variant, fit_episodes, test_episodes in plan:
@@ -440,7 +517,9 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str, out: str | Path,
                 model, _clips(fit_episodes, config, model, f"{variant} fit episodes"),
                 fit_episodes, _clips(test_episodes, config, model, f"{variant} scored episodes"),
                 test_episodes, out, variant, max_clips, focus_clips, progress=bar,
-                action_names=SYNTHETIC_ACTIONS if data == "synthetic" else None)
+                action_names=SYNTHETIC_ACTIONS if data == "synthetic" else None,
+                clean_test_clips=_clips(clean, config, model, "clean scored episodes")
+                if clean is not None and variant == "distracted" else None)
     finally:
         bar.close()
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
@@ -476,12 +555,18 @@ def _summary_rows(results: dict[str, Any]) -> list[tuple[str, Any]]:
     score = "balanced_accuracy" if probe.get("actions") == "discrete" else "nmse"
     rows = []
     for key, name in (("motion_linear", "linear"), ("motion_mlp", "MLP"),
+                      ("motion_task_time_linear", "latent + task + time step, linear"),
+                      ("task_time_linear", "task + time step alone, linear (no latent)"),
                       ("pixels_linear", "raw pixels, linear (floor)")):
         rows.append((f"action probe {name}: {score.replace('_', ' ')}", _get(probe, key, score)))
     if score == "balanced_accuracy":
         rows.append(("action probe chance", _get(probe, "motion_linear", "chance")))
     else:
         rows.append(("action probe linear: R^2", _get(probe, "motion_linear", "r2")))
+    rows.append(("action probe ceiling: oracle right wherever pixels change, "
+                 f"{score.replace('_', ' ')}", _get(probe, "ceiling", score)))
+    rows.append(("share of transitions that change no pixel",
+                 _get(probe, "ceiling", "no_change_share")))
     for key, name in (("retrieval", "task retrieval"), ("retrieval_no_motion",
                                                          "no-motion control")):
         for k in ("top1", "top5"):
@@ -519,6 +604,20 @@ def write_report(metrics: dict[str, Any], path: str | Path) -> Path:
     elif split["held_out"] is None:
         lines += ["", "**Warning: without the run's config it is unknown whether the model "
                       "trained on the scored episodes.**"]
+    if "distractors" in split:  # synthetic: which rendering the model saw in training
+        trained = (f"The model was trained on the **{split['trained_on']}** rendering"
+                   if split["trained_on"] else "Which rendering the model was trained on is "
+                                                 "unknown (no run config, or other training data)")
+        on = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in split["distractors"].items() if v)
+        lines += ["", f"{trained}; the distracted rendering has {on} "
+                      f"({split['distractors_from']} distractors)."]
+    if any("action_probe" in v for v in variants.values()):
+        lines += ["", "Action probes: `latent + task + time step` against `task + time step "
+                      "alone` is what the latent adds over knowing the task and how far into the "
+                      "episode the transition is (one-hot; a task unseen in fitting is all "
+                      "zeros). The ceiling is an oracle that knows every action that changes "
+                      "pixels and makes the best single guess where none change (a blocked move, "
+                      "a grab with nothing to grab): a probe of what changed cannot beat it."]
     lines += ["", "## Summary", "", "| metric | " + " | ".join(names) + " |",
               "|---|" + "---|" * len(names)]
     rows = {name: _summary_rows(variants[name]) for name in names}
@@ -527,6 +626,10 @@ def write_report(metrics: dict[str, Any], path: str | Path) -> Path:
     lines += ["", "Probe counts: " + ", ".join(
         f"{n}: fit on {variants[n]['fit_clips']} clips, scored on {variants[n]['test_clips']}"
         for n in names) + "."]
+    seen = [(n, _get(variants[n], "action_probe", "task_labels_seen")) for n in names]
+    if any(share is not None for _, share in seen):
+        lines += ["", "Scored transitions whose task label occurs in the fit clips: " + ", ".join(
+            f"{n} {_fmt(share)}" for n, share in seen) + "."]
     lines += ["", "## Disentanglement", "",
               "Linear probes from each source to each target. Cells are balanced accuracy for "
               "discrete targets (actions, label) and R^2 for continuous ones (camera shift and "

@@ -16,6 +16,13 @@ on the set a probe was fit on.
   (as in LAPO).
 - ``frame_pair_features``: downsampled frame t and the change to t+1, raw pixels; a linear probe
   on them is the observation -> action floor the motion latents should beat.
+- ``no_change_transitions`` and ``no_change_ceiling``: transitions whose frame t+1 equals frame t
+  (a blocked move, a grab with nothing to grab) look the same whatever the action; the ceiling is
+  the score of an oracle that is right on every other transition, the most a probe of what
+  changed can reach.
+- ``task_time_features``: one-hot task identity and time step of each transition; a probe on them
+  alone is what the task and the time step predict of the actions without any latent (a scripted
+  expert's actions follow from both), the baseline a motion latent must add to.
 - ``retrieval`` (from ``groundlam.evaluation.probe``) and ``retrieval_with_chance``: task
   embedding -> label, top-1 / top-5 over the distinct labels; applied to clips of one repeated
   frame it is the no-motion control.
@@ -43,12 +50,13 @@ from sklearn.compose import TransformedTargetRegressor
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from groundlam.evaluation.probe import retrieval
 
 __all__ = ["PROBES", "balanced_accuracy", "is_discrete", "fit_probe", "action_probe_scores",
-           "frame_pair_features", "retrieval", "retrieval_with_chance", "DISENTANGLEMENT_SCORES",
+           "frame_pair_features", "no_change_transitions", "no_change_ceiling",
+           "task_time_features", "retrieval", "retrieval_with_chance", "DISENTANGLEMENT_SCORES",
            "disentanglement_matrix", "shift_clips", "camera_shift_sensitivity",
            "focus_precision", "psnr", "controllability"]
 
@@ -131,7 +139,12 @@ def action_probe_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.nda
     if is_discrete(test_y):
         return {"balanced_accuracy": balanced_accuracy(test_y, predicted),
                 "chance": 1.0 / len(np.unique(test_y))}
-    truth = np.asarray(test_y, dtype=np.float64).reshape(len(test_y), -1)  # (N, A)
+    return _regression_scores(test_y, predicted)
+
+
+def _regression_scores(truth: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """``nmse`` and ``r2`` of continuous predictions of (N,) or (N, A) ``truth``."""
+    truth = np.asarray(truth, dtype=np.float64).reshape(len(truth), -1)  # (N, A)
     predicted = np.asarray(predicted, dtype=np.float64).reshape(truth.shape)
     squared = ((predicted - truth) ** 2).sum(0)  # (A,)
     spread = ((truth - truth.mean(0)) ** 2).sum(0)  # (A,)
@@ -157,6 +170,80 @@ def frame_pair_features(frames: np.ndarray, size: int = 16) -> np.ndarray:
     small = F.adaptive_avg_pool2d(video, size).reshape(n, t, -1).numpy()  # (N, T, 3*size*size)
     features = np.concatenate([small[:, :-1], small[:, 1:] - small[:, :-1]], axis=-1)
     return features.reshape(n * (t - 1), -1)
+
+
+def no_change_transitions(frames: np.ndarray) -> np.ndarray:
+    """bool (N * (T-1),): which transitions of uint8 clips (N, T, H, W, 3) change no pixel.
+
+    Rows are ordered clip-major, like ``frame_pair_features``.
+    """
+    frames = np.asarray(frames)
+    if frames.ndim != 5 or frames.shape[1] < 2:
+        raise ValueError(f"frames must be (N, T, H, W, C) with T >= 2, got {frames.shape}")
+    return (frames[:, 1:] == frames[:, :-1]).all(axis=(2, 3, 4)).reshape(-1)
+
+
+def no_change_ceiling(actions: np.ndarray, no_change: np.ndarray) -> dict[str, Any]:
+    """The best action-probe score reachable when transitions that change no pixel look alike.
+
+    ``actions``: (N,) ids or (N,) / (N, A) floats; ``no_change``: bool (N,), e.g.
+    ``no_change_transitions``. Whatever the action of such a transition, what the probe reads of
+    the change is the same, so the best it can do is one prediction for all of them. The oracle
+    scored here knows the action of every transition that changes pixels and makes the best such
+    prediction on the others: for discrete actions the class that maximises balanced accuracy
+    (the one with the largest share of its own transitions unchanged, not necessarily the most
+    common), for continuous actions their mean. A probe that also reads frame t (an agent against
+    a wall is likelier to have walked into it) can beat it by that much; distractors that move by
+    themselves change every frame, so take ``no_change`` from a clean rendering where there is one.
+
+    Returns ``no_change_share`` (share of the N transitions), ``transitions`` (N) and the score
+    as ``action_probe_scores`` names it: ``balanced_accuracy`` (with ``no_change_prediction``, the
+    class predicted there, None without no-change transitions) or ``nmse`` and ``r2``.
+    """
+    actions, no_change = np.asarray(actions), np.asarray(no_change, dtype=bool)
+    if no_change.ndim != 1 or len(no_change) != len(actions) or len(actions) == 0:
+        raise ValueError(f"no_change must be (N,) for actions of {len(actions)} rows, N > 0, got "
+                         f"shape {no_change.shape}")
+    result: dict[str, Any] = {"no_change_share": float(no_change.mean()),
+                              "transitions": len(actions)}
+    if is_discrete(actions):
+        # one prediction for every no-change transition: try each class that occurs there
+        scores = {c.item(): balanced_accuracy(actions, np.where(no_change, c, actions))
+                  for c in np.unique(actions[no_change])}
+        best = max(scores, key=scores.get) if scores else None
+        result.update(balanced_accuracy=scores[best] if scores else 1.0,
+                      no_change_prediction=best)
+        return result
+    truth = np.asarray(actions, dtype=np.float64).reshape(len(actions), -1)  # (N, A)
+    predicted = truth.copy()
+    if no_change.any():
+        predicted[no_change] = truth[no_change].mean(axis=0)
+    result.update(_regression_scores(truth, predicted))
+    return result
+
+
+def task_time_features(fit_labels: Sequence[str], fit_steps: np.ndarray,
+                       test_labels: Sequence[str], test_steps: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """One-hot task identity and time step of each transition, encoded as in the fit set.
+
+    ``*_labels``: (N,) the label of each transition's episode; ``*_steps``: int (N,) its index in
+    its episode. Features: one-hot of the label, of the step and of the (label, step) pair, so a
+    linear probe can learn any action a task takes at a step (a scripted expert's) and still share
+    what a task or a step says alone. Values the fit set lacks (labels of held-out episodes, steps
+    past its episodes' ends) encode as all zeros: task identity only helps where tasks recur.
+    Returns float32 (N_fit, F) and (N_test, F).
+    """
+    def table(labels: Sequence[str], steps: np.ndarray) -> np.ndarray:
+        labels, steps = np.asarray(labels, dtype=str), np.asarray(steps).astype(str)
+        if labels.shape != steps.shape or labels.ndim != 1:
+            raise ValueError(f"labels and steps must be two (N,) arrays, got {labels.shape} and "
+                             f"{steps.shape}")
+        return np.stack([labels, steps, np.char.add(np.char.add(labels, "\t"), steps)], axis=1)
+
+    encoder = OneHotEncoder(handle_unknown="ignore", sparse_output=False, dtype=np.float32)
+    fit = encoder.fit_transform(table(fit_labels, fit_steps))
+    return fit, encoder.transform(table(test_labels, test_steps))
 
 
 def retrieval_with_chance(task: np.ndarray, labels: Sequence[str], text_embeddings: np.ndarray,
