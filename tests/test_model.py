@@ -163,3 +163,18 @@ def test_config_json_from_before_patch_mixing_loads_as_it_was_trained(tmp_path, 
     loaded = GroundLAM.from_pretrained(str(tmp_path))
     assert loaded.config.patch_mixing == 0
     torch.testing.assert_close(loaded.encode(video).motion, model.encode(video).motion)
+
+
+def test_concatenated_motion_slots_keep_each_slot(video):
+    """With motion_pooling="concat" the motion feature is the motion slots side by side (M*D),
+    not their mean (D), and the bottleneck is built for that width."""
+    config = GroundLAMConfig(**{**TINY, "num_motion_slots": 3, "motion_pooling": "concat",
+                                "bottleneck": "none"})
+    assert config.motion_feature_dim == 3 * config.dim == config.latent_dim
+    model = GroundLAM(config)
+    latents = model.encode(video)
+    assert latents.motion.shape == (2, 4, 3 * config.dim)
+    mean_config = GroundLAMConfig(**{**TINY, "num_motion_slots": 3, "bottleneck": "none"})
+    assert GroundLAM(mean_config).encode(video).motion.shape == (2, 4, config.dim)
+    with pytest.raises(ValueError, match="motion_pooling"):
+        GroundLAMConfig(**TINY, motion_pooling="max")

@@ -128,7 +128,7 @@ def make_bottleneck(config: GroundLAMConfig) -> nn.Module:
     if config.bottleneck == "none":
         return NoBottleneck()
     if config.bottleneck == "continuous":
-        return ContinuousBottleneck(config.dim, config.motion_dim)
+        return ContinuousBottleneck(config.motion_feature_dim, config.motion_dim)
     if config.bottleneck == "vq":
-        return VectorQuantizer(config.dim, config.motion_dim, config.codebook_size)
-    return FSQ(config.dim, config.fsq_levels)
+        return VectorQuantizer(config.motion_feature_dim, config.motion_dim, config.codebook_size)
+    return FSQ(config.motion_feature_dim, config.fsq_levels)

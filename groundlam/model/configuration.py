@@ -10,13 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 __all__ = ["GroundLAMConfig", "ENCODERS", "BOTTLENECKS", "DECODER_TARGETS", "CAMERA_WARPS",
-           "TASK_POOLINGS"]
+           "TASK_POOLINGS", "MOTION_POOLINGS"]
 
 ENCODERS = ("st_transformer", "conv", "linear")
 BOTTLENECKS = ("continuous", "vq", "fsq", "none")
 DECODER_TARGETS = ("pixels", "residual", "shift_tolerant", "flow")
 CAMERA_WARPS = ("translation", "affine")
 TASK_POOLINGS = ("slots", "motion", "both")
+MOTION_POOLINGS = ("mean", "concat")
 
 
 @dataclass
@@ -70,6 +71,9 @@ class GroundLAMConfig:
     mlp_ratio: float = 4.0
     num_motion_slots: int = 1  # learned tokens per frame that read the transition into it
     num_task_slots: int = 4  # learned tokens per frame; the last frame's are pooled for the task
+    # how the motion slots of a frame make its motion feature: "mean" (width D) or "concat"
+    # (width num_motion_slots x D, so slots that follow different movers stay apart)
+    motion_pooling: str = "mean"
     difference_input: bool = True  # st_transformer patches also see the change from frame t-1
     # st_transformer: kernel of a convolution over the patch grid after the patch embedding
     # (0 = off). A patch embedded on its own cannot tell which way something moved by one patch;
@@ -98,7 +102,7 @@ class GroundLAMConfig:
     def __post_init__(self) -> None:
         choices = {"encoder": ENCODERS, "bottleneck": BOTTLENECKS,
                    "decoder_target": DECODER_TARGETS, "camera_warp": CAMERA_WARPS,
-                   "task_pooling": TASK_POOLINGS}
+                   "task_pooling": TASK_POOLINGS, "motion_pooling": MOTION_POOLINGS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"model.{name}={getattr(self, name)!r} is not one of {allowed}")
@@ -132,8 +136,14 @@ class GroundLAMConfig:
         return self.num_motion_slots + self.num_task_slots + self.num_camera_slots
 
     @property
+    def motion_feature_dim(self) -> int:
+        """Width of the encoder's motion feature of one transition (the bottleneck's input)."""
+        concat = self.motion_pooling == "concat" and self.encoder == "st_transformer"
+        return self.dim * (self.num_motion_slots if concat else 1)
+
+    @property
     def latent_dim(self) -> int:
         """Size of one latent action as the decoder sees it."""
         if self.bottleneck == "fsq":
             return len(self.fsq_levels)
-        return self.dim if self.bottleneck == "none" else self.motion_dim
+        return self.motion_feature_dim if self.bottleneck == "none" else self.motion_dim

@@ -3,10 +3,11 @@
 Dimension keys:
     B  batch (clips)      T  frames           C  channels (3)
     H, W  pixels          N  patches a frame  P  pixels of one patch x C
-    S  slots a frame (motion slots, then task slots)
+    S  slots a frame (motion slots, then task slots)       M  motion slots a frame
     L  tokens a frame (S + N)                  D  encoder width
 
-Every encoder returns an ``EncoderOutput`` with ``motion`` (B, T-1, D) and ``task`` (B, D), so
+Every encoder returns an ``EncoderOutput`` with ``motion`` (B, T-1, D) (``st_transformer`` with
+``motion_pooling="concat"``: (B, T-1, M*D)) and ``task`` (B, D), so
 bottleneck, decoder and losses do not depend on the choice:
 - ``st_transformer`` (default): patches plus learned motion and task slots per frame through
   spatio-temporal blocks; the motion slots of frame t+1 give the feature of t -> t+1, the task
@@ -34,7 +35,7 @@ __all__ = ["EncoderOutput", "PatchEmbed", "STTransformerEncoder", "ConvEncoder",
 
 @dataclass
 class EncoderOutput:
-    motion: torch.Tensor  # (B, T-1, D)
+    motion: torch.Tensor  # (B, T-1, D), or (B, T-1, M*D) with motion_pooling "concat"
     task: torch.Tensor  # (B, D)
     camera: torch.Tensor | None = None  # (B, T-1, D) camera slots of frames 1..T-1 (if any)
     attentions: tuple[torch.Tensor, ...] | None = None  # per layer (B, T, h, L, L), spatial
@@ -81,6 +82,7 @@ class STTransformerEncoder(nn.Module):
         super().__init__()
         self.num_motion_slots, self.num_task_slots = config.num_motion_slots, config.num_task_slots
         self.num_camera_slots = config.num_camera_slots
+        self.motion_pooling = config.motion_pooling
         num_slots = config.num_slots
         self.difference_input = config.difference_input
         self.patch_embed = PatchEmbed(config.patch_size, config.dim,
@@ -116,7 +118,11 @@ class STTransformerEncoder(nn.Module):
                 temporal.append(weights[1])
         x = self.norm(x)
         m = self.num_motion_slots
-        motion = x[:, 1:, :m].mean(dim=2)  # (B, T-1, D): slots of frame t+1 read t -> t+1
+        motion = x[:, 1:, :m]  # (B, T-1, M, D): slots of frame t+1 read t -> t+1
+        if self.motion_pooling == "concat":
+            motion = rearrange(motion, "b t m d -> b t (m d)")  # (B, T-1, M*D)
+        else:
+            motion = motion.mean(dim=2)  # (B, T-1, D)
         task = x[:, -1, m:m + self.num_task_slots].mean(dim=1)  # (B, D)
         camera = None
         if self.num_camera_slots:
