@@ -111,7 +111,8 @@ class Dataset:
 
 DATASETS = {
     "synthetic": Dataset("synthetic", 6),
-    "babyai": Dataset("babyai", 6, ("--level", "BabyAI-GoTo-v0", "--min-frames", "8")),
+    "babyai": Dataset("babyai", 6, ("--level", "BabyAI-GoTo-v0", "--min-frames", "8",
+                                    "--view", "room")),
     "metaworld": Dataset("metaworld", 4, ("--tasks", "drawer-open-v3,push-v3,reach-v3,"
                                                      "button-press-v3", "--episode-length", "48")),
 }

@@ -141,22 +141,104 @@ def test_babyai_mask_follows_the_agent():
     assert any(moved)
 
 
+def _minigrid_view(env, view: str, tile: int) -> np.ndarray:
+    """What minigrid itself draws for a ``view``, without highlight."""
+    if view == "agent":  # get_pov_render without its highlight
+        grid, _ = env.gen_obs_grid()
+        size = env.agent_view_size
+        return grid.render(tile, agent_pos=(size // 2, size - 1), agent_dir=3)
+    frame = env.get_frame(highlight=False, tile_size=tile)
+    if view == "room":
+        left, top = env.room_from_pos(*env.agent_pos).top
+        frame = frame[top * tile:(top + env.room_size) * tile,
+                      left * tile:(left + env.room_size) * tile]
+    return frame
+
+
 @needs_minigrid
-def test_babyai_incremental_render_matches_minigrid():
+@pytest.mark.parametrize("view", ["full", "room", "agent"])
+def test_babyai_incremental_render_matches_minigrid(view):
     from groundlam.data.generators.babyai import BabyAIConfig, BabyAIGenerator
 
-    with BabyAIGenerator(BabyAIConfig(level="BabyAI-GoTo-v0", image_size=44)) as generator:
+    config = BabyAIConfig(level="BabyAI-GoTo-v0", image_size=44, view=view)
+    with BabyAIGenerator(config) as generator:
         env = generator.env.unwrapped
-        generator._reset(7)
-        # Turns, moves, a pickup, a drop, a toggle: tiles change in every way the bot changes them.
-        for action in (None, 2, 2, 1, 2, 2, 0, 2, 3, 2, 1, 4, 5, 2, 2):
-            if action is not None:
-                generator.env.step(action)
-            frame, floor = generator._render()
-            expected = env.get_frame(highlight=False, tile_size=generator.tile_px)
-            np.testing.assert_array_equal(frame, expected)
-            x, y = env.agent_pos
-            assert not floor[y, x] and floor.sum() > 0
+        cells = {"full": 22, "room": 8, "agent": 7}[view]
+        assert generator.view_cells == cells and generator.tile_px == -(-44 // cells)
+        rooms = set()
+        # Turns, moves, a pickup, a drop, a toggle: tiles change in every way the bot changes them;
+        # then another level, where the bot opens a door and walks into the next room.
+        plan, _ = generator._plan(10)
+        for step in (("reset", 7), 2, 2, 1, 2, 2, 0, 2, 3, 2, 1, 4, 5, 2, 2, ("reset", 10), *plan):
+            if isinstance(step, tuple):
+                generator._reset(step[1])
+            else:
+                generator.env.step(step)
+            frame, task, floor = generator._render([])
+            np.testing.assert_array_equal(frame, _minigrid_view(env, view, generator.tile_px))
+            assert task.sum() == 1 and not floor[task] and floor.sum() > 0  # only the agent
+            rooms.add(tuple(env.room_from_pos(*env.agent_pos).top))
+            if view == "agent":
+                assert task[6, 3]
+        assert len(rooms) > 1
+
+
+@needs_minigrid
+def test_babyai_room_view_is_the_full_grid_cropped_and_sees_the_agent_move():
+    """The corpus of evals/compare.py: GoTo's room view at 64 px, 8 px a cell. Each frame and
+    mask is an 8 x 8-cell window of the full grid (drawn at 8 px a cell too), and every move or
+    turn of the agent changes at least the pixels of its triangle (the full grid at 64 px: 3 px a
+    cell, as few as 4 pixels, and every probe at chance)."""
+    from groundlam.data.generators.babyai import BabyAIConfig, BabyAIGenerator
+
+    with BabyAIGenerator(BabyAIConfig(level="BabyAI-GoTo-v0", image_size=176)) as generator:
+        full = generator.episode(0, distracted=False)
+    with BabyAIGenerator(BabyAIConfig(level="BabyAI-GoTo-v0", image_size=64,
+                                      view="room", distractors=ALL_ON)) as generator:
+        room, distracted = generator.pair(0)
+    check_row(room, 64, ())
+    check_pair(room, distracted)
+    np.testing.assert_array_equal(room["actions"], full["actions"])
+    assert room["label"] == full["label"]
+    windows = set()
+    for t in range(len(room["frames"])):
+        found = [(top, left) for top in range(0, 113, 56) for left in range(0, 113, 56)
+                 if np.array_equal(full["frames"][t, top:top + 64, left:left + 64],
+                                   room["frames"][t])]
+        assert len(found) == 1, t
+        top, left = found[0]
+        windows.add(found[0])
+        np.testing.assert_array_equal(full["agent_mask"][t, top:top + 64, left:left + 64],
+                                      room["agent_mask"][t])
+    assert len(windows) > 1  # the demonstration crosses a door
+    changed = (room["frames"][1:] != room["frames"][:-1]).any(-1).sum((1, 2))
+    actions = room["actions"]
+    assert changed[actions == 2].min() >= 32  # forward: the triangle leaves a cell, enters one
+    assert changed[(actions == 0) | (actions == 1)].min() >= 16  # a turn redraws the triangle
+
+
+@needs_minigrid
+def test_babyai_agent_view_keeps_the_agent_in_the_bottom_centre():
+    from groundlam.data.generators.babyai import BabyAIConfig, BabyAIGenerator
+
+    config = BabyAIConfig(level="BabyAI-GoTo-v0", image_size=56, view="agent")
+    with BabyAIGenerator(config) as generator:
+        row = generator.episode(0, distracted=False)
+    check_row(row, 56, ())
+    cells = row["agent_mask"].reshape(len(row["frames"]), 7, 8, 7, 8).any(axis=(2, 4))
+    np.testing.assert_array_equal(np.repeat(np.repeat(cells, 8, 1), 8, 2), row["agent_mask"])
+    assert cells[:, 6, 3].all()
+    # the agent is drawn red, facing up, in that cell of every frame
+    agent = row["frames"][:, 48:56, 24:32]
+    assert ((agent == (255, 0, 0)).all(-1).sum((1, 2)) > 8).all()
+
+
+@needs_minigrid
+def test_babyai_rejects_unknown_view():
+    from groundlam.data.generators.babyai import BabyAIConfig
+
+    with pytest.raises(ValueError, match="view"):
+        BabyAIConfig(view="sideways")
 
 
 @needs_minigrid
@@ -279,6 +361,9 @@ def test_datagen_babyai(tmp_path):
     check_corpus(out, 3)
     card = (out / "README.md").read_text()
     assert "minigrid" in card and "Apache-2.0" in card and "`forward` is" in card
+    room = run_datagen(tmp_path / "room", "babyai", "--episodes", "1", "--image-size", "32",
+                       "--level", "BabyAI-GoTo-v0", "--view", "room", "--variant", "clean")
+    assert "view='room'" in (room / "README.md").read_text()
 
 
 @needs_metaworld

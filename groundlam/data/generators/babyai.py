@@ -1,11 +1,15 @@
-"""BabyAI demonstrations: minigrid's ``BabyAIBot`` solving a level, rendered as the full grid.
+"""BabyAI demonstrations: minigrid's ``BabyAIBot`` solving a level, rendered from above.
 
 Dimension keys:
     T  frames of an episode (T - 1 actions)
     H  height, W width (pixels, both ``image_size``)
 
-Needs the optional extra ``groundlam[babyai]`` (the ``minigrid`` package, Apache-2.0). The whole
-grid is drawn from above with minigrid's software tile renderer: no OpenGL, no window.
+Needs the optional extra ``groundlam[babyai]`` (the ``minigrid`` package, Apache-2.0). Frames are
+drawn with minigrid's software tile renderer (no OpenGL, no window); ``view`` picks which cells:
+``"full"`` the whole grid, ``"room"`` the room the agent is in (the level's grid cropped to it,
+north up: on a 3 x 3-room level such as GoTo, 8 x 8 of its 22 x 22 cells), ``"agent"`` minigrid's
+egocentric partial view (7 x 7 cells: the agent's row and six ahead, three to each side, rotated
+so that it faces up, cells hidden behind walls empty; the agent stays in the bottom-centre cell).
 
 Episode ``index`` of a config is a pure function of ``(seed, index)``: the level is reset with a
 seed drawn from that pair, the bot plays until the mission is done, and an episode with fewer
@@ -13,7 +17,9 @@ than ``min_frames`` or more than ``max_frames`` frames is rejected and the level
 next seed of the episode's own sequence (``max_attempts`` in all). The label is the mission string
 ("put the blue key next to the grey key"); the actions are minigrid's discrete actions (0 left,
 1 right, 2 forward, 3 pickup, 4 drop, 5 toggle); ``agent_mask`` covers the agent's cell and the
-cells of the objects the mission names (all objects matching a description like "a green ball").
+cells of the objects the mission names (all objects matching a description like "a green ball")
+that are in view. ``view`` changes only the pixels and the masks: the demonstrations, missions
+and actions of a config do not depend on it.
 """
 
 from __future__ import annotations
@@ -36,9 +42,10 @@ from groundlam.data.generators.common import (
 )
 from groundlam.data.synthetic import Distractors, episode_features
 
-__all__ = ["ACTIONS", "BabyAIConfig", "BabyAIGenerator", "babyai_features"]
+__all__ = ["ACTIONS", "VIEWS", "BabyAIConfig", "BabyAIGenerator", "babyai_features"]
 
 ACTIONS: tuple[str, ...] = ("left", "right", "forward", "pickup", "drop", "toggle")
+VIEWS: tuple[str, ...] = ("full", "room", "agent")
 INSTRUCTION_PARTS = ("desc", "desc_move", "desc_fixed", "instr_a", "instr_b")
 
 
@@ -48,7 +55,8 @@ class BabyAIConfig:
 
     level: str = "BabyAI-PutNextLocal-v0"  # a registered minigrid BabyAI level id
     num_episodes: int = 100
-    image_size: int = 64  # pixels per side; the grid is drawn at ceil(size / cells) px per cell
+    image_size: int = 64  # pixels per side; the view is drawn at ceil(size / cells) px per cell
+    view: str = "full"  # "full" grid, the agent's "room", or the "agent"'s egocentric 7 x 7 view
     seed: int = 0
     min_frames: int = 8  # shorter demonstrations are re-drawn (GoToLocal is often 2-4 frames)
     max_frames: int = 64  # longer demonstrations are re-drawn
@@ -60,6 +68,8 @@ class BabyAIConfig:
             self.distractors = Distractors(**self.distractors)
         if self.num_episodes < 0:
             raise ValueError(f"BabyAIConfig.num_episodes must be >= 0, got {self.num_episodes}")
+        if self.view not in VIEWS:
+            raise ValueError(f"BabyAIConfig.view must be one of {VIEWS}, got {self.view!r}")
         if self.image_size < 16:
             raise ValueError(f"BabyAIConfig.image_size must be >= 16, got {self.image_size}")
         if not 2 <= self.min_frames <= self.max_frames:
@@ -126,18 +136,29 @@ class BabyAIGenerator(Closing):
         except gymnasium.error.Error as error:
             raise ValueError(f"BabyAIConfig.level={config.level!r} is not a registered minigrid "
                              f"level ({error})") from error
-        self.grid_cells = self.env.unwrapped.width
-        if self.env.unwrapped.height != self.grid_cells:
-            raise ValueError(f"{config.level}: the grid is not square "
-                             f"({self.grid_cells}x{self.env.unwrapped.height})")
-        self.tile_px = math.ceil(config.image_size / self.grid_cells)
-        rendered_px = self.tile_px * self.grid_cells
+        self.view_cells = self._view_cells()  # cells per side of the rendered view
+        self.tile_px = math.ceil(config.image_size / self.view_cells)
+        rendered_px = self.tile_px * self.view_cells
         self._pixel_to_cell = _nearest_indices(rendered_px, config.image_size) // self.tile_px
         self._tile_keys: list | None = None  # per cell, what the canvas shows there
         self._canvas = np.zeros((rendered_px, rendered_px, 3), dtype=np.uint8)
         # Demonstrations re-drawn, by reason: "shorter than min_frames", "longer than max_frames",
         # "bot failed" (an exception, a failed mission or a step limit).
         self.rejections: Counter[str] = Counter()
+
+    def _view_cells(self) -> int:
+        env, level = self.env.unwrapped, self.config.level
+        if self.config.view == "agent":
+            return int(env.agent_view_size)
+        if self.config.view == "room":
+            # minigrid's RoomGrid: rooms of room_size x room_size cells (walls included) sharing
+            # their walls; every BabyAI level is one
+            if not hasattr(env, "room_size") or not hasattr(env, "room_from_pos"):
+                raise ValueError(f"view='room': {level} is not a minigrid RoomGrid level")
+            return int(env.room_size)
+        if env.height != env.width:
+            raise ValueError(f"{level}: the grid is not square ({env.width}x{env.height})")
+        return int(env.width)
 
     def features(self) -> datasets.Features:
         return babyai_features(self.config.image_size)
@@ -186,7 +207,8 @@ class BabyAIGenerator(Closing):
 
     def _demonstration(self, index: int) -> tuple[str, list[int], list[np.ndarray],
                                                    list[np.ndarray], list[np.ndarray]]:
-        """(mission, actions, frames, task cells (G, G), floor cells (G, G)) of a solved level.
+        """(mission, actions, frames, task cells (V, V), floor cells (V, V)) of a solved level,
+        V = ``view_cells``.
 
         The bot plans first without rendering; an accepted plan is replayed from the same reset
         seed (minigrid is deterministic given it) and rendered frame by frame.
@@ -207,30 +229,49 @@ class BabyAIGenerator(Closing):
             for action in [None, *actions]:
                 if action is not None:
                     self.env.step(action)
-                frame, floor = self._render()
+                frame, task, floor = self._render(targets)
                 frames.append(frame)
+                task_cells.append(task)
                 floor_cells.append(floor)
-                task_cells.append(self._task_cells(targets))
             return mission, actions, frames, task_cells, floor_cells
         raise RuntimeError(f"{config.level} episode {index} (seed {config.seed}): no demonstration "
                            f"of {config.min_frames}-{config.max_frames} frames in "
                            f"{config.max_attempts} attempts; last reasons: {reasons[-3:]}")
 
-    def _render(self) -> tuple[np.ndarray, np.ndarray]:
-        """The full grid as ``get_frame(highlight=False)`` draws it, uint8 (Hr, Wr, 3), and the
-        floor cells, bool (G, G) (empty and not the agent's).
+    def _view(self) -> tuple[list, int, int]:
+        """The cells of the view, row-major (V * V objects or None), the agent's index among
+        them and the direction to draw it with (0 east, 1 south, 2 west, 3 north)."""
+        env, size, view = self.env.unwrapped, self.view_cells, self.config.view
+        x, y = int(env.agent_pos[0]), int(env.agent_pos[1])
+        if view == "full":
+            return env.grid.grid, y * size + x, int(env.agent_dir)
+        if view == "room":
+            left, top = (int(value) for value in env.room_from_pos(x, y).top)
+            cells = [env.grid.get(left + col, top + row)
+                     for row in range(size) for col in range(size)]
+            return cells, (y - top) * size + (x - left), int(env.agent_dir)
+        # minigrid's own partial observation: hidden cells are None, a carried object lies under
+        # the agent, which sits in the bottom-centre cell facing up
+        grid, _ = env.gen_obs_grid()
+        return grid.grid, (size - 1) * size + size // 2, 3
 
-        Only the tiles that changed since the previous frame are redrawn (minigrid's own
-        ``render_tile``, cached by the same key): minigrid redraws every tile of the grid and
-        computes the agent's view for the highlight even when it is off, ~5 ms a frame at 22x22.
+    def _render(self, targets: list = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The view as minigrid draws it without highlight, uint8 (Hr, Wr, 3), and which of its
+        cells are the agent's or a ``targets`` object's and which are floor (empty, not the
+        agent's), both bool (V, V) (rows, cols).
+
+        ``"full"`` is ``get_frame(highlight=False)``; ``"agent"`` is ``get_pov_render`` without
+        its highlight. Only the tiles that changed since the previous frame are redrawn
+        (minigrid's own ``render_tile``, cached by the same key): minigrid redraws every tile of
+        the grid and computes the agent's view for the highlight even when it is off, ~5 ms a
+        frame at 22x22.
         """
         from minigrid.core.grid import Grid
 
-        env = self.env.unwrapped
-        size, tile = self.grid_cells, self.tile_px
-        agent = int(env.agent_pos[1]) * size + int(env.agent_pos[0])
-        keys = [(None if obj is None else obj.encode(), None) for obj in env.grid.grid]
-        keys[agent] = (keys[agent][0], int(env.agent_dir))
+        size, tile = self.view_cells, self.tile_px
+        cells, agent, direction = self._view()
+        keys = [(None if obj is None else obj.encode(), None) for obj in cells]
+        keys[agent] = (keys[agent][0], direction)
         if self._tile_keys is None:
             self._canvas = np.zeros((size * tile, size * tile, 3), dtype=np.uint8)
             self._tile_keys = [()] * len(keys)
@@ -239,32 +280,20 @@ class BabyAIGenerator(Closing):
                 continue
             row, col = divmod(cell, size)
             self._canvas[row * tile:(row + 1) * tile, col * tile:(col + 1) * tile] = (
-                Grid.render_tile(env.grid.grid[cell], agent_dir=key[1], highlight=False,
-                                 tile_size=tile))
+                Grid.render_tile(cells[cell], agent_dir=key[1], highlight=False, tile_size=tile))
         self._tile_keys = keys
         floor = np.array([key == (None, None) for key in keys]).reshape(size, size)
-        return self._canvas.copy(), floor
-
-    def _task_cells(self, targets: list) -> np.ndarray:
-        env = self.env.unwrapped
-        cells = np.zeros((self.grid_cells, self.grid_cells), dtype=bool)  # (rows, cols)
-        x, y = env.agent_pos
-        cells[y, x] = True
-        for obj in targets:
-            position = getattr(obj, "cur_pos", None)
-            if position is None:
-                continue
-            x, y = int(position[0]), int(position[1])
-            if 0 <= x < self.grid_cells and 0 <= y < self.grid_cells:  # (-1, -1) when carried
-                cells[y, x] = True
-        return cells
+        named = {id(obj) for obj in targets}  # a carried object is in no cell of "full"/"room"
+        task = np.array([id(obj) in named for obj in cells]).reshape(size, size)
+        task.flat[agent] = True
+        return self._canvas.copy(), task, floor
 
     # ------------------------------------------------------------------------ rendering
 
     def _clean(self, index: int) -> tuple[dict, np.ndarray]:
         mission, actions, frames, task_cells, floor_cells = self._demonstration(index)
         size = self.config.image_size
-        frames = np.stack(frames)  # (T, Hr, Wr, 3), Hr = tile_px * cells
+        frames = np.stack(frames)  # (T, Hr, Wr, 3), Hr = tile_px * view_cells
         if frames.shape[1] != size:
             import torch
 
