@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -255,7 +256,10 @@ def build_dataset(dataset: Dataset, preset: Preset, cache: Path) -> dict[str, st
     specs = {}
     for part, episodes, seed, variant in (("train", preset.train_episodes, 0, "distracted"),
                                           ("heldout", preset.eval_episodes, 1, "both")):
-        folder = cache / f"{dataset.name}_{preset.image_size}px_{part}_{episodes}"
+        # the generator's arguments name the corpus too: a cache built with other ones (e.g. the
+        # full BabyAI grid before the room view) is not reused
+        tag = hashlib.sha1(" ".join(dataset.datagen).encode()).hexdigest()[:8]
+        folder = cache / f"{dataset.name}_{preset.image_size}px_{part}_{episodes}_{tag}"
         if not (folder / "COMPLETE").is_file():
             if folder.exists():
                 shutil.rmtree(folder)  # a partial corpus from a crash
