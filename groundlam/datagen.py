@@ -1,7 +1,8 @@
 """``groundlam datagen``: generate an episode corpus as sharded Parquet plus a data card.
 
     groundlam datagen synthetic --out data/synth --episodes 1000 --seed 0
-    groundlam datagen babyai --out data/babyai --episodes 500 --level BabyAI-GoTo-v0 --view room --variant both
+    groundlam datagen babyai --out data/babyai --episodes 500 --level BabyAI-GoTo-v0 --view room \\
+        --variant both
     groundlam datagen metaworld --out data/mw --episodes 200 --tasks drawer-open-v3,push-v3 \\
         --distractors camera_shake=0.5,background=1,camera_pose=0.5
 
