@@ -178,3 +178,20 @@ def test_concatenated_motion_slots_keep_each_slot(video):
     assert GroundLAM(mean_config).encode(video).motion.shape == (2, 4, config.dim)
     with pytest.raises(ValueError, match="motion_pooling"):
         GroundLAMConfig(**TINY, motion_pooling="max")
+
+
+def test_frame_normalization_makes_the_encoder_blind_to_a_global_colour_change():
+    """Colour jitter changes every pixel of a frame; with frame_normalization the encoder sees
+    each frame's channels at zero mean and unit variance, so a per-frame brightness and
+    contrast change leaves the latents as they were, while without it they move."""
+    torch.manual_seed(0)
+    frames = torch.rand(2, 4, 3, 32, 32) * 2 - 1  # (B, T, C, H, W)
+    gain = torch.tensor([1.0, 0.6, 1.3, 0.8]).view(1, 4, 1, 1, 1)  # a different one per frame
+    jittered = frames * gain + torch.tensor([0.0, 0.2, -0.1, 0.05]).view(1, 4, 1, 1, 1)
+    moved = {}
+    for normalise in (True, False):
+        torch.manual_seed(0)
+        encoder = GroundLAM(GroundLAMConfig(**TINY, frame_normalization=normalise)).encoder
+        moved[normalise] = (encoder(frames).motion - encoder(jittered).motion).abs().max()
+    # not exactly 0: the std in the denominator has a small floor
+    assert moved[True] < 0.01 and moved[False] > 10 * moved[True]

@@ -75,13 +75,17 @@ class GroundLAMConfig:
     # (width num_motion_slots x D, so slots that follow different movers stay apart)
     motion_pooling: str = "mean"
     difference_input: bool = True  # st_transformer patches also see the change from frame t-1
+    # st_transformer: each frame's channels scaled to zero mean and unit variance before the
+    # patch embedding, so a global colour change (lighting, jitter) does not drown what moved;
+    # the decoder still predicts the real frames
+    frame_normalization: bool = False
     # st_transformer: kernel of a convolution over the patch grid after the patch embedding
     # (0 = off). A patch embedded on its own cannot tell which way something moved by one patch;
     # with its neighbours in view the direction is local (issue 9: probe 0.47 -> 0.85)
     patch_mixing: int = 3
     # bottleneck between encoder and decoder: "continuous" | "vq" | "fsq" | "none"
     bottleneck: str = "continuous"
-    motion_dim: int = 16  # size of one latent action (continuous and vq)
+    motion_dim: int = 128  # size of one latent action (continuous and vq)
     codebook_size: int = 64  # vq
     fsq_levels: list[int] = field(default_factory=lambda: [8, 5, 5, 5])  # fsq; motion size = len
     # decoder (forward dynamics): "pixels" | "residual" | "shift_tolerant" | "flow"

@@ -83,6 +83,7 @@ class STTransformerEncoder(nn.Module):
         self.num_motion_slots, self.num_task_slots = config.num_motion_slots, config.num_task_slots
         self.num_camera_slots = config.num_camera_slots
         self.motion_pooling = config.motion_pooling
+        self.frame_normalization = config.frame_normalization
         num_slots = config.num_slots
         self.difference_input = config.difference_input
         self.patch_embed = PatchEmbed(config.patch_size, config.dim,
@@ -99,6 +100,10 @@ class STTransformerEncoder(nn.Module):
 
     def forward(self, frames: torch.Tensor, output_attentions: bool = False) -> EncoderOutput:
         batch, num_frames = frames.shape[:2]
+        if self.frame_normalization:  # per frame and channel, over the pixels
+            mean = frames.mean(dim=(-2, -1), keepdim=True)  # (B, T, C, 1, 1)
+            std = frames.std(dim=(-2, -1), keepdim=True)
+            frames = (frames - mean) / (std + 1e-2)
         if self.difference_input:
             # each frame with its change from the previous one (none for the first): causal,
             # and what moved stands out in the patch tokens before any attention has to find it
