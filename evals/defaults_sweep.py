@@ -1,0 +1,266 @@
+"""Choose defaults by measurement: arms x seeds x training renderings on the synthetic benchmark.
+
+    python -m evals.defaults_sweep --arms old,new --seeds 0,1,2 --renderings clean,distracted
+    python -m evals.defaults_sweep --arms old:clean,mix_vq:clean,old_recon:distracted:0
+    python -m evals.defaults_sweep --list                  # the arms and their overrides
+
+Every arm is a list of dotted overrides on ``configs/tiny.yaml`` at the sweep's budget (``BASE``:
+300 steps of 16 clips x 4 frames). Each (arm, seed, training rendering) is trained by
+``python -m groundlam.train`` in a subprocess, then scored on held-out episodes (a generator seed
+no run trains on) in **both** renderings, whichever it was trained on, with probes fit on clips
+of the training seed in the rendering being scored:
+
+- ``probe``: a linear probe from one motion latent to the true action (balanced accuracy;
+  chance 1/6), beside ``pixels``, the same probe on raw frame pairs (the floor);
+- ``ceiling``: the balanced accuracy of an oracle that knows the action wherever frame t+1
+  differs from frame t and can only guess elsewhere (blocked moves, grabs change no pixel);
+- ``controllability``: Genie's delta-PSNR (dB) of the decoder with the clip's own latents
+  against latents lent by another clip;
+- ``retrieval``: top-1 of the clip's label among the held-out labels (InfoNCE arms);
+- the last logged per-term gradient norms on the shared encoder and the latent spread.
+
+Runs live in ``--runs/<arm>/<rendering>/seed<k>/`` and are skipped when their ``scores.json``
+exists, so the sweep is resumable. ``--jobs 2`` runs two at once with one thread each (on 2
+cores that trains more frames per second than one run with two threads). Writes
+``evals/results/defaults_sweep.json``: every run, and per (arm, training rendering, scored
+rendering) the median and each seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "evals" / "results" / "defaults_sweep.json"
+
+BASE = ("data.clip_length=4", "train.batch_size=16", "train.max_steps=300",
+        "train.warmup_steps=25", "data.eval_episodes=64", "train.final_eval=false",
+        "train.progress=false", "train.save_every=300", "train.keep_checkpoints=1",
+        "train.log_every=25")
+NO_DISTRACTORS = tuple(f"data.synthetic.distractors.{name}=0"
+                       for name in ("camera_shake", "background", "sprites", "color_jitter"))
+ARMS: dict[str, tuple[str, ...]] = {
+    # the encoder of the landed code: each patch embedded on its own, a 16-d latent
+    "old": ("model.patch_mixing=0", "model.motion_dim=16", "loss.infonce_weight=0.1"),
+    "old_recon": ("model.patch_mixing=0", "model.motion_dim=16", "loss.infonce_weight=0"),
+    "mix_z16": ("model.patch_mixing=3", "model.motion_dim=16", "loss.infonce_weight=0.1"),
+    "mix_z128": ("model.patch_mixing=3", "model.motion_dim=128", "loss.infonce_weight=0.1"),
+    "mix_none": ("model.patch_mixing=3", "model.bottleneck=none", "loss.infonce_weight=0.1"),
+    "mix_z128_recon": ("model.patch_mixing=3", "model.motion_dim=128",
+                       "loss.infonce_weight=0"),
+    "mix_z128_focus_recon": ("model.patch_mixing=3", "model.motion_dim=128",
+                             "loss.focus_weight=0.5", "loss.infonce_weight=0"),
+    "mix_z128_nce005": ("model.patch_mixing=3", "model.motion_dim=128",
+                        "loss.infonce_weight=0.005"),
+    "mix4cat_recon": ("model.patch_mixing=3", "model.motion_dim=128", "loss.infonce_weight=0",
+                      "model.num_motion_slots=4", "model.motion_pooling=concat"),
+    "mix_camera_recon": ("model.patch_mixing=3", "model.motion_dim=128", "loss.infonce_weight=0",
+                         "model.num_camera_slots=1"),
+    "mix_norm_recon": ("model.patch_mixing=3", "model.motion_dim=128", "loss.infonce_weight=0",
+                       "model.frame_normalization=true"),
+    "mix_norm_nce005": ("model.patch_mixing=3", "model.motion_dim=128",
+                        "loss.infonce_weight=0.005", "model.frame_normalization=true"),
+    "mix_vq": ("model.patch_mixing=3", "model.motion_dim=128", "loss.infonce_weight=0.005",
+               "model.bottleneck=vq"),
+    "mix_fsq": ("model.patch_mixing=3", "loss.infonce_weight=0.005", "model.bottleneck=fsq"),
+}
+
+
+# ---------------------------------------------------------------------------- one run
+def score(folder: Path, max_clips: int = 128) -> dict[str, Any]:
+    """Score ``folder/final`` on held-out synthetic episodes, clean and distracted."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from groundlam.config import load_config
+    from groundlam.data.episodes import ClipDataset, held_out_synthetic, load_episodes
+    from groundlam.data.synthetic import Distractors
+    from groundlam.evaluation.evaluate import _controllability, collect
+    from groundlam.evaluation.metrics import action_probe_scores, frame_pair_features
+    from groundlam.evaluation.probe import retrieval
+    from groundlam.model import GroundLAM
+
+    config = load_config(folder / "config.yaml", [])
+    model = GroundLAM.from_pretrained(str(folder / "final")).eval()
+    data = config.data
+    synthetic = data.synthetic
+    if not any(vars(synthetic.distractors).values()):  # clean-trained: score distracted too
+        synthetic = replace(synthetic, distractors=Distractors(0.5, 0.5, 0.5, 0.5))
+    fit_config = replace(synthetic, num_episodes=data.eval_episodes)
+    test_config = held_out_synthetic(synthetic, data.eval_episodes)
+    results: dict[str, Any] = {}
+    for rendering in ("clean", "distracted"):
+        sets = []
+        for part in (fit_config, test_config):
+            episodes = load_episodes("synthetic", part, rendering)
+            clips = ClipDataset(episodes, data.clip_length, model.config.image_size)
+            sets.append(collect(model, clips, episodes, max_clips))
+        fit, test = sets
+        flat = lambda a: a.reshape(a.shape[0] * a.shape[1], *a.shape[2:])  # noqa: E731
+        train_y, test_y = flat(fit.actions), flat(test.actions)
+        probe = action_probe_scores(flat(fit.latents.motion), train_y, flat(test.latents.motion),
+                                    test_y)
+        pixels = action_probe_scores(frame_pair_features(fit.frames), train_y,
+                                     frame_pair_features(test.frames), test_y)
+        if rendering == "clean":  # where no pixel changes (decided on the clean rendering)
+            diffs = np.abs(np.diff(test.frames.astype(np.int16), axis=1))  # (N, T-1, H, W, 3)
+            changed = flat(diffs.reshape(*diffs.shape[:2], -1).max(-1) > 0)  # (N*(T-1),)
+        # oracle: right wherever the frame changed, the most common action where it did not
+        oracle = test_y.copy()
+        if (~changed).any():
+            values, counts = np.unique(test_y[~changed], return_counts=True)
+            oracle[~changed] = values[counts.argmax()]
+        from sklearn.metrics import balanced_accuracy_score
+
+        candidates = sorted(set(test.latents.labels))
+        text = model.embed_text(candidates).cpu().numpy()
+        results[rendering] = {
+            "probe": probe["balanced_accuracy"], "chance": probe["chance"],
+            "pixels": pixels["balanced_accuracy"],
+            "ceiling": float(balanced_accuracy_score(test_y, oracle)),
+            "no_change_share": float((~changed).mean()),
+            "controllability": (_controllability(model, test.frames) or {}).get("delta_psnr"),
+            "retrieval_top1": retrieval(test.latents.task, test.latents.labels, text,
+                                        candidates)["top1"],
+        }
+    log = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    results["train"] = {key: value for key, value in log[-1].items()
+                        if key.startswith(("encoder_grad_", "latent_spread", "loss", "reconstr",
+                                           "infonce"))}
+    # median over the logged steps of the gradient ratio (one step is noisy)
+    ratios = [entry["encoder_grad_infonce"] / max(entry["encoder_grad_reconstruction"], 1e-12)
+              for entry in log if "encoder_grad_infonce" in entry
+              and "encoder_grad_reconstruction" in entry]
+    if ratios:
+        results["train"]["infonce_over_reconstruction_grad"] = statistics.median(ratios)
+    return results
+
+
+def run_one(arm: str, seed: int, rendering: str, runs: Path) -> None:
+    folder = runs / arm / rendering / f"seed{seed}"
+    overrides = [*BASE, *ARMS[arm], f"train.seed={seed}", f"train.output_dir={folder}"]
+    if rendering == "clean":
+        overrides += NO_DISTRACTORS
+    start = time.perf_counter()
+    if not (folder / "final" / "model.safetensors").is_file():
+        command = [sys.executable, "-m", "groundlam.train", "--config",
+                   str(ROOT / "configs" / "tiny.yaml"), *overrides]
+        folder.mkdir(parents=True, exist_ok=True)
+        with (folder / "train.log").open("w") as log:
+            subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
+    trained = time.perf_counter() - start
+    scores = score(folder)
+    scores.update(arm=arm, seed=seed, rendering=rendering, overrides=overrides,
+                  train_s=trained, eval_s=time.perf_counter() - start - trained)
+    (folder / "scores.json").write_text(json.dumps(scores, indent=2))
+
+
+# ---------------------------------------------------------------------------- the sweep
+def summarise(scores: list[dict[str, Any]]) -> dict[str, Any]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for entry in scores:
+        groups.setdefault(f"{entry['arm']} / trained {entry['rendering']}", []).append(entry)
+    summary = {}
+    for name, entries in sorted(groups.items()):
+        entries.sort(key=lambda e: e["seed"])
+        row: dict[str, Any] = {"seeds": [e["seed"] for e in entries]}
+        for rendering in ("clean", "distracted"):
+            for metric in ("probe", "pixels", "ceiling", "controllability", "retrieval_top1"):
+                values = [e[rendering][metric] for e in entries]
+                if any(v is None for v in values):
+                    continue
+                row[f"{rendering}/{metric}"] = {"median": statistics.median(values),
+                                                "seeds": values}
+        ratios = [e["train"].get("infonce_over_reconstruction_grad") for e in entries]
+        if all(r is not None for r in ratios):
+            row["infonce_over_reconstruction_grad"] = {"median": statistics.median(ratios),
+                                                       "seeds": ratios}
+        summary[name] = row
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arms", default="old,new")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--renderings", default="clean,distracted")
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "defaults_sweep")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--list", action="store_true")
+    parser.add_argument("--one", nargs=3, metavar=("ARM", "SEED", "RENDERING"),
+                        help=argparse.SUPPRESS)  # a worker: train and score one run
+    args = parser.parse_args(argv)
+    if args.list:
+        for arm, overrides in ARMS.items():
+            print(f"{arm:24s} {' '.join(overrides) or '(defaults)'}")
+        return 0
+    if args.one:
+        run_one(args.one[0], int(args.one[1]), args.one[2], args.runs)
+        return 0
+    # an arm may name its training rendering and its seed itself: "old:clean", "old:clean:2"
+    arms = [(item.split(":") + ["", ""])[:3] for item in args.arms.split(",")]
+    unknown = [arm for arm, _, _ in arms if arm not in ARMS]
+    if unknown:
+        parser.error(f"unknown arms {unknown}; --list shows them")
+    todo = [(arm, seed, rendering) for seed in map(int, args.seeds.split(","))
+            for arm, only, seed_only in arms for rendering in (only or args.renderings).split(",")
+            if not seed_only or int(seed_only) == seed]
+    env = dict(os.environ, WANDB_MODE="disabled", HF_HUB_OFFLINE="1",
+               PYTHONPATH=str(ROOT), LOCAL_WORLD_SIZE=str(max(args.jobs, 1)))
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // max(args.jobs, 1)))
+    running: list[tuple[tuple[str, int, str], subprocess.Popen]] = []
+    failed = []
+    while todo or running:
+        while todo and len(running) < args.jobs:
+            job = todo.pop(0)
+            if (args.runs / job[0] / job[2] / f"seed{job[1]}" / "scores.json").is_file():
+                continue
+            print(f"[sweep {time.strftime('%H:%M:%S')}] start {job}", flush=True)
+            running.append((job, subprocess.Popen(
+                [sys.executable, "-m", "evals.defaults_sweep", "--one", job[0], str(job[1]),
+                 job[2], "--runs", str(args.runs)], cwd=ROOT, env=env)))
+        time.sleep(2)
+        for item in list(running):
+            job, process = item
+            if process.poll() is not None:
+                running.remove(item)
+                status = "done" if process.returncode == 0 else f"FAILED ({process.returncode})"
+                if process.returncode:
+                    failed.append(job)
+                print(f"[sweep {time.strftime('%H:%M:%S')}] {status} {job}", flush=True)
+    scores = []
+    for path in sorted(args.runs.glob("*/*/seed*/scores.json")):
+        entry = json.loads(path.read_text())
+        # what the run was trained with, from its own config.yaml (the arm's overrides are on
+        # top of configs/tiny.yaml as it was when the run started)
+        config = yaml.safe_load((path.parent / "config.yaml").read_text())
+        entry["config"] = {"model": config["model"], "loss": config["loss"]}
+        scores.append(entry)
+    previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    result = {"base_overrides": list(BASE), "arms": {a: list(o) for a, o in ARMS.items()},
+              "machine": f"{os.cpu_count()} CPUs", "runs": scores, "summary": summarise(scores)}
+    if previous.get("notes"):
+        result["notes"] = previous["notes"]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result["summary"], indent=2))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
