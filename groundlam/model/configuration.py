@@ -79,6 +79,10 @@ class GroundLAMConfig:
     # patch embedding, so a global colour change (lighting, jitter) does not drown what moved;
     # the decoder still predicts the real frames
     frame_normalization: bool = False
+    # decoder: frame t is first recoloured by the affine colour map (12 numbers, least squares)
+    # that best predicts frame t+1, so global colour change (exposure, white balance, jitter)
+    # needs no room in the latent action (``groundlam.model.photometric``)
+    color_matching: bool = False
     # st_transformer: kernel of a convolution over the patch grid after the patch embedding
     # (0 = off). A patch embedded on its own cannot tell which way something moved by one patch;
     # with its neighbours in view the direction is local (issue 9: probe 0.47 -> 0.85)

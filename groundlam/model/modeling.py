@@ -14,9 +14,10 @@ The encoder's task feature (B, D) is projected to the text space (B, K); the Inf
 loss and knows nothing of ranks or logging: the trainer wraps it.
 
 Variants (``GroundLAMConfig`` documents each): camera slots warp frame t before the decoder
-(``groundlam.model.camera``); ``flow`` targets make the decoder predict optical flow; the task
-embedding can be pooled from the latent actions (``task_pooling``); an action head reads the
-latent actions (``num_actions``). Modules of switched-off variants are not built, so a
+(``groundlam.model.camera``); color matching recolours it (``groundlam.model.photometric``);
+``flow`` targets make the decoder predict optical flow; the task embedding can be pooled from the
+latent actions (``task_pooling``); an action head reads the latent actions (``num_actions``).
+Modules of switched-off variants are not built, so a
 checkpoint's tensors are exactly those of the variants it was trained with.
 """
 
@@ -38,6 +39,7 @@ from groundlam.model.camera import CameraWarp, camera_flow, warp_frames
 from groundlam.model.configuration import GroundLAMConfig
 from groundlam.model.encoders import PatchEmbed, make_encoder
 from groundlam.model.layers import SpatialBlock
+from groundlam.model.photometric import match_colors
 from groundlam.video import as_video_batch, resize_video, to_model_input
 
 __all__ = ["GroundLAM", "LatentActions", "GroundLAMOutput"]
@@ -83,7 +85,8 @@ class GroundLAMOutput:
     bottleneck_loss: torch.Tensor | None  # vq commitment + codebook loss
     logit_scale: torch.Tensor  # (1,) learnable inverse temperature of the InfoNCE loss, log-space
     action_logits: torch.Tensor | None = None  # (B, T-1, A) action head (num_actions > 0)
-    warped: torch.Tensor | None = None  # (B, T-1, C, H, W) frames t after the camera warp
+    # (B, T-1, C, H, W) frames t as the decoder got them: camera-warped and/or color-matched
+    warped: torch.Tensor | None = None
 
 
 class DecoderBlock(nn.Module):
@@ -193,6 +196,8 @@ class GroundLAM(nn.Module, PyTorchModelHubMixin, library_name="groundlam",
             current = warped
             if self.config.decoder_target == "flow":
                 flow = camera_flow(theta, height, width).unflatten(0, (batch, steps))
+        if self.config.color_matching:
+            current = warped = match_colors(current, frames[:, 1:])
         prediction = self.decoder(current, bottleneck.latents)
         if flow is not None:  # the camera explains its share of the flow
             prediction = prediction + flow

@@ -1,0 +1,90 @@
+"""Color matching: the decoder's frame t recoloured by the global affine map to frame t+1."""
+
+import numpy as np
+import pytest
+import torch
+
+from groundlam import GroundLAM, GroundLAMConfig
+from groundlam.data.synthetic import Distractors, SyntheticConfig, generate_episode
+from groundlam.model.photometric import color_maps, match_colors
+from groundlam.video import to_model_input
+
+from .conftest import TINY
+
+
+def _affine(frames: torch.Tensor, matrix: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """(M, C, H, W) frames through ``x @ matrix + offset`` per pixel."""
+    return torch.einsum("mchw,cd->mdhw", frames, matrix) + offset.view(1, -1, 1, 1)
+
+
+def test_color_maps_recover_a_known_affine_map():
+    generator = torch.Generator().manual_seed(0)
+    frames = torch.rand(2, 3, 16, 16, generator=generator) - 0.5  # (M, C, H, W)
+    matrix = torch.tensor([[0.9, 0.1, 0.0], [0.0, 1.1, -0.1], [0.05, 0.0, 0.8]])
+    offset = torch.tensor([0.1, -0.05, 0.2])
+    maps = color_maps(frames, _affine(frames, matrix, offset))  # (M, 4, 3)
+    for m in range(2):
+        torch.testing.assert_close(maps[m, :3], matrix, atol=2e-3, rtol=0)
+        torch.testing.assert_close(maps[m, 3], offset, atol=2e-3, rtol=0)
+
+
+def test_matching_ignores_what_moved_and_recolours_the_rest():
+    generator = torch.Generator().manual_seed(1)
+    current = torch.rand(1, 1, 3, 32, 32, generator=generator) * 1.6 - 0.8  # (B, T-1, C, H, W)
+    matrix = torch.tensor([[0.8, 0.1, 0.0], [0.1, 0.9, 0.0], [0.0, 0.1, 1.0]])
+    offset = torch.tensor([0.05, 0.1, -0.1])
+    following = _affine(current[0], matrix, offset)[None]
+    following[..., 4:12, 4:12] = 1.0  # something white appeared: not part of the global map
+    matched = match_colors(current, following)
+    outside = torch.ones(32, 32, dtype=torch.bool)
+    outside[4:12, 4:12] = False
+    # the static pixels take frame t+1's colours; the moved patch is left as the map makes it
+    torch.testing.assert_close(matched[..., outside], following[..., outside], atol=1e-2, rtol=0)
+    assert (matched[..., 4:12, 4:12] - 1.0).abs().mean() > 0.3
+
+
+def test_matching_changes_nothing_without_a_color_change():
+    episode = generate_episode(0, SyntheticConfig(num_episodes=1, episode_length=6))
+    frames = to_model_input(torch.from_numpy(episode["frames"])[None])  # (1, T, C, H, W)
+    matched = match_colors(frames[:, :-1], frames[:, 1:])
+    # the agent moved, yet the static floor and grid keep their colours
+    static = ~torch.from_numpy(episode["agent_mask"][:-1] | episode["agent_mask"][1:])
+    error = (matched - frames[:, :-1]).abs().amax(dim=2)[0]  # (T-1, H, W)
+    assert error[static].max() < 0.02
+
+
+def test_matching_removes_color_jitter_of_the_benchmark():
+    config = SyntheticConfig(num_episodes=1, episode_length=8,
+                             distractors=Distractors(color_jitter=1.0))
+    episode = generate_episode(0, config)
+    frames = to_model_input(torch.from_numpy(episode["frames"])[None])
+    static = torch.from_numpy(~(episode["agent_mask"][:-1] | episode["agent_mask"][1:]))
+    copied = (frames[:, :-1] - frames[:, 1:]).pow(2).mean(2)[0][static].mean()
+    matched = (match_colors(frames[:, :-1], frames[:, 1:]) - frames[:, 1:]).pow(2).mean(2)
+    assert matched[0][static].mean() < 0.05 * copied
+
+
+def test_matching_needs_frames_of_one_shape():
+    with pytest.raises(ValueError, match="must both be"):
+        color_maps(torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 8, 4))
+
+
+def test_model_decodes_from_the_matched_frame():
+    config = GroundLAMConfig(**TINY, color_matching=True)
+    model = GroundLAM(config)
+    episode = generate_episode(0, SyntheticConfig(num_episodes=1, episode_length=5,
+                                                  image_size=config.image_size,
+                                                  distractors=Distractors(color_jitter=1.0)))
+    frames = to_model_input(torch.from_numpy(episode["frames"])[None])
+    output = model(frames)
+    expected = match_colors(frames[:, :-1], frames[:, 1:])
+    torch.testing.assert_close(output.warped, expected)
+    # the residual head starts at zero: the untrained prediction is the matched frame t
+    torch.testing.assert_close(output.prediction, expected)
+    # encoding does not depend on the switch (the encoder never sees the matched frames)
+    plain = GroundLAM(GroundLAMConfig(**TINY))
+    plain.load_state_dict(model.state_dict())
+    video = episode["frames"]
+    np.testing.assert_allclose(model.encode(video).motion.numpy(),
+                               plain.encode(video).motion.numpy(), atol=1e-6)
+    assert GroundLAMConfig().color_matching is False
