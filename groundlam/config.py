@@ -68,6 +68,10 @@ class LossConfig:
     # 0 gives the reconstruction-only baseline (LAPO / Genie style). At 0.1 its gradient on the
     # shared encoder was 7-11x reconstruction's and the action probe fell 0.82 -> 0.72 (issue 9)
     infonce_weight: float = 0.005
+    # optimiser steps of reconstruction alone before InfoNCE joins (0 = from the start). Until
+    # the decoder uses the latents, reconstruction puts almost no gradient on the encoder, and
+    # Adam, blind to scale, lets even a small InfoNCE term steer it alone (issue 9)
+    infonce_start: int = 0
     bottleneck_weight: float = 1.0  # vq commitment + codebook loss
     focus_weight: float = 0.0  # task-focus share of the reconstruction weights (0 = uniform)
     action_weight: float = 0.0  # action head on the labelled fraction of episodes (0 = off)
@@ -117,6 +121,8 @@ class Config:
                               "online")
         if self.train.zero_stage not in (0, 1, 2, 3):
             raise ConfigError(f"train.zero_stage={self.train.zero_stage} is not 0, 1, 2 or 3")
+        if self.loss.infonce_start < 0:
+            raise ConfigError(f"loss.infonce_start={self.loss.infonce_start} is negative")
         if not 0.0 <= self.loss.focus_weight <= 1.0:
             raise ConfigError(f"loss.focus_weight={self.loss.focus_weight} is not in [0, 1]")
         if self.loss.focus_weight and (self.model.encoder != "st_transformer"

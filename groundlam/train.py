@@ -281,10 +281,19 @@ def needs_attentions(config: Config) -> bool:
     return config.loss.focus_weight > 0
 
 
+# each loss term and the config.loss field that weights it, in the order they are summed
+LOSS_WEIGHTS = {"reconstruction": "reconstruction_weight", "infonce": "infonce_weight",
+                "bottleneck": "bottleneck_weight", "actions": "action_weight"}
+
+
 def compute_losses(model: GroundLAM, output, frames: torch.Tensor, text: torch.Tensor,
                    ids: torch.Tensor, config: Config, *, actions: torch.Tensor | None = None,
-                   episodes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                   episodes: torch.Tensor | None = None, step: int | None = None
+                   ) -> dict[str, torch.Tensor]:
     """Named losses of one batch, and their weighted sum under ``"loss"``.
+
+    ``step`` (the optimiser step, None = past every start) leaves InfoNCE out before
+    ``loss.infonce_start``.
 
     ``frames`` (B, T, C, H, W) as the model saw them; ``actions`` and ``episodes`` are the
     batch's (``collate_clips``), needed only with ``loss.action_weight``. With
@@ -318,24 +327,15 @@ def compute_losses(model: GroundLAM, output, frames: torch.Tensor, text: torch.T
                              "data.frame_stride > 1 (actions are kept at stride 1 only)")
         labelled = labelled_episodes(episodes, config.data.action_fraction, config.train.seed)
         losses["actions"] = action_loss(output.action_logits, actions, labelled)
-    if weights.infonce_weight:
+    if weights.infonce_weight and (step is None or step >= weights.infonce_start):
         losses["infonce"] = infonce_loss(output.latents.task, text.to(output.latents.task.device),
                                          ids.to(output.latents.task.device), output.logit_scale)
     if output.bottleneck_loss is not None:
         losses["bottleneck"] = output.bottleneck_loss
-    total = weights.reconstruction_weight * losses["reconstruction"]
-    if "infonce" in losses:
-        total = total + weights.infonce_weight * losses["infonce"]
-    if "bottleneck" in losses:
-        total = total + weights.bottleneck_weight * losses["bottleneck"]
-    if "actions" in losses:
-        total = total + weights.action_weight * losses["actions"]
-    losses["loss"] = total
+    terms = [getattr(weights, LOSS_WEIGHTS[name]) * losses[name]
+             for name in LOSS_WEIGHTS if name in losses]
+    losses["loss"] = sum(terms[1:], start=terms[0])
     return losses
-
-
-LOSS_WEIGHTS = {"reconstruction": "reconstruction_weight", "infonce": "infonce_weight",
-                "bottleneck": "bottleneck_weight", "actions": "action_weight"}
 
 
 def encoder_gradient_norms(losses: dict[str, torch.Tensor], config: Config,
@@ -473,7 +473,8 @@ def train(config: Config, resume: bool = False) -> Path:
             output = engine(frames, output_attentions=needs_attentions(config))
             losses = compute_losses(engine.module, output, frames, text,
                                     label_ids(batch["labels"]), config,
-                                    actions=batch.get("actions"), episodes=batch.get("episodes"))
+                                    actions=batch.get("actions"), episodes=batch.get("episodes"),
+                                    step=engine.global_steps)
             batches_done += 1
             if not all_ranks_finite(losses["loss"]):
                 bad_in_row, bad_total = bad_in_row + 1, bad_total + 1

@@ -110,3 +110,29 @@ def test_encoder_gradient_norms_measure_each_weighted_term():
     assert "encoder_grad_infonce" not in norms(0.0)
     torch.nn.init.normal_(model.decoder.head.weight, std=0.02)
     assert norms(0.1)["encoder_grad_reconstruction"] > 0
+
+
+def test_infonce_joins_at_its_start_step_and_the_total_is_the_weighted_sum():
+    from groundlam import GroundLAM, GroundLAMConfig
+    from groundlam.config import ConfigError, load_config
+    from groundlam.train import compute_losses
+
+    from .conftest import TINY
+
+    torch.manual_seed(0)
+    model = GroundLAM(GroundLAMConfig(**TINY))
+    frames = torch.rand(4, 4, 3, 32, 32) * 2 - 1  # (B, T, C, H, W)
+    text = F.normalize(torch.randn(4, model.config.text_dim), dim=-1)
+    ids = label_ids(["a", "b", "c", "d"])
+    config = load_config(None, ["loss.infonce_weight=0.5", "loss.infonce_start=10",
+                                "loss.reconstruction_weight=2"])
+    output = model(frames)
+    early = compute_losses(model, output, frames, text, ids, config, step=9)
+    assert "infonce" not in early
+    torch.testing.assert_close(early["loss"], 2 * early["reconstruction"])
+    for step in (10, None):  # from the start step on, and when no step is given
+        late = compute_losses(model, output, frames, text, ids, config, step=step)
+        torch.testing.assert_close(late["loss"],
+                                   2 * late["reconstruction"] + 0.5 * late["infonce"])
+    with pytest.raises(ConfigError, match="infonce_start"):
+        load_config(None, ["loss.infonce_start=-1"])
