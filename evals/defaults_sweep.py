@@ -78,6 +78,12 @@ ARMS: dict[str, tuple[str, ...]] = {
     "mix_color_nce005_late": ("model.patch_mixing=3", "model.motion_dim=128",
                               "loss.infonce_weight=0.005", "loss.infonce_start=150",
                               "model.color_matching=true"),
+    # shake and colour change explained in closed form before decoding
+    "mix_align_recon": ("model.patch_mixing=3", "model.motion_dim=128", "loss.infonce_weight=0",
+                        "model.color_matching=true", "model.shift_matching=2"),
+    "mix_align_nce005_late": ("model.patch_mixing=3", "model.motion_dim=128",
+                              "loss.infonce_weight=0.005", "loss.infonce_start=150",
+                              "model.color_matching=true", "model.shift_matching=2"),
     "mix_vq": ("model.patch_mixing=3", "model.motion_dim=128", "loss.infonce_weight=0.005",
                "model.bottleneck=vq"),
     "mix_fsq": ("model.patch_mixing=3", "loss.infonce_weight=0.005", "model.bottleneck=fsq"),

@@ -1,4 +1,4 @@
-"""Color matching: the decoder's frame t recoloured by the global affine map to frame t+1."""
+"""Closed-form global changes before decoding: color matching and shift matching."""
 
 import numpy as np
 import pytest
@@ -6,6 +6,7 @@ import torch
 
 from groundlam import GroundLAM, GroundLAMConfig
 from groundlam.data.synthetic import Distractors, SyntheticConfig, generate_episode
+from groundlam.model.camera import best_shifts, match_shift, shift_frames
 from groundlam.model.photometric import color_maps, match_colors
 from groundlam.video import to_model_input
 
@@ -88,3 +89,44 @@ def test_model_decodes_from_the_matched_frame():
     np.testing.assert_allclose(model.encode(video).motion.numpy(),
                                plain.encode(video).motion.numpy(), atol=1e-6)
     assert GroundLAMConfig().color_matching is False
+
+
+# ---------------------------------------------------------------------------- shift matching
+def test_shift_frames_moves_the_content():
+    frames = torch.rand(2, 3, 12, 12)
+    shifts = torch.tensor([[2, 0], [-1, 1]])  # (dx, dy)
+    moved = shift_frames(frames, shifts)
+    torch.testing.assert_close(moved[0, :, :, 2:], frames[0, :, :, :-2])
+    torch.testing.assert_close(moved[1, :, 1:, :-1], frames[1, :, :-1, 1:])
+    torch.testing.assert_close(moved[0, :, :, 0], frames[0, :, :, 0])  # replicated border
+
+
+def test_best_shifts_find_the_camera_shake_of_the_benchmark():
+    """Every distractor on, a generator seed the search scale was not chosen on."""
+    found = total = 0
+    for index in range(6):
+        episode = generate_episode(index, SyntheticConfig(num_episodes=6, seed=3,
+                                                          distractors=Distractors.all(0.5)))
+        frames = to_model_input(torch.from_numpy(episode["frames"])[None])[0]  # (T, C, H, W)
+        shifts = best_shifts(frames[:-1], frames[1:], max_shift=2).numpy()
+        truth = np.diff(episode["camera_offset"], axis=0)  # (T-1, 2) (dx, dy)
+        found += (shifts == truth).all(axis=1).sum()
+        total += len(truth)
+    assert found / total > 0.95
+    # no shake: no shift
+    episode = generate_episode(0, SyntheticConfig(num_episodes=1))
+    frames = to_model_input(torch.from_numpy(episode["frames"])[None])[0]
+    assert not best_shifts(frames[:-1], frames[1:], max_shift=2).any()
+
+
+def test_model_decodes_from_the_shifted_then_recoloured_frame():
+    config = GroundLAMConfig(**TINY, shift_matching=2, color_matching=True)
+    model = GroundLAM(config)
+    episode = generate_episode(0, SyntheticConfig(num_episodes=1, episode_length=5,
+                                                  image_size=config.image_size,
+                                                  distractors=Distractors.all(1.0)))
+    frames = to_model_input(torch.from_numpy(episode["frames"])[None])
+    expected = match_colors(match_shift(frames[:, :-1], frames[:, 1:], 2), frames[:, 1:])
+    torch.testing.assert_close(model(frames).warped, expected)
+    with pytest.raises(ValueError, match="shift_matching"):
+        GroundLAMConfig(shift_matching=-1)

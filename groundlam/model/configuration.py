@@ -83,6 +83,10 @@ class GroundLAMConfig:
     # that best predicts frame t+1, so global colour change (exposure, white balance, jitter)
     # needs no room in the latent action (``groundlam.model.photometric``)
     color_matching: bool = False
+    # decoder: frame t is first moved by the whole-pixel shift, up to this many pixels, that best
+    # aligns it with frame t+1 (a search, no parameters), so camera shake needs no room in the
+    # latent action (0 = off; ``groundlam.model.camera.match_shift``)
+    shift_matching: int = 0
     # st_transformer: kernel of a convolution over the patch grid after the patch embedding
     # (0 = off). A patch embedded on its own cannot tell which way something moved by one patch;
     # with its neighbours in view the direction is local (issue 9: probe 0.47 -> 0.85)
@@ -126,7 +130,7 @@ class GroundLAMConfig:
         if self.patch_mixing < 0 or (self.patch_mixing and self.patch_mixing % 2 == 0):
             raise ValueError(f"model.patch_mixing={self.patch_mixing}: use 0 (off) or an odd "
                              "kernel size (3, 5, ...)")
-        for name in ("num_camera_slots", "num_actions"):
+        for name in ("num_camera_slots", "num_actions", "shift_matching"):
             if getattr(self, name) < 0:
                 raise ValueError(f"model.{name}={getattr(self, name)} is negative")
         if self.num_camera_slots and self.encoder != "st_transformer":

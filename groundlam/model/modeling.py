@@ -14,7 +14,8 @@ The encoder's task feature (B, D) is projected to the text space (B, K); the Inf
 loss and knows nothing of ranks or logging: the trainer wraps it.
 
 Variants (``GroundLAMConfig`` documents each): camera slots warp frame t before the decoder
-(``groundlam.model.camera``); color matching recolours it (``groundlam.model.photometric``);
+(``groundlam.model.camera``), shift matching moves it and color matching recolours it by closed
+forms fit to frame t+1 (``camera.match_shift``, ``groundlam.model.photometric``);
 ``flow`` targets make the decoder predict optical flow; the task embedding can be pooled from the
 latent actions (``task_pooling``); an action head reads the latent actions (``num_actions``).
 Modules of switched-off variants are not built, so a
@@ -35,7 +36,7 @@ from safetensors.torch import load_model
 from torch import nn
 
 from groundlam.model.bottleneck import make_bottleneck
-from groundlam.model.camera import CameraWarp, camera_flow, warp_frames
+from groundlam.model.camera import CameraWarp, camera_flow, match_shift, warp_frames
 from groundlam.model.configuration import GroundLAMConfig
 from groundlam.model.encoders import PatchEmbed, make_encoder
 from groundlam.model.layers import SpatialBlock
@@ -196,6 +197,8 @@ class GroundLAM(nn.Module, PyTorchModelHubMixin, library_name="groundlam",
             current = warped
             if self.config.decoder_target == "flow":
                 flow = camera_flow(theta, height, width).unflatten(0, (batch, steps))
+        if self.config.shift_matching:
+            current = warped = match_shift(current, frames[:, 1:], self.config.shift_matching)
         if self.config.color_matching:
             current = warped = match_colors(current, frames[:, 1:])
         prediction = self.decoder(current, bottleneck.latents)
