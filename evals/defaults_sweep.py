@@ -49,44 +49,58 @@ BASE = ("data.clip_length=4", "train.batch_size=16", "train.max_steps=300",
         "train.log_every=25")
 NO_DISTRACTORS = tuple(f"data.synthetic.distractors.{name}=0"
                        for name in ("camera_shake", "background", "sprites", "color_jitter"))
+# switches whose defaults changed after the first arms ran: every arm spells them out, so an arm
+# means the same run whatever configs/tiny.yaml says today
+BEFORE_MATCHING = ("model.color_matching=false", "model.shift_matching=0", "loss.infonce_start=0")
 ARMS: dict[str, tuple[str, ...]] = {
     # the encoder of the landed code: each patch embedded on its own, a 16-d latent
-    "old": ("model.patch_mixing=0", "model.motion_dim=16", "loss.infonce_weight=0.1"),
-    "old_recon": ("model.patch_mixing=0", "model.motion_dim=16", "loss.infonce_weight=0"),
-    "mix_z16": ("model.patch_mixing=3", "model.motion_dim=16", "loss.infonce_weight=0.1"),
-    "mix_z128": ("model.patch_mixing=3", "model.motion_dim=128", "loss.infonce_weight=0.1"),
-    "mix_none": ("model.patch_mixing=3", "model.bottleneck=none", "loss.infonce_weight=0.1"),
+    "old": ("model.patch_mixing=0", "model.motion_dim=16", "loss.infonce_weight=0.1",
+            *BEFORE_MATCHING),
+    "old_recon": ("model.patch_mixing=0", "model.motion_dim=16", "loss.infonce_weight=0",
+                  *BEFORE_MATCHING),
+    "mix_z16": ("model.patch_mixing=3", "model.motion_dim=16", "loss.infonce_weight=0.1",
+                *BEFORE_MATCHING),
+    "mix_z128": ("model.patch_mixing=3", "model.motion_dim=128", "loss.infonce_weight=0.1",
+                 *BEFORE_MATCHING),
+    "mix_none": ("model.patch_mixing=3", "model.bottleneck=none", "loss.infonce_weight=0.1",
+                 *BEFORE_MATCHING),
     "mix_z128_recon": ("model.patch_mixing=3", "model.motion_dim=128",
-                       "loss.infonce_weight=0"),
+                       "loss.infonce_weight=0", *BEFORE_MATCHING),
     "mix_z128_focus_recon": ("model.patch_mixing=3", "model.motion_dim=128",
-                             "loss.focus_weight=0.5", "loss.infonce_weight=0"),
+                             "loss.focus_weight=0.5", "loss.infonce_weight=0", *BEFORE_MATCHING),
     "mix_z128_nce005": ("model.patch_mixing=3", "model.motion_dim=128",
-                        "loss.infonce_weight=0.005"),
+                        "loss.infonce_weight=0.005", *BEFORE_MATCHING),
     "mix4cat_recon": ("model.patch_mixing=3", "model.motion_dim=128", "loss.infonce_weight=0",
-                      "model.num_motion_slots=4", "model.motion_pooling=concat"),
+                      "model.num_motion_slots=4", "model.motion_pooling=concat",
+                      *BEFORE_MATCHING),
     "mix_camera_recon": ("model.patch_mixing=3", "model.motion_dim=128", "loss.infonce_weight=0",
-                         "model.num_camera_slots=1"),
+                         "model.num_camera_slots=1", *BEFORE_MATCHING),
     "mix_norm_recon": ("model.patch_mixing=3", "model.motion_dim=128", "loss.infonce_weight=0",
-                       "model.frame_normalization=true"),
+                       "model.frame_normalization=true", *BEFORE_MATCHING),
     "mix_norm_nce005": ("model.patch_mixing=3", "model.motion_dim=128",
-                        "loss.infonce_weight=0.005", "model.frame_normalization=true"),
+                        "loss.infonce_weight=0.005", "model.frame_normalization=true",
+                        *BEFORE_MATCHING),
+    # global colour change explained in closed form before decoding
     "mix_color_recon": ("model.patch_mixing=3", "model.motion_dim=128", "loss.infonce_weight=0",
-                        "model.color_matching=true"),
+                        "model.color_matching=true", "model.shift_matching=0",
+                        "loss.infonce_start=0"),
     "mix_color_nce005": ("model.patch_mixing=3", "model.motion_dim=128",
-                         "loss.infonce_weight=0.005", "model.color_matching=true"),
+                         "loss.infonce_weight=0.005", "model.color_matching=true",
+                         "model.shift_matching=0", "loss.infonce_start=0"),
     # InfoNCE joins after 150 steps of reconstruction alone (half the sweep's budget)
     "mix_color_nce005_late": ("model.patch_mixing=3", "model.motion_dim=128",
                               "loss.infonce_weight=0.005", "loss.infonce_start=150",
-                              "model.color_matching=true"),
-    # shake and colour change explained in closed form before decoding
+                              "model.color_matching=true", "model.shift_matching=0"),
+    # shake and colour change explained in closed form before decoding (the defaults since)
     "mix_align_recon": ("model.patch_mixing=3", "model.motion_dim=128", "loss.infonce_weight=0",
                         "model.color_matching=true", "model.shift_matching=2"),
     "mix_align_nce005_late": ("model.patch_mixing=3", "model.motion_dim=128",
                               "loss.infonce_weight=0.005", "loss.infonce_start=150",
                               "model.color_matching=true", "model.shift_matching=2"),
     "mix_vq": ("model.patch_mixing=3", "model.motion_dim=128", "loss.infonce_weight=0.005",
-               "model.bottleneck=vq"),
-    "mix_fsq": ("model.patch_mixing=3", "loss.infonce_weight=0.005", "model.bottleneck=fsq"),
+               "model.bottleneck=vq", *BEFORE_MATCHING),
+    "mix_fsq": ("model.patch_mixing=3", "loss.infonce_weight=0.005", "model.bottleneck=fsq",
+                *BEFORE_MATCHING),
 }
 
 

@@ -71,7 +71,7 @@ class LossConfig:
     # optimiser steps of reconstruction alone before InfoNCE joins (0 = from the start). Until
     # the decoder uses the latents, reconstruction puts almost no gradient on the encoder, and
     # Adam, blind to scale, lets even a small InfoNCE term steer it alone (issue 9)
-    infonce_start: int = 0
+    infonce_start: int = 150
     bottleneck_weight: float = 1.0  # vq commitment + codebook loss
     focus_weight: float = 0.0  # task-focus share of the reconstruction weights (0 = uniform)
     action_weight: float = 0.0  # action head on the labelled fraction of episodes (0 = off)

@@ -26,7 +26,11 @@ def test_summary_groups_by_arm_and_training_rendering_with_every_seed():
 
 def test_every_arm_names_what_it_changes():
     """An arm that leaves a swept field to configs/tiny.yaml would change meaning when the
-    defaults change: every arm sets the encoder mixing and the InfoNCE weight itself."""
+    defaults change: every arm sets the encoder mixing, the closed-form matching and the
+    InfoNCE weight itself, and when InfoNCE is on, the step it starts at."""
     for arm, overrides in defaults_sweep.ARMS.items():
-        keys = {override.split("=")[0] for override in overrides}
-        assert {"model.patch_mixing", "loss.infonce_weight"} <= keys, arm
+        values = dict(override.split("=", 1) for override in overrides)
+        assert {"model.patch_mixing", "model.color_matching", "model.shift_matching",
+                "loss.infonce_weight"} <= set(values), arm
+        if float(values["loss.infonce_weight"]):
+            assert "loss.infonce_start" in values, arm

@@ -1,5 +1,7 @@
 """Closed-form global changes before decoding: color matching and shift matching."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -83,12 +85,23 @@ def test_model_decodes_from_the_matched_frame():
     # the residual head starts at zero: the untrained prediction is the matched frame t
     torch.testing.assert_close(output.prediction, expected)
     # encoding does not depend on the switch (the encoder never sees the matched frames)
-    plain = GroundLAM(GroundLAMConfig(**TINY))
+    plain = GroundLAM(GroundLAMConfig(**TINY, color_matching=False, shift_matching=0))
     plain.load_state_dict(model.state_dict())
     video = episode["frames"]
     np.testing.assert_allclose(model.encode(video).motion.numpy(),
                                plain.encode(video).motion.numpy(), atol=1e-6)
-    assert GroundLAMConfig().color_matching is False
+
+
+def test_a_checkpoint_from_before_matching_loads_without_it(tmp_path):
+    model = GroundLAM(GroundLAMConfig(**TINY))
+    assert model.config.color_matching and model.config.shift_matching == 2  # the defaults
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    for name in ("color_matching", "shift_matching"):
+        del saved[name]  # as written before the fields existed
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    loaded = GroundLAM.from_pretrained(str(tmp_path))
+    assert not loaded.config.color_matching and loaded.config.shift_matching == 0
 
 
 # ---------------------------------------------------------------------------- shift matching

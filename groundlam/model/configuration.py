@@ -82,11 +82,11 @@ class GroundLAMConfig:
     # decoder: frame t is first recoloured by the affine colour map (12 numbers, least squares)
     # that best predicts frame t+1, so global colour change (exposure, white balance, jitter)
     # needs no room in the latent action (``groundlam.model.photometric``)
-    color_matching: bool = False
+    color_matching: bool = True
     # decoder: frame t is first moved by the whole-pixel shift, up to this many pixels, that best
     # aligns it with frame t+1 (a search, no parameters), so camera shake needs no room in the
     # latent action (0 = off; ``groundlam.model.camera.match_shift``)
-    shift_matching: int = 0
+    shift_matching: int = 2
     # st_transformer: kernel of a convolution over the patch grid after the patch embedding
     # (0 = off). A patch embedded on its own cannot tell which way something moved by one patch;
     # with its neighbours in view the direction is local (issue 9: probe 0.47 -> 0.85)

@@ -59,16 +59,16 @@ def color_maps(current: torch.Tensor, following: torch.Tensor) -> torch.Tensor:
     return _solve(design, target, weights)
 
 
-@torch.no_grad()
 def match_colors(current: torch.Tensor, following: torch.Tensor) -> torch.Tensor:
     """Frames t (B, T-1, C, H, W) recoloured by the affine map that best predicts frames t+1.
 
-    Values stay in [-1, 1]. No gradient flows through the fit (it has no parameters).
+    Values stay in [-1, 1]. The fit has no parameters and passes no gradient; the recolouring
+    does, to ``current`` (a camera warp before it still learns).
     """
     batch, steps, channels, height, width = current.shape
     flat_current = current.flatten(0, 1)  # (M, C, H, W)
     maps = color_maps(flat_current, following.flatten(0, 1))  # (M, C+1, C)
-    pixels = flat_current.flatten(2).transpose(1, 2).float()  # (M, Q, C)
+    pixels = flat_current.flatten(2).transpose(1, 2).to(maps.dtype)  # (M, Q, C)
     matched = pixels @ maps[:, :channels] + maps[:, channels:]  # (M, Q, C)
     matched = matched.clamp(-1, 1).transpose(1, 2).reshape(batch, steps, channels, height, width)
     return matched.to(current.dtype)
