@@ -25,6 +25,7 @@ RIDGE = 1e-4  # per pixel, keeps the fit defined on a frame of one flat colour
 # Iteratively reweighted least squares with Cauchy weights 1 / (1 + (r / SCALE)^2) leaves them out.
 ROBUST_SCALE = 0.1  # residual (in [-1, 1] units, about 13 of 255) where a pixel's weight halves
 ROBUST_ITERATIONS = 3
+FIT_STRIDE = 2  # fit on every FIT_STRIDE-th row and column
 
 
 def _solve(design: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -48,8 +49,10 @@ def color_maps(current: torch.Tensor, following: torch.Tensor) -> torch.Tensor:
     if current.shape != following.shape or current.ndim != 4:
         raise ValueError(f"current {tuple(current.shape)} and following "
                          f"{tuple(following.shape)} must both be (M, C, H, W)")
-    source = current.flatten(2).transpose(1, 2).float()  # (M, Q, C)
-    target = following.flatten(2).transpose(1, 2).float()  # (M, Q, C)
+    # every other row and column: a quarter of the pixels fit 12 numbers as well, 4x faster
+    source = current[..., ::FIT_STRIDE, ::FIT_STRIDE].flatten(2).transpose(1, 2).float()
+    target = following[..., ::FIT_STRIDE, ::FIT_STRIDE].flatten(2).transpose(1, 2).float()
+    # source, target: (M, Q, C) with Q the fitted pixels
     design = torch.cat([source, torch.ones_like(source[..., :1])], dim=-1)  # (M, Q, C+1)
     weights = torch.ones_like(source[..., :1])  # (M, Q, 1)
     for _ in range(ROBUST_ITERATIONS):
