@@ -109,8 +109,12 @@ def shift_frames(frames: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
     height, width = frames.shape[-2:]
     padded = F.pad(frames, (bound,) * 4, mode="replicate")  # (M, C, H+2b, W+2b)
     out = torch.empty_like(frames)
-    for m, (dx, dy) in enumerate(shifts.tolist()):
-        out[m] = padded[m, :, bound - dy:bound - dy + height, bound - dx:bound - dx + width]
+    # one crop per distinct shift (at most (2k+1)^2), not one per frame
+    distinct, groups = torch.unique(shifts, dim=0, return_inverse=True)
+    for group, (dx, dy) in enumerate(distinct.tolist()):
+        members = (groups == group).nonzero().flatten()
+        out[members] = padded[members, :, bound - dy:bound - dy + height,
+                              bound - dx:bound - dx + width]
     return out
 
 

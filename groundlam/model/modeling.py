@@ -15,11 +15,11 @@ loss and knows nothing of ranks or logging: the trainer wraps it.
 
 Variants (``GroundLAMConfig`` documents each): camera slots warp frame t before the decoder
 (``groundlam.model.camera``), shift matching moves it and color matching recolours it by closed
-forms fit to frame t+1 (``camera.match_shift``, ``groundlam.model.photometric``);
-``flow`` targets make the decoder predict optical flow; the task embedding can be pooled from the
-latent actions (``task_pooling``); an action head reads the latent actions (``num_actions``).
-Modules of switched-off variants are not built, so a
-checkpoint's tensors are exactly those of the variants it was trained with.
+forms fit to frame t+1 (``camera.match_shift``, ``groundlam.model.photometric``); ``flow`` targets
+make the decoder predict optical flow; the task embedding can be pooled from the latent actions
+(``task_pooling``); an action head reads the latent actions (``num_actions``). Modules of
+switched-off variants are not built, so a checkpoint's tensors are exactly those of the variants it
+was trained with.
 """
 
 from __future__ import annotations

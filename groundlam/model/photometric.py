@@ -2,15 +2,16 @@
 
 Dimension keys:
     M  transitions matched at once (B x (T-1), flattened)      C  channels (3)
-    H, W  pixels      Q  pixels of one frame (H x W)
+    H, W  pixels      Q  pixels of one frame (all of them, or those the fit samples)
 
 Exposure, white balance and colour jitter change every pixel of frame t+1 by one affine colour
 map. Left to the decoder, that map is the largest part of the reconstruction error, and the
 latent action spends itself on it: on the synthetic benchmark, colour jitter alone took the
 distracted probe of a trained model to chance (issue 9). ``match_colors`` fits, per transition,
 the affine map (a 3x3 matrix and an offset, 12 numbers) that takes frame t's colours closest to
-frame t+1's in least squares, and applies it to frame t before the decoder sees it. Twelve global
-numbers cannot say where anything moved, so local motion must still go through the latent.
+frame t+1's in robust least squares, and applies it to frame t before the decoder sees it.
+Twelve global numbers cannot say where anything moved, so local motion must still go through the
+latent.
 """
 
 from __future__ import annotations
