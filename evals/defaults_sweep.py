@@ -97,6 +97,15 @@ ARMS: dict[str, tuple[str, ...]] = {
     "mix_align_nce005_late": ("model.patch_mixing=3", "model.motion_dim=128",
                               "loss.infonce_weight=0.005", "loss.infonce_start=150",
                               "model.color_matching=true", "model.shift_matching=2"),
+    # the quantised bottlenecks at the defaults above
+    "align_vq": ("model.patch_mixing=3", "model.motion_dim=128", "loss.infonce_weight=0.005",
+                 "loss.infonce_start=150", "model.color_matching=true", "model.shift_matching=2",
+                 "model.bottleneck=vq"),
+    "align_fsq": ("model.patch_mixing=3", "loss.infonce_weight=0.005", "loss.infonce_start=150",
+                  "model.color_matching=true", "model.shift_matching=2", "model.bottleneck=fsq"),
+    "align_fsq6": ("model.patch_mixing=3", "loss.infonce_weight=0.005", "loss.infonce_start=150",
+                   "model.color_matching=true", "model.shift_matching=2", "model.bottleneck=fsq",
+                   "model.fsq_levels=[8,8,8,5,5,5]"),
     "mix_vq": ("model.patch_mixing=3", "model.motion_dim=128", "loss.infonce_weight=0.005",
                "model.bottleneck=vq", *BEFORE_MATCHING),
     "mix_fsq": ("model.patch_mixing=3", "loss.infonce_weight=0.005", "model.bottleneck=fsq",
@@ -171,7 +180,12 @@ def score(folder: Path, max_clips: int = 128) -> dict[str, Any]:
     return results
 
 
-def run_one(arm: str, seed: int, rendering: str, runs: Path) -> None:
+def scores_name(probe_clips: int) -> str:
+    """The file a run's scores go to: ``scores.json`` at the first sweeps' 128 probe clips."""
+    return "scores.json" if probe_clips == 128 else f"scores_probe{probe_clips}.json"
+
+
+def run_one(arm: str, seed: int, rendering: str, runs: Path, probe_clips: int = 128) -> None:
     folder = runs / arm / rendering / f"seed{seed}"
     overrides = [*BASE, *ARMS[arm], f"train.seed={seed}", f"train.output_dir={folder}"]
     if rendering == "clean":
@@ -184,10 +198,11 @@ def run_one(arm: str, seed: int, rendering: str, runs: Path) -> None:
         with (folder / "train.log").open("w") as log:
             subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
     trained = time.perf_counter() - start
-    scores = score(folder)
+    scores = score(folder, probe_clips)
     scores.update(arm=arm, seed=seed, rendering=rendering, overrides=overrides,
-                  train_s=trained, eval_s=time.perf_counter() - start - trained)
-    (folder / "scores.json").write_text(json.dumps(scores, indent=2))
+                  probe_clips=probe_clips, train_s=trained,
+                  eval_s=time.perf_counter() - start - trained)
+    (folder / scores_name(probe_clips)).write_text(json.dumps(scores, indent=2))
 
 
 # ---------------------------------------------------------------------------- the sweep
@@ -222,7 +237,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--renderings", default="clean,distracted")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "defaults_sweep")
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"default {RESULTS.relative_to(ROOT)}, or defaults_sweep_probeN.json "
+                             "beside it for --probe-clips N other than 128")
+    parser.add_argument("--probe-clips", type=int, default=128,
+                        help="clips each probe is fit on and scored on, at most (the 64 fit "
+                             "episodes hold 384 clips of 4 frames); a run already trained is "
+                             "only rescored; 128 (the first sweeps) writes scores.json, any "
+                             "other N scores_probeN.json, and the summary reads that file")
     parser.add_argument("--list", action="store_true")
     parser.add_argument("--one", nargs=3, metavar=("ARM", "SEED", "RENDERING"),
                         help=argparse.SUPPRESS)  # a worker: train and score one run
@@ -231,8 +253,11 @@ def main(argv: list[str] | None = None) -> int:
         for arm, overrides in ARMS.items():
             print(f"{arm:24s} {' '.join(overrides) or '(defaults)'}")
         return 0
+    if args.out is None:
+        args.out = (RESULTS if args.probe_clips == 128
+                    else RESULTS.with_name(f"defaults_sweep_probe{args.probe_clips}.json"))
     if args.one:
-        run_one(args.one[0], int(args.one[1]), args.one[2], args.runs)
+        run_one(args.one[0], int(args.one[1]), args.one[2], args.runs, args.probe_clips)
         return 0
     # an arm may name its training rendering and its seed itself: "old:clean", "old:clean:2"
     arms = [(item.split(":") + ["", ""])[:3] for item in args.arms.split(",")]
@@ -252,12 +277,14 @@ def main(argv: list[str] | None = None) -> int:
     while todo or running:
         while todo and len(running) < args.jobs:
             job = todo.pop(0)
-            if (args.runs / job[0] / job[2] / f"seed{job[1]}" / "scores.json").is_file():
+            folder = args.runs / job[0] / job[2] / f"seed{job[1]}"
+            if (folder / scores_name(args.probe_clips)).is_file():
                 continue
             print(f"[sweep {time.strftime('%H:%M:%S')}] start {job}", flush=True)
             running.append((job, subprocess.Popen(
                 [sys.executable, "-m", "evals.defaults_sweep", "--one", job[0], str(job[1]),
-                 job[2], "--runs", str(args.runs)], cwd=ROOT, env=env)))
+                 job[2], "--runs", str(args.runs), "--probe-clips", str(args.probe_clips)],
+                cwd=ROOT, env=env)))
         time.sleep(2)
         for item in list(running):
             job, process = item
@@ -268,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
                     failed.append(job)
                 print(f"[sweep {time.strftime('%H:%M:%S')}] {status} {job}", flush=True)
     scores = []
-    for path in sorted(args.runs.glob("*/*/seed*/scores.json")):
+    for path in sorted(args.runs.glob(f"*/*/seed*/{scores_name(args.probe_clips)}")):
         entry = json.loads(path.read_text())
         # what the run was trained with, from its own config.yaml (the arm's overrides are on
         # top of configs/tiny.yaml as it was when the run started)
@@ -276,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         entry["config"] = {"model": config["model"], "loss": config["loss"]}
         scores.append(entry)
     previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    result = {"base_overrides": list(BASE), "arms": {a: list(o) for a, o in ARMS.items()},
+    result = {"base_overrides": list(BASE), "probe_clips": args.probe_clips, "arms": {a: list(o) for a, o in ARMS.items()},
               "machine": f"{os.cpu_count()} CPUs", "runs": scores, "summary": summarise(scores)}
     if previous.get("notes"):
         result["notes"] = previous["notes"]

@@ -95,7 +95,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     max_bad_steps: int = 5  # non-finite losses in a row before training stops
     collapse_threshold: float = 0.05  # warn when latent spread / latent norm falls below this
-    vq_restart_every: int = 100  # steps between dead-code restarts (bottleneck "vq")
+    vq_restart_every: int = 25  # steps between dead-code restarts (bottleneck "vq"; and step 1)
     wandb: str = "disabled"  # "disabled" | "offline" | "online"
     wandb_project: str = "groundlam"
     final_eval: bool = True  # after training: probe numbers and a focus-map GIF on held-out data

@@ -498,7 +498,8 @@ def train(config: Config, resume: bool = False) -> Path:
             step, window_steps = engine.global_steps, window_steps + 1
             progress.update(1)
 
-            if config.model.bottleneck == "vq" and step % config.train.vq_restart_every == 0:
+            if config.model.bottleneck == "vq" and (
+                    step == 1 or step % config.train.vq_restart_every == 0):
                 restart_dead_codes(engine.module, recent_features, rank)
             if step % config.train.log_every == 0 or step == max_steps:
                 elapsed = time.perf_counter() - window_start

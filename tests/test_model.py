@@ -92,6 +92,21 @@ def test_vq_dead_code_restart():
     assert ((codes[1:] @ projected.T).max(dim=1).values > 0.999).all()
 
 
+def test_vq_first_restart_moves_the_whole_codebook_onto_encoder_outputs():
+    # random unit vectors in Z dims: the encoder's first outputs all pick the same one, the
+    # decoder sees a constant and learns to ignore it; so a fresh codebook is all "dead"
+    model = GroundLAM(GroundLAMConfig(**TINY, bottleneck="vq", codebook_size=16))
+    quantizer = model.bottleneck
+    features = torch.randn(40, TINY["dim"])
+    assert quantizer.restart_dead_codes(features) == 16
+    projected = torch.nn.functional.normalize(quantizer.proj(features), dim=-1)
+    nearest = (quantizer.codes() @ projected.T).argmax(dim=1)
+    assert len(set(nearest.tolist())) == 16  # distinct outputs, not one picked twice
+    assert quantizer.restart_dead_codes(features) == 0  # and then they are alive
+    used = quantizer(features).indices
+    assert used.unique().numel() == 16
+
+
 def test_fsq_codes_are_on_the_grid():
     model = GroundLAM(GroundLAMConfig(**TINY, bottleneck="fsq", fsq_levels=[8, 5, 3]))
     out = model.bottleneck(torch.randn(500, TINY["dim"]) * 10)
@@ -166,6 +181,23 @@ def test_config_json_from_before_patch_mixing_loads_as_it_was_trained(tmp_path, 
     loaded = GroundLAM.from_pretrained(str(tmp_path))
     assert loaded.config.patch_mixing == 0
     torch.testing.assert_close(loaded.encode(video).motion, model.encode(video).motion)
+
+
+def test_vq_codes_reach_the_decoder_at_continuous_size_and_old_configs_load_unscaled(tmp_path):
+    model = GroundLAM(GroundLAMConfig(**{**TINY, "bottleneck": "vq", "motion_dim": 64}))
+    features = torch.randn(10, TINY["dim"])
+    norms = model.bottleneck(features).latents.norm(dim=-1)
+    torch.testing.assert_close(norms, torch.full_like(norms, 8.0))  # sqrt(64)
+    import json
+
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["vq_scale"]  # saved before the field existed: codes went out at norm 1
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = GroundLAM.from_pretrained(str(tmp_path))
+    old = loaded.bottleneck(features).latents
+    torch.testing.assert_close(old.norm(dim=-1), torch.ones(10))
+    torch.testing.assert_close(old * 8.0, model.bottleneck(features).latents)
 
 
 def test_concatenated_motion_slots_keep_each_slot(video):

@@ -33,6 +33,8 @@ class GroundLAMConfig:
 
     ``bottleneck``: ``continuous`` | ``vq`` | ``fsq`` | ``none``. ``none`` passes the encoder's
     motion features (width ``dim``) to the decoder unchanged: "is the bottleneck required?"
+    ``vq_scale``: the unit-norm VQ codes are multiplied by sqrt(``motion_dim``) on their way to
+    the decoder (False, as before the field existed, is how a ``config.json`` without it loads).
 
     ``decoder_target``: ``pixels`` and ``residual`` predict frame t+1 (``residual`` adds a
     zero-initialised change to frame t), ``shift_tolerant`` is ``pixels`` scored up to a small
@@ -95,6 +97,7 @@ class GroundLAMConfig:
     bottleneck: str = "continuous"
     motion_dim: int = 128  # size of one latent action (continuous and vq)
     codebook_size: int = 64  # vq
+    vq_scale: bool = True  # vq codes reach the decoder at norm sqrt(Z), not 1 (see bottleneck.py)
     fsq_levels: list[int] = field(default_factory=lambda: [8, 5, 5, 5])  # fsq; motion size = len
     # decoder (forward dynamics): "pixels" | "residual" | "shift_tolerant" | "flow"
     decoder_target: str = "residual"

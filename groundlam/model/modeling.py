@@ -46,7 +46,8 @@ from groundlam.video import as_video_batch, resize_video, to_model_input
 __all__ = ["GroundLAM", "LatentActions", "GroundLAMOutput"]
 
 # what a config.json that lacks these fields was trained with (their defaults have changed since)
-LEGACY_DEFAULTS = {"patch_mixing": 0, "color_matching": False, "shift_matching": 0}
+LEGACY_DEFAULTS = {"patch_mixing": 0, "color_matching": False, "shift_matching": 0,
+                   "vq_scale": False}
 
 MODEL_CARD = """---
 {{ card_data }}
