@@ -97,19 +97,26 @@ ARMS: dict[str, tuple[str, ...]] = {
     "mix_align_nce005_late": ("model.patch_mixing=3", "model.motion_dim=128",
                               "loss.infonce_weight=0.005", "loss.infonce_start=150",
                               "model.color_matching=true", "model.shift_matching=2"),
-    # the quantised bottlenecks at the defaults above
+    # the quantised bottlenecks at the defaults above (the VQ codebook has started on encoder
+    # outputs since these arms: "mix_vq" ran with random unit codes and slower dead-code checks)
     "align_vq": ("model.patch_mixing=3", "model.motion_dim=128", "loss.infonce_weight=0.005",
                  "loss.infonce_start=150", "model.color_matching=true", "model.shift_matching=2",
-                 "model.bottleneck=vq"),
+                 "model.bottleneck=vq", "model.vq_scale=true"),
     "align_fsq": ("model.patch_mixing=3", "loss.infonce_weight=0.005", "loss.infonce_start=150",
-                  "model.color_matching=true", "model.shift_matching=2", "model.bottleneck=fsq"),
+                  "model.color_matching=true", "model.shift_matching=2", "model.bottleneck=fsq",
+                  "model.fsq_normalize=false"),
+    "align_fsq_norm": ("model.patch_mixing=3", "loss.infonce_weight=0.005",
+                       "loss.infonce_start=150", "model.color_matching=true",
+                       "model.shift_matching=2", "model.bottleneck=fsq",
+                       "model.fsq_normalize=true"),
     "align_fsq6": ("model.patch_mixing=3", "loss.infonce_weight=0.005", "loss.infonce_start=150",
                    "model.color_matching=true", "model.shift_matching=2", "model.bottleneck=fsq",
-                   "model.fsq_levels=[8,8,8,5,5,5]"),
+                   "model.fsq_levels=[8,8,8,5,5,5]", "model.fsq_normalize=false"),
     "mix_vq": ("model.patch_mixing=3", "model.motion_dim=128", "loss.infonce_weight=0.005",
-               "model.bottleneck=vq", *BEFORE_MATCHING),
+               "model.bottleneck=vq", "model.vq_scale=false", "train.vq_restart_every=100",
+               *BEFORE_MATCHING),
     "mix_fsq": ("model.patch_mixing=3", "loss.infonce_weight=0.005", "model.bottleneck=fsq",
-                *BEFORE_MATCHING),
+                "model.fsq_normalize=false", *BEFORE_MATCHING),
 }
 
 

@@ -192,12 +192,28 @@ def test_vq_codes_reach_the_decoder_at_continuous_size_and_old_configs_load_unsc
 
     model.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
-    del config["vq_scale"]  # saved before the field existed: codes went out at norm 1
+    del config["vq_scale"], config["fsq_normalize"]  # saved before the fields existed
     (tmp_path / "config.json").write_text(json.dumps(config))
     loaded = GroundLAM.from_pretrained(str(tmp_path))
     old = loaded.bottleneck(features).latents
     torch.testing.assert_close(old.norm(dim=-1), torch.ones(10))
     torch.testing.assert_close(old * 8.0, model.bottleneck(features).latents)
+    assert not GroundLAM.from_pretrained(str(tmp_path)).config.fsq_normalize
+
+
+def test_fsq_spreads_nearly_equal_encoder_outputs_over_the_grid():
+    """At initialisation the encoder's outputs for different clips differ by far less than one
+    grid step: unnormalised they all round to one code; standardised per channel they do not."""
+    torch.manual_seed(0)
+    features = torch.randn(1, TINY["dim"]) * 3 + 0.01 * torch.randn(256, TINY["dim"])
+    codes = {}
+    for normalize in (False, True):
+        config = GroundLAMConfig(**TINY, bottleneck="fsq", fsq_normalize=normalize)
+        codes[normalize] = GroundLAM(config).bottleneck(features).indices.unique().numel()
+    assert codes[False] == 1
+    assert codes[True] > 20
+    single = GroundLAM(GroundLAMConfig(**TINY, bottleneck="fsq")).bottleneck.train()
+    assert single(features[:1]).latents.shape == (1, 4)  # one latent: running statistics
 
 
 def test_concatenated_motion_slots_keep_each_slot(video):

@@ -8,9 +8,10 @@ Dimension keys:
 Each bottleneck maps ``(..., D) -> (..., Z)`` and returns a ``BottleneckOutput``:
 - ``continuous``: a linear map to a small Z. The width is the bottleneck; nothing is quantised.
 - ``vq``: nearest entry of a learned codebook (cosine distance), straight-through gradients, a
-  commitment loss; dead entries are restarted by the trainer calling ``restart_dead_codes``.
-- ``fsq``: finite scalar quantisation; each of Z = len(levels) channels is bounded and rounded
-  to ``levels[i]`` values. No codebook, so nothing can die.
+  commitment loss; dead entries (all of them at first) are restarted on encoder outputs by the
+  trainer calling ``restart_dead_codes``; codes reach the decoder scaled to norm sqrt(Z).
+- ``fsq``: finite scalar quantisation; each of Z = len(levels) channels is standardised over
+  the batch, bounded and rounded to ``levels[i]`` values. No codebook, so nothing can die.
 - ``none``: the identity, Z = D. The control for "is the bottleneck required?"
 """
 
@@ -116,15 +117,27 @@ class VectorQuantizer(nn.Module):
 class FSQ(nn.Module):
     """Finite scalar quantisation: bound each channel with tanh, round to its grid."""
 
-    def __init__(self, dim: int, levels: list[int]) -> None:
+    def __init__(self, dim: int, levels: list[int], normalize: bool = True) -> None:
         super().__init__()
         self.proj = nn.Linear(dim, len(levels))
+        # each channel standardised over the batch (running statistics in eval) before the
+        # grid: at initialisation the encoder's outputs differ by far less than one grid step,
+        # every latent rounds to the same code and the decoder learns to ignore it (issue 9)
+        self.norm = nn.BatchNorm1d(len(levels), affine=False) if normalize else None
         self.register_buffer("levels", torch.tensor(levels, dtype=torch.float32), persistent=False)
         basis = torch.cumprod(torch.tensor([1, *levels[:-1]]), dim=0)
         self.register_buffer("basis", basis, persistent=False)
 
     def forward(self, x: torch.Tensor) -> BottleneckOutput:
         z = self.proj(x)  # (..., Z)
+        if self.norm is not None:
+            flat = z.reshape(-1, z.shape[-1])
+            # one latent has no batch statistics: it is scaled by the running ones
+            batch_stats = self.training and flat.shape[0] > 1
+            flat = F.batch_norm(flat, self.norm.running_mean, self.norm.running_var,
+                                training=batch_stats, momentum=self.norm.momentum,
+                                eps=self.norm.eps)
+            z = flat.reshape(z.shape)
         half = (self.levels - 1) / 2
         # even level counts have no zero on the grid; the half-step offset centres them
         offset = torch.where(self.levels % 2 == 0, 0.5, 0.0)
@@ -142,4 +155,4 @@ def make_bottleneck(config: GroundLAMConfig) -> nn.Module:
     if config.bottleneck == "vq":
         return VectorQuantizer(config.motion_feature_dim, config.motion_dim, config.codebook_size,
                                scale=config.vq_scale)
-    return FSQ(config.motion_feature_dim, config.fsq_levels)
+    return FSQ(config.motion_feature_dim, config.fsq_levels, normalize=config.fsq_normalize)
