@@ -101,22 +101,27 @@ ARMS: dict[str, tuple[str, ...]] = {
     # outputs since these arms: "mix_vq" ran with random unit codes and slower dead-code checks)
     "align_vq": ("model.patch_mixing=3", "model.motion_dim=128", "loss.infonce_weight=0.005",
                  "loss.infonce_start=150", "model.color_matching=true", "model.shift_matching=2",
-                 "model.bottleneck=vq", "model.vq_scale=true"),
+                 "model.bottleneck=vq", "model.vq_scale=true", "model.quantizer_norm=false"),
+    "align_vq_norm": ("model.patch_mixing=3", "model.motion_dim=128",
+                      "loss.infonce_weight=0.005", "loss.infonce_start=150",
+                      "model.color_matching=true", "model.shift_matching=2", "model.bottleneck=vq",
+                      "model.vq_scale=true", "model.quantizer_norm=true"),
     "align_fsq": ("model.patch_mixing=3", "loss.infonce_weight=0.005", "loss.infonce_start=150",
                   "model.color_matching=true", "model.shift_matching=2", "model.bottleneck=fsq",
-                  "model.fsq_normalize=false"),
+                  "model.quantizer_norm=false"),
     "align_fsq_norm": ("model.patch_mixing=3", "loss.infonce_weight=0.005",
                        "loss.infonce_start=150", "model.color_matching=true",
                        "model.shift_matching=2", "model.bottleneck=fsq",
-                       "model.fsq_normalize=true"),
+                       "model.quantizer_norm=true"),
     "align_fsq6": ("model.patch_mixing=3", "loss.infonce_weight=0.005", "loss.infonce_start=150",
                    "model.color_matching=true", "model.shift_matching=2", "model.bottleneck=fsq",
-                   "model.fsq_levels=[8,8,8,5,5,5]", "model.fsq_normalize=false"),
+                   "model.fsq_levels=[8,8,8,5,5,5]", "model.quantizer_norm=false"),
     "mix_vq": ("model.patch_mixing=3", "model.motion_dim=128", "loss.infonce_weight=0.005",
-               "model.bottleneck=vq", "model.vq_scale=false", "train.vq_restart_every=100",
+               "model.bottleneck=vq", "model.vq_scale=false", "model.quantizer_norm=false",
+               "train.vq_restart_every=100",
                *BEFORE_MATCHING),
     "mix_fsq": ("model.patch_mixing=3", "loss.infonce_weight=0.005", "model.bottleneck=fsq",
-                "model.fsq_normalize=false", *BEFORE_MATCHING),
+                "model.quantizer_norm=false", *BEFORE_MATCHING),
 }
 
 
@@ -278,7 +283,9 @@ def main(argv: list[str] | None = None) -> int:
                PYTHONPATH=str(ROOT), LOCAL_WORLD_SIZE=str(max(args.jobs, 1)))
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
-    env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // max(args.jobs, 1)))
+    # a thread a job on the cores there are, unless the caller says (e.g. beside other work)
+    env["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS") or str(
+        max(1, (os.cpu_count() or 1) // max(args.jobs, 1)))
     running: list[tuple[tuple[str, int, str], subprocess.Popen]] = []
     failed = []
     while todo or running:

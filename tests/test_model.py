@@ -87,7 +87,7 @@ def test_vq_dead_code_restart():
     features = torch.randn(64, TINY["dim"])
     assert quantizer.restart_dead_codes(features) == 15
     codes = quantizer.codes()
-    projected = torch.nn.functional.normalize(quantizer.proj(features), dim=-1)
+    projected = quantizer.directions(features, update=False)
     # every restarted code now sits exactly on one of the encoder outputs
     assert ((codes[1:] @ projected.T).max(dim=1).values > 0.999).all()
 
@@ -99,7 +99,7 @@ def test_vq_first_restart_moves_the_whole_codebook_onto_encoder_outputs():
     quantizer = model.bottleneck
     features = torch.randn(40, TINY["dim"])
     assert quantizer.restart_dead_codes(features) == 16
-    projected = torch.nn.functional.normalize(quantizer.proj(features), dim=-1)
+    projected = quantizer.directions(features, update=False)
     nearest = (quantizer.codes() @ projected.T).argmax(dim=1)
     assert len(set(nearest.tolist())) == 16  # distinct outputs, not one picked twice
     assert quantizer.restart_dead_codes(features) == 0  # and then they are alive
@@ -184,21 +184,23 @@ def test_config_json_from_before_patch_mixing_loads_as_it_was_trained(tmp_path, 
 
 
 def test_vq_codes_reach_the_decoder_at_continuous_size_and_old_configs_load_unscaled(tmp_path):
-    model = GroundLAM(GroundLAMConfig(**{**TINY, "bottleneck": "vq", "motion_dim": 64}))
-    features = torch.randn(10, TINY["dim"])
-    norms = model.bottleneck(features).latents.norm(dim=-1)
-    torch.testing.assert_close(norms, torch.full_like(norms, 8.0))  # sqrt(64)
     import json
 
-    model.save_pretrained(tmp_path)
+    vq = {**TINY, "bottleneck": "vq", "motion_dim": 64}
+    features = torch.randn(10, TINY["dim"])
+    norms = GroundLAM(GroundLAMConfig(**vq)).bottleneck(features).latents.norm(dim=-1)
+    torch.testing.assert_close(norms, torch.full_like(norms, 8.0))  # sqrt(64)
+    # saved before the fields existed: codes went out at norm 1, nothing was standardised
+    old = GroundLAM(GroundLAMConfig(**vq, vq_scale=False, quantizer_norm=False))
+    old.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
-    del config["vq_scale"], config["fsq_normalize"]  # saved before the fields existed
+    del config["vq_scale"], config["quantizer_norm"]
     (tmp_path / "config.json").write_text(json.dumps(config))
     loaded = GroundLAM.from_pretrained(str(tmp_path))
-    old = loaded.bottleneck(features).latents
-    torch.testing.assert_close(old.norm(dim=-1), torch.ones(10))
-    torch.testing.assert_close(old * 8.0, model.bottleneck(features).latents)
-    assert not GroundLAM.from_pretrained(str(tmp_path)).config.fsq_normalize
+    assert not loaded.config.vq_scale and not loaded.config.quantizer_norm
+    latents = loaded.bottleneck(features).latents
+    torch.testing.assert_close(latents.norm(dim=-1), torch.ones(10))
+    torch.testing.assert_close(latents, old.bottleneck(features).latents)
 
 
 def test_fsq_spreads_nearly_equal_encoder_outputs_over_the_grid():
@@ -208,7 +210,7 @@ def test_fsq_spreads_nearly_equal_encoder_outputs_over_the_grid():
     features = torch.randn(1, TINY["dim"]) * 3 + 0.01 * torch.randn(256, TINY["dim"])
     codes = {}
     for normalize in (False, True):
-        config = GroundLAMConfig(**TINY, bottleneck="fsq", fsq_normalize=normalize)
+        config = GroundLAMConfig(**TINY, bottleneck="fsq", quantizer_norm=normalize)
         codes[normalize] = GroundLAM(config).bottleneck(features).indices.unique().numel()
     assert codes[False] == 1
     assert codes[True] > 20

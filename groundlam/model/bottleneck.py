@@ -7,7 +7,8 @@ Dimension keys:
 
 Each bottleneck maps ``(..., D) -> (..., Z)`` and returns a ``BottleneckOutput``:
 - ``continuous``: a linear map to a small Z. The width is the bottleneck; nothing is quantised.
-- ``vq``: nearest entry of a learned codebook (cosine distance), straight-through gradients, a
+- ``vq``: nearest entry of a learned codebook (cosine distance to the channels standardised over
+  the batch, as for ``fsq``), straight-through gradients, a
   commitment loss; dead entries (all of them at first) are restarted on encoder outputs by the
   trainer calling ``restart_dead_codes``; codes reach the decoder scaled to norm sqrt(Z).
 - ``fsq``: finite scalar quantisation; each of Z = len(levels) channels is standardised over
@@ -26,7 +27,7 @@ from torch import nn
 
 from groundlam.model.configuration import GroundLAMConfig
 
-__all__ = ["BottleneckOutput", "NoBottleneck", "ContinuousBottleneck", "VectorQuantizer", "FSQ",
+__all__ = ["BottleneckOutput", "BatchStandardize", "NoBottleneck", "ContinuousBottleneck", "VectorQuantizer", "FSQ",
            "make_bottleneck"]
 
 
@@ -35,6 +36,32 @@ class BottleneckOutput:
     latents: torch.Tensor  # (..., Z) what the decoder receives
     indices: torch.Tensor | None = None  # (...) code ids for vq / fsq
     loss: torch.Tensor | None = None  # auxiliary loss (vq commitment + codebook)
+
+
+class BatchStandardize(nn.BatchNorm1d):
+    """Each channel of ``(..., Z)`` standardised over the batch in training (``update=False``:
+    without moving the running statistics), by the running statistics in eval and for a batch
+    of one; no learned scale or shift.
+
+    In front of a quantiser: at initialisation the encoder's outputs for different clips share
+    a large common part and differ by far less than the distance between codes, so every latent
+    picks the same code, the decoder sees a constant and learns to ignore it (issue 9: VQ and FSQ
+    at chance). Standardised, the differences span the codes from the first step.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels, affine=False)
+
+    def forward(self, z: torch.Tensor, update: bool = True) -> torch.Tensor:
+        flat = z.reshape(-1, z.shape[-1])
+        if self.training and flat.shape[0] > 1:
+            mean, var = (self.running_mean, self.running_var) if update else (None, None)
+            flat = F.batch_norm(flat, mean, var, training=True, momentum=self.momentum,
+                                eps=self.eps)
+        else:
+            flat = F.batch_norm(flat, self.running_mean, self.running_var, training=False,
+                                eps=self.eps)
+        return flat.reshape(z.shape)
 
 
 class NoBottleneck(nn.Module):
@@ -62,7 +89,7 @@ class VectorQuantizer(nn.Module):
     """
 
     def __init__(self, dim: int, latent_dim: int, codebook_size: int, beta: float = 0.25,
-                 usage_decay: float = 0.9, scale: bool = True) -> None:
+                 usage_decay: float = 0.9, scale: bool = True, normalize: bool = True) -> None:
         super().__init__()
         self.proj = nn.Linear(dim, latent_dim)
         self.codebook = nn.Parameter(torch.randn(codebook_size, latent_dim))
@@ -75,12 +102,19 @@ class VectorQuantizer(nn.Module):
         # decoder at a continuous latent's size (issue 9: unscaled, 0.46 probe and 4 dB, scaled
         # 0.79 and 14 dB on the clean synthetic benchmark); ``scale=False`` loads older models
         self.scale = math.sqrt(latent_dim) if scale else 1.0
+        self.norm = BatchStandardize(latent_dim) if normalize else None
+
+    def directions(self, x: torch.Tensor, update: bool = True) -> torch.Tensor:
+        z = self.proj(x)  # (..., Z)
+        if self.norm is not None:
+            z = self.norm(z, update)
+        return F.normalize(z, dim=-1)
 
     def codes(self) -> torch.Tensor:
         return F.normalize(self.codebook + self.restart_offset, dim=-1)  # (K, Z)
 
     def forward(self, x: torch.Tensor) -> BottleneckOutput:
-        z = F.normalize(self.proj(x), dim=-1)  # (..., Z)
+        z = self.directions(x)  # (..., Z)
         codes = self.codes()
         indices = (z @ codes.T).argmax(dim=-1)  # (...)
         quantized = codes[indices]  # (..., Z)
@@ -104,7 +138,7 @@ class VectorQuantizer(nn.Module):
         dead = (self.usage < threshold / size).nonzero().flatten()
         if dead.numel() == 0 or x.numel() == 0:
             return 0
-        z = F.normalize(self.proj(x.reshape(-1, x.shape[-1])), dim=-1)
+        z = self.directions(x.reshape(-1, x.shape[-1]), update=False)
         if z.shape[0] >= dead.numel():  # distinct outputs while there are enough
             picks = torch.randperm(z.shape[0], device=z.device)[:dead.numel()]
         else:
@@ -120,10 +154,7 @@ class FSQ(nn.Module):
     def __init__(self, dim: int, levels: list[int], normalize: bool = True) -> None:
         super().__init__()
         self.proj = nn.Linear(dim, len(levels))
-        # each channel standardised over the batch (running statistics in eval) before the
-        # grid: at initialisation the encoder's outputs differ by far less than one grid step,
-        # every latent rounds to the same code and the decoder learns to ignore it (issue 9)
-        self.norm = nn.BatchNorm1d(len(levels), affine=False) if normalize else None
+        self.norm = BatchStandardize(len(levels)) if normalize else None
         self.register_buffer("levels", torch.tensor(levels, dtype=torch.float32), persistent=False)
         basis = torch.cumprod(torch.tensor([1, *levels[:-1]]), dim=0)
         self.register_buffer("basis", basis, persistent=False)
@@ -131,13 +162,7 @@ class FSQ(nn.Module):
     def forward(self, x: torch.Tensor) -> BottleneckOutput:
         z = self.proj(x)  # (..., Z)
         if self.norm is not None:
-            flat = z.reshape(-1, z.shape[-1])
-            # one latent has no batch statistics: it is scaled by the running ones
-            batch_stats = self.training and flat.shape[0] > 1
-            flat = F.batch_norm(flat, self.norm.running_mean, self.norm.running_var,
-                                training=batch_stats, momentum=self.norm.momentum,
-                                eps=self.norm.eps)
-            z = flat.reshape(z.shape)
+            z = self.norm(z)
         half = (self.levels - 1) / 2
         # even level counts have no zero on the grid; the half-step offset centres them
         offset = torch.where(self.levels % 2 == 0, 0.5, 0.0)
@@ -154,5 +179,5 @@ def make_bottleneck(config: GroundLAMConfig) -> nn.Module:
         return ContinuousBottleneck(config.motion_feature_dim, config.motion_dim)
     if config.bottleneck == "vq":
         return VectorQuantizer(config.motion_feature_dim, config.motion_dim, config.codebook_size,
-                               scale=config.vq_scale)
-    return FSQ(config.motion_feature_dim, config.fsq_levels, normalize=config.fsq_normalize)
+                               scale=config.vq_scale, normalize=config.quantizer_norm)
+    return FSQ(config.motion_feature_dim, config.fsq_levels, normalize=config.quantizer_norm)

@@ -34,8 +34,8 @@ class GroundLAMConfig:
     ``bottleneck``: ``continuous`` | ``vq`` | ``fsq`` | ``none``. ``none`` passes the encoder's
     motion features (width ``dim``) to the decoder unchanged: "is the bottleneck required?"
     ``vq_scale``: the unit-norm VQ codes are multiplied by sqrt(``motion_dim``) on their way to
-    the decoder; ``fsq_normalize`` standardises each FSQ channel over the batch (running
-    statistics in eval) before rounding. False, as before the fields existed, is how a
+    the decoder; ``quantizer_norm`` standardises each channel of what VQ and FSQ quantise over the
+    batch (running statistics in eval). False, as before the fields existed, is how a
     ``config.json`` without them loads.
 
     ``decoder_target``: ``pixels`` and ``residual`` predict frame t+1 (``residual`` adds a
@@ -100,7 +100,7 @@ class GroundLAMConfig:
     motion_dim: int = 128  # size of one latent action (continuous and vq)
     codebook_size: int = 64  # vq
     vq_scale: bool = True  # vq codes reach the decoder at norm sqrt(Z), not 1 (see bottleneck.py)
-    fsq_normalize: bool = True  # fsq channels standardised over the batch before rounding
+    quantizer_norm: bool = True  # vq / fsq inputs standardised per channel over the batch
     fsq_levels: list[int] = field(default_factory=lambda: [8, 5, 5, 5])  # fsq; motion size = len
     # decoder (forward dynamics): "pixels" | "residual" | "shift_tolerant" | "flow"
     decoder_target: str = "residual"
