@@ -34,3 +34,9 @@ def test_every_arm_names_what_it_changes():
                 "loss.infonce_weight"} <= set(values), arm
         if float(values["loss.infonce_weight"]):
             assert "loss.infonce_start" in values, arm
+
+
+def test_rescoring_with_another_probe_size_keeps_the_first_scores():
+    """--probe-clips N writes beside scores.json, so a rescored run keeps its first numbers."""
+    assert defaults_sweep.scores_name(128) == "scores.json"
+    assert defaults_sweep.scores_name(384) == "scores_probe384.json"
