@@ -52,6 +52,9 @@ NO_DISTRACTORS = tuple(f"data.synthetic.distractors.{name}=0"
 # switches whose defaults changed after the first arms ran: every arm spells them out, so an arm
 # means the same run whatever configs/tiny.yaml says today
 BEFORE_MATCHING = ("model.color_matching=false", "model.shift_matching=0", "loss.infonce_start=0")
+# the defaults the quantiser arms start from (the continuous arm "mix_align_nce005_late")
+ALIGNED = ("model.patch_mixing=3", "loss.infonce_weight=0.005", "loss.infonce_start=150",
+           "model.color_matching=true", "model.shift_matching=2")
 ARMS: dict[str, tuple[str, ...]] = {
     # the encoder of the landed code: each patch embedded on its own, a 16-d latent
     "old": ("model.patch_mixing=0", "model.motion_dim=16", "loss.infonce_weight=0.1",
@@ -99,28 +102,16 @@ ARMS: dict[str, tuple[str, ...]] = {
                               "model.color_matching=true", "model.shift_matching=2"),
     # the quantised bottlenecks at the defaults above (the VQ codebook has started on encoder
     # outputs since these arms: "mix_vq" ran with random unit codes and slower dead-code checks)
-    "align_vq": ("model.patch_mixing=3", "model.motion_dim=128", "loss.infonce_weight=0.005",
-                 "loss.infonce_start=150", "model.color_matching=true", "model.shift_matching=2",
-                 "model.bottleneck=vq", "model.vq_scale=true", "model.quantizer_norm=false"),
-    "align_vq_unscaled": ("model.patch_mixing=3", "model.motion_dim=128",
-                          "loss.infonce_weight=0.005", "loss.infonce_start=150",
-                          "model.color_matching=true", "model.shift_matching=2",
-                          "model.bottleneck=vq", "model.vq_scale=false",
-                          "model.quantizer_norm=false"),
-    "align_vq_norm": ("model.patch_mixing=3", "model.motion_dim=128",
-                      "loss.infonce_weight=0.005", "loss.infonce_start=150",
-                      "model.color_matching=true", "model.shift_matching=2", "model.bottleneck=vq",
+    "align_vq": (*ALIGNED, "model.motion_dim=128", "model.bottleneck=vq", "model.vq_scale=true",
+                 "model.quantizer_norm=false"),
+    "align_vq_unscaled": (*ALIGNED, "model.motion_dim=128", "model.bottleneck=vq",
+                          "model.vq_scale=false", "model.quantizer_norm=false"),
+    "align_vq_norm": (*ALIGNED, "model.motion_dim=128", "model.bottleneck=vq",
                       "model.vq_scale=true", "model.quantizer_norm=true"),
-    "align_fsq": ("model.patch_mixing=3", "loss.infonce_weight=0.005", "loss.infonce_start=150",
-                  "model.color_matching=true", "model.shift_matching=2", "model.bottleneck=fsq",
-                  "model.quantizer_norm=false"),
-    "align_fsq_norm": ("model.patch_mixing=3", "loss.infonce_weight=0.005",
-                       "loss.infonce_start=150", "model.color_matching=true",
-                       "model.shift_matching=2", "model.bottleneck=fsq",
-                       "model.quantizer_norm=true"),
-    "align_fsq6": ("model.patch_mixing=3", "loss.infonce_weight=0.005", "loss.infonce_start=150",
-                   "model.color_matching=true", "model.shift_matching=2", "model.bottleneck=fsq",
-                   "model.fsq_levels=[8,8,8,5,5,5]", "model.quantizer_norm=false"),
+    "align_fsq": (*ALIGNED, "model.bottleneck=fsq", "model.quantizer_norm=false"),
+    "align_fsq_norm": (*ALIGNED, "model.bottleneck=fsq", "model.quantizer_norm=true"),
+    "align_fsq6": (*ALIGNED, "model.bottleneck=fsq", "model.fsq_levels=[8,8,8,5,5,5]",
+                   "model.quantizer_norm=false"),
     "mix_vq": ("model.patch_mixing=3", "model.motion_dim=128", "loss.infonce_weight=0.005",
                "model.bottleneck=vq", "model.vq_scale=false", "model.quantizer_norm=false",
                "train.vq_restart_every=100",
@@ -322,8 +313,9 @@ def main(argv: list[str] | None = None) -> int:
         entry["config"] = {"model": config["model"], "loss": config["loss"]}
         scores.append(entry)
     previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    result = {"base_overrides": list(BASE), "probe_clips": args.probe_clips, "arms": {a: list(o) for a, o in ARMS.items()},
-              "machine": f"{os.cpu_count()} CPUs", "runs": scores, "summary": summarise(scores)}
+    result = {"base_overrides": list(BASE), "probe_clips": args.probe_clips,
+              "arms": {a: list(o) for a, o in ARMS.items()}, "machine": f"{os.cpu_count()} CPUs",
+              "runs": scores, "summary": summarise(scores)}
     if previous.get("notes"):
         result["notes"] = previous["notes"]
     args.out.parent.mkdir(parents=True, exist_ok=True)

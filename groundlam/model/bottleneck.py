@@ -7,10 +7,10 @@ Dimension keys:
 
 Each bottleneck maps ``(..., D) -> (..., Z)`` and returns a ``BottleneckOutput``:
 - ``continuous``: a linear map to a small Z. The width is the bottleneck; nothing is quantised.
-- ``vq``: nearest entry of a learned codebook (cosine distance to the channels standardised over
-  the batch, as for ``fsq``), straight-through gradients, a
-  commitment loss; dead entries (all of them at first) are restarted on encoder outputs by the
-  trainer calling ``restart_dead_codes``; codes reach the decoder scaled to norm sqrt(Z).
+- ``vq``: nearest entry of a learned codebook by cosine similarity to the projection
+  standardised over the batch (``BatchStandardize``), straight-through gradients, a commitment
+  loss; dead entries (all of them at first) are restarted on encoder outputs by the trainer
+  calling ``restart_dead_codes``; codes reach the decoder scaled to norm sqrt(Z).
 - ``fsq``: finite scalar quantisation; each of Z = len(levels) channels is standardised over
   the batch, bounded and rounded to ``levels[i]`` values. No codebook, so nothing can die.
 - ``none``: the identity, Z = D. The control for "is the bottleneck required?"
@@ -27,8 +27,8 @@ from torch import nn
 
 from groundlam.model.configuration import GroundLAMConfig
 
-__all__ = ["BottleneckOutput", "BatchStandardize", "NoBottleneck", "ContinuousBottleneck", "VectorQuantizer", "FSQ",
-           "make_bottleneck"]
+__all__ = ["BottleneckOutput", "BatchStandardize", "NoBottleneck", "ContinuousBottleneck",
+           "VectorQuantizer", "FSQ", "make_bottleneck"]
 
 
 @dataclass
