@@ -98,6 +98,7 @@ ROWS = (
     Row("encoder_linear", "linear encoder (no slots)", ("model.encoder=linear",)),
 )
 BASELINE = "reconstruction_only"
+RENDERINGS = ("clean", "distracted")
 
 
 @dataclass(frozen=True)
@@ -247,14 +248,20 @@ def _run_logged(command: list[str], log: Path, what: str) -> None:
         raise RuntimeError(f"{what} failed (exit {code}); the end of {log}:\n" + "\n".join(tail))
 
 
-def build_dataset(dataset: Dataset, preset: Preset, cache: Path) -> dict[str, str]:
-    """Generate ``dataset``'s training and held-out corpora once into ``cache``.
+def build_dataset(dataset: Dataset, preset: Preset, cache: Path,
+                  train_rendering: str = "distracted") -> dict[str, str]:
+    """Generate ``dataset``'s training (in ``train_rendering``) and held-out corpora once into
+    ``cache``.
 
     Returns {"train": spec, "clean": spec, "distracted": spec}; a corpus is rebuilt only when its
     ``COMPLETE`` marker (written after ``groundlam datagen`` succeeded) is missing.
     """
+    if train_rendering not in RENDERINGS:
+        raise ValueError(f"train_rendering={train_rendering!r} is not one of {RENDERINGS}")
     specs = {}
-    for part, episodes, seed, variant in (("train", preset.train_episodes, 0, "distracted"),
+    # a clean training corpus is its own folder; the distracted one keeps the name it always had
+    train_part = "train" if train_rendering == "distracted" else "train_clean"
+    for part, episodes, seed, variant in ((train_part, preset.train_episodes, 0, train_rendering),
                                           ("heldout", preset.eval_episodes, 1, "both")):
         # the generator's arguments name the corpus too: a cache built with other ones (e.g. the
         # full BabyAI grid before the room view) is not reused
@@ -270,8 +277,8 @@ def build_dataset(dataset: Dataset, preset: Preset, cache: Path) -> dict[str, st
                          "--no-progress", *dataset.datagen],
                         cache / f"{folder.name}.log", f"groundlam datagen {dataset.name}")
             (folder / "COMPLETE").write_text(f"{episodes} episodes, seed {seed}\n")
-        if part == "train":
-            specs["train"] = str(folder / "distracted")
+        if part == train_part:
+            specs["train"] = str(folder / train_rendering)
         else:
             specs["clean"], specs["distracted"] = str(folder / "clean"), str(folder / "distracted")
     return specs
@@ -292,16 +299,17 @@ class RunSpec:
 
 
 def plan_runs(preset: Preset, rows: dict[str, list[Row]], seeds: list[int], runs: Path,
-              specs: dict[str, dict[str, str]], steps: int) -> list[RunSpec]:
+              specs: dict[str, dict[str, str]], steps: int, extra: tuple[str, ...] = ()
+              ) -> list[RunSpec]:
     """Every (dataset, row, seed) run with its training overrides and evaluations; ``rows``:
-    the rows of each dataset."""
+    the rows of each dataset; ``extra``: overrides added to every run, after the row's."""
     planned = []
     for name, dataset_rows in rows.items():
         dataset = DATASETS[name]
         for row in dataset_rows:
             for seed in seeds:
                 folder = runs / name / row.name / f"seed{seed}"
-                overrides = [*preset.overrides, *row.overrides, f"train.max_steps={steps}",
+                overrides = [*preset.overrides, *row.overrides, *extra, f"train.max_steps={steps}",
                              f"train.seed={seed}", f"train.output_dir={folder}",
                              "train.final_eval=false", "train.progress=false",
                              f"train.save_every={max(steps // 4, 1)}", "train.keep_checkpoints=1"]
@@ -390,8 +398,16 @@ def summarise(values: list[float | None]) -> dict[str, Any] | None:
 def run_comparison(preset_name: str, out: Path, runs: Path | None = None,
                    cache: Path | None = None, rows: list[str] | None = None,
                    seeds: list[int] | None = None, datasets: list[str] | None = None,
-                   steps: int | None = None, command: str | None = None) -> dict[str, Any]:
+                   steps: int | None = None, command: str | None = None,
+                   extra: tuple[str, ...] = (), train_rendering: str = "distracted"
+                   ) -> dict[str, Any]:
     """Train and evaluate every missing run of the preset, then write the table, JSON and plot.
+
+    ``train_rendering``: the rendering of the generated corpora's training episodes
+    (``distracted``, the table's; ``clean`` for "trained and scored clean"); the synthetic
+    benchmark always trains as the preset's config says.
+
+    ``extra``: dotted overrides added to every run (``--set``), after the row's own.
 
     Returns the results dict written to ``out/results/compare_<preset>.json``.
     """
@@ -408,9 +424,9 @@ def run_comparison(preset_name: str, out: Path, runs: Path | None = None,
     steps = steps or preset.steps
     runs = Path(runs or ROOT / "runs" / "compare" / preset_name)
     cache = Path(cache or ROOT / "runs" / "compare" / "data_cache")
-    specs = {name: build_dataset(DATASETS[name], preset, cache)
+    specs = {name: build_dataset(DATASETS[name], preset, cache, train_rendering)
              for name in datasets if name != "synthetic"}
-    planned = plan_runs(preset, chosen, seeds, runs, specs, steps)
+    planned = plan_runs(preset, chosen, seeds, runs, specs, steps, tuple(extra))
     failures = []
     skipped = sum(run.done for run in planned)
     if skipped:
@@ -753,6 +769,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", help="comma-separated seeds (default: the preset's)")
     parser.add_argument("--datasets", help=f"comma-separated subset of {', '.join(DATASETS)}")
     parser.add_argument("--steps", type=int, help="training steps a run (default: the preset's)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a dotted override added to every run, after the row's (repeat "
+                             "for more); give such runs their own --runs and --out")
+    parser.add_argument("--train-rendering", choices=RENDERINGS, default="distracted",
+                        help="babyai / metaworld: train on the clean or the distracted corpus "
+                             "(default distracted); give clean runs their own --runs and --out")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the runs and the time estimate, train nothing")
     args = parser.parse_args(argv)
@@ -773,6 +795,9 @@ def main(argv: list[str] | None = None) -> int:
         bad = [item for item in given or [] if item not in known]
         if bad:
             parser.error(f"{flag}: unknown {bad} (known: {', '.join(known)})")
+    bad = [item for item in args.set if "=" not in item or item.startswith("=")]
+    if bad:
+        parser.error(f"--set: {bad} not of the form KEY=VALUE (e.g. model.motion_dim=64)")
     if args.dry_run:
         chosen = rows_of(preset, datasets or list(preset.datasets), rows)
         count = sum(map(len, chosen.values())) * len(seeds or preset.seeds)
@@ -786,7 +811,8 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", "-m", "evals.compare",
                           *(argv if argv is not None else sys.argv[1:])])
     results = run_comparison(args.preset, args.out, args.runs, args.data_cache, rows, seeds,
-                             datasets, args.steps, command)
+                             datasets, args.steps, command, tuple(args.set),
+                             args.train_rendering)
     _log(f"wrote {args.out / 'RESULTS.md'} and {args.out / 'results'}")
     if results["failures"]:
         _log(f"{len(results['failures'])} run(s) failed; see RESULTS.md")

@@ -306,8 +306,8 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--min-frames", type=int, help="babyai: re-draw shorter demonstrations")
     group.add_argument("--max-frames", type=int, help="babyai: re-draw longer demonstrations")
     group.add_argument("--view", choices=("full", "room", "agent"),
-                       help="babyai: draw the full grid (default), the agent's room, or the "
-                            "agent's egocentric 7x7 view")
+                       help="babyai: draw the agent's room (default), the full grid (corpora "
+                            "made before the option), or the agent's egocentric 7x7 view")
     group.add_argument("--tasks", help="metaworld: comma-separated task names (default: all 50)")
     group.add_argument("--action-noise", type=float,
                        help="metaworld: std of Gaussian noise on the expert's actions")

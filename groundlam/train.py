@@ -505,8 +505,11 @@ def train(config: Config, resume: bool = False) -> Path:
                 elapsed = time.perf_counter() - window_start
                 metrics = {name: float(value.detach()) for name, value in losses.items()}
                 metrics.update(gradient_norms)
+                # a standardised continuous latent spreads by construction: watch its input
+                standardised = config.model.bottleneck == "continuous" and config.model.latent_norm
                 metrics.update(
-                    latent_spread=latent_spread(output.latents.motion),
+                    latent_spread=latent_spread(output.motion_features if standardised
+                                                else output.latents.motion),
                     frames_per_s=frames_per_step * window_steps / max(elapsed, 1e-9),
                     lr=scheduler.get_last_lr()[0] if scheduler else config.train.lr,
                     temperature=float(1 / output.logit_scale.detach().exp()),

@@ -119,6 +119,33 @@ def test_presets_plan_rows_per_dataset():
     # Meta-World's actions are 4-d continuous: the action head regresses them
     assert "model.num_actions=4" in few.overrides and "data.train=T" in few.overrides
     assert [name for name, _, _ in few.evaluations] == ["clean", "distracted"]
+    # --set: overrides on every run, after the row's own, so they win
+    extra = compare.plan_runs(cpu, asked, [0], Path("runs"), specs, 10,
+                              ("loss.action_weight=0.5",))
+    assert extra[1].overrides.index("loss.action_weight=0.5") > extra[1].overrides.index(
+        "loss.action_weight=1.0")
+    with pytest.raises(SystemExit):
+        compare.main(["--preset", "smoke", "--set", "model.motion_dim", "--dry-run"])
+
+
+def test_clean_training_corpus_is_generated_clean_into_its_own_folder(tmp_path, monkeypatch):
+    commands = []
+    def generate(command, log, what):  # stands in for groundlam datagen: records the command
+        commands.append(command)
+        Path(command[command.index("--out") + 1]).mkdir(parents=True)
+
+    monkeypatch.setattr(compare, "_run_logged", generate)
+    cpu = compare.PRESETS["cpu"]
+    clean = compare.build_dataset(compare.DATASETS["babyai"], cpu, tmp_path, "clean")
+    distracted = compare.build_dataset(compare.DATASETS["babyai"], cpu, tmp_path)
+    assert Path(clean["train"]).name == "clean" and "train_clean" in clean["train"]
+    assert Path(distracted["train"]).name == "distracted"
+    assert Path(clean["train"]).parent != Path(distracted["train"]).parent
+    assert clean["clean"] == distracted["clean"]  # one held-out corpus for both
+    trained = [c for c in commands if "--seed" in c and c[c.index("--seed") + 1] == "0"]
+    assert [c[c.index("--variant") + 1] for c in trained] == ["clean", "distracted"]
+    with pytest.raises(ValueError, match="train_rendering"):
+        compare.build_dataset(compare.DATASETS["babyai"], cpu, tmp_path, "blurry")
 
 
 @pytest.mark.slow  # generates BabyAI and Meta-World corpora: ~1-2 min

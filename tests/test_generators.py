@@ -191,7 +191,8 @@ def test_babyai_room_view_is_the_full_grid_cropped_and_sees_the_agent_move():
     cell, as few as 4 pixels, and every probe at chance)."""
     from groundlam.data.generators.babyai import BabyAIConfig, BabyAIGenerator
 
-    with BabyAIGenerator(BabyAIConfig(level="BabyAI-GoTo-v0", image_size=176)) as generator:
+    with BabyAIGenerator(BabyAIConfig(level="BabyAI-GoTo-v0", image_size=176,
+                                      view="full")) as generator:
         full = generator.episode(0, distracted=False)
     with BabyAIGenerator(BabyAIConfig(level="BabyAI-GoTo-v0", image_size=64,
                                       view="room", distractors=ALL_ON)) as generator:
@@ -361,9 +362,13 @@ def test_datagen_babyai(tmp_path):
     check_corpus(out, 3)
     card = (out / "README.md").read_text()
     assert "minigrid" in card and "Apache-2.0" in card and "`forward` is" in card
+    # the room view is the default: GoTo's 3 x 3 rooms are drawn one room at a time
     room = run_datagen(tmp_path / "room", "babyai", "--episodes", "1", "--image-size", "32",
-                       "--level", "BabyAI-GoTo-v0", "--view", "room", "--variant", "clean")
+                       "--level", "BabyAI-GoTo-v0", "--variant", "clean")
     assert "view='room'" in (room / "README.md").read_text()
+    full = run_datagen(tmp_path / "full", "babyai", "--episodes", "1", "--image-size", "32",
+                       "--level", "BabyAI-GoTo-v0", "--view", "full", "--variant", "clean")
+    assert "view='full'" in (full / "README.md").read_text()
 
 
 @needs_metaworld

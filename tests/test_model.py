@@ -218,6 +218,22 @@ def test_fsq_spreads_nearly_equal_encoder_outputs_over_the_grid():
     assert single(features[:1]).latents.shape == (1, 4)  # one latent: running statistics
 
 
+def test_latent_norm_standardises_continuous_latents_and_encode_uses_running_statistics(video):
+    """Nearly equal encoder outputs reach the decoder as latents of unit spread per channel in
+    training; ``encode`` (eval) standardises with the running statistics, so one clip's latent
+    does not depend on the others in its batch."""
+    torch.manual_seed(0)
+    features = torch.randn(1, TINY["dim"]) * 3 + 0.01 * torch.randn(256, TINY["dim"])
+    plain = GroundLAM(GroundLAMConfig(**TINY)).bottleneck.train()(features).latents
+    model = GroundLAM(GroundLAMConfig(**TINY, latent_norm=True))
+    normed = model.bottleneck.train()(features).latents
+    assert plain.std(dim=0).mean() < 0.05
+    assert normed.std(dim=0).min() > 0.8  # 1 but for batch norm's eps (1e-5) on a tiny variance
+    model.eval()
+    both = model.encode(video).motion
+    assert torch.allclose(model.encode(video[:1]).motion, both[:1], atol=1e-5)
+
+
 def test_concatenated_motion_slots_keep_each_slot(video):
     """With motion_pooling="concat" the motion feature is the motion slots side by side (M*D),
     not their mean (D), and the bottleneck is built for that width."""

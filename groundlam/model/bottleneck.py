@@ -72,12 +72,14 @@ class NoBottleneck(nn.Module):
 
 
 class ContinuousBottleneck(nn.Module):
-    def __init__(self, dim: int, latent_dim: int) -> None:
+    def __init__(self, dim: int, latent_dim: int, normalize: bool = False) -> None:
         super().__init__()
         self.proj = nn.Linear(dim, latent_dim)
+        self.norm = BatchStandardize(latent_dim) if normalize else None
 
     def forward(self, x: torch.Tensor) -> BottleneckOutput:
-        return BottleneckOutput(self.proj(x))
+        z = self.proj(x)
+        return BottleneckOutput(self.norm(z) if self.norm is not None else z)
 
 
 class VectorQuantizer(nn.Module):
@@ -176,7 +178,8 @@ def make_bottleneck(config: GroundLAMConfig) -> nn.Module:
     if config.bottleneck == "none":
         return NoBottleneck()
     if config.bottleneck == "continuous":
-        return ContinuousBottleneck(config.motion_feature_dim, config.motion_dim)
+        return ContinuousBottleneck(config.motion_feature_dim, config.motion_dim,
+                                    normalize=config.latent_norm)
     if config.bottleneck == "vq":
         return VectorQuantizer(config.motion_feature_dim, config.motion_dim, config.codebook_size,
                                scale=config.vq_scale, normalize=config.quantizer_norm)

@@ -101,6 +101,7 @@ class GroundLAMConfig:
     codebook_size: int = 64  # vq
     vq_scale: bool = True  # vq codes reach the decoder at norm sqrt(Z), not 1 (see bottleneck.py)
     quantizer_norm: bool = True  # vq / fsq inputs standardised per channel over the batch
+    latent_norm: bool = False  # continuous latents standardised per channel over the batch
     fsq_levels: list[int] = field(default_factory=lambda: [8, 5, 5, 5])  # fsq; motion size = len
     # decoder (forward dynamics): "pixels" | "residual" | "shift_tolerant" | "flow"
     decoder_target: str = "residual"

@@ -56,7 +56,9 @@ class BabyAIConfig:
     level: str = "BabyAI-PutNextLocal-v0"  # a registered minigrid BabyAI level id
     num_episodes: int = 100
     image_size: int = 64  # pixels per side; the view is drawn at ceil(size / cells) px per cell
-    view: str = "full"  # "full" grid, the agent's "room", or the "agent"'s egocentric 7 x 7 view
+    # the agent's "room" (default: GoTo's full grid at 64 px leaves every probe at chance, see
+    # data_cards/babyai.md), the "full" grid, or the "agent"'s egocentric 7 x 7 view
+    view: str = "room"
     seed: int = 0
     min_frames: int = 8  # shorter demonstrations are re-drawn (GoToLocal is often 2-4 frames)
     max_frames: int = 64  # longer demonstrations are re-drawn
@@ -154,7 +156,8 @@ class BabyAIGenerator(Closing):
             # minigrid's RoomGrid: rooms of room_size x room_size cells (walls included) sharing
             # their walls; every BabyAI level is one
             if not hasattr(env, "room_size") or not hasattr(env, "room_from_pos"):
-                raise ValueError(f"view='room': {level} is not a minigrid RoomGrid level")
+                raise ValueError(f"view='room' (the default): {level} is not a minigrid "
+                                 "RoomGrid level; draw it with view='full' (--view full)")
             return int(env.room_size)
         if env.height != env.width:
             raise ValueError(f"{level}: the grid is not square ({env.width}x{env.height})")
