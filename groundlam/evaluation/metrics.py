@@ -100,8 +100,8 @@ def fit_probe(x: np.ndarray, y: np.ndarray, probe: str = "linear", seed: int = 0
     ``linear``: logistic regression (classes) or ridge regression (floats; the penalty chosen
     from ``RIDGE_ALPHAS`` by 5-fold cross-validation over contiguous blocks of ``x``, which
     keeps a clip's transitions together when they are adjacent rows; never on test data).
-    ``mlp``: one hidden layer of 256 ReLU units (adam, early-stopped on 10% of ``x``; L-BFGS under 200 samples);
-    regression targets are standardised.
+    ``mlp``: one hidden layer of 256 ReLU units (adam, early-stopped on 10% of ``x``; L-BFGS
+    under 200 samples); regression targets are standardised.
     Returns a fitted sklearn estimator with ``predict``.
     """
     _check_pairs(x, y, "fit_probe")
