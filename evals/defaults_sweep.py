@@ -102,6 +102,8 @@ ARMS: dict[str, tuple[str, ...]] = {
                               "model.color_matching=true", "model.shift_matching=2"),
     # the continuous latent standardised per channel over the batch, as the quantisers' inputs
     "align_latent_norm": (*ALIGNED, "model.motion_dim=128", "model.latent_norm=true"),
+    # reconstruction weighted towards the pixels that change (half the weight)
+    "align_change": (*ALIGNED, "model.motion_dim=128", "loss.change_weight=0.5"),
     # the quantised bottlenecks at the defaults above (the VQ codebook has started on encoder
     # outputs since these arms: "mix_vq" ran with random unit codes and slower dead-code checks)
     "align_vq": (*ALIGNED, "model.motion_dim=128", "model.bottleneck=vq", "model.vq_scale=true",

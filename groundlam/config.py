@@ -59,6 +59,11 @@ class LossConfig:
     be able to pull the focus onto easy-to-predict pixels. Costs the eager attention path
     (``output_attentions``) in training; needs ``model.encoder: st_transformer``.
 
+    ``change_weight`` (a in [0, 1], 0 = off): each pixel's reconstruction error weighted by
+    ``(1 - a) + a * change / mean change``, the change being |frame t+1 - frame t as the decoder
+    gets it| (after shift and colour matching), so a small moving agent is not drowned by the
+    still pixels. Multiplies the focus weights when both are on.
+
     ``action_weight`` (0 = off): cross-entropy (discrete actions) or MSE (continuous) of the
     action head (``model.num_actions``) on the latent actions, on clips of the labelled
     ``data.action_fraction`` of episodes only; needs batches with ``actions``.
@@ -74,6 +79,7 @@ class LossConfig:
     infonce_start: int = 150
     bottleneck_weight: float = 1.0  # vq commitment + codebook loss
     focus_weight: float = 0.0  # task-focus share of the reconstruction weights (0 = uniform)
+    change_weight: float = 0.0  # pixel-change share of the reconstruction weights (0 = uniform)
     action_weight: float = 0.0  # action head on the labelled fraction of episodes (0 = off)
 
 
@@ -123,6 +129,11 @@ class Config:
             raise ConfigError(f"train.zero_stage={self.train.zero_stage} is not 0, 1, 2 or 3")
         if self.loss.infonce_start < 0:
             raise ConfigError(f"loss.infonce_start={self.loss.infonce_start} is negative")
+        if not 0.0 <= self.loss.change_weight <= 1.0:
+            raise ConfigError(f"loss.change_weight={self.loss.change_weight} is not in [0, 1]")
+        if self.loss.change_weight and self.model.decoder_target == "flow":
+            raise ConfigError("loss.change_weight weights pixels of predicted frames: it does not "
+                              "apply to model.decoder_target: flow")
         if not 0.0 <= self.loss.focus_weight <= 1.0:
             raise ConfigError(f"loss.focus_weight={self.loss.focus_weight} is not in [0, 1]")
         if self.loss.focus_weight and (self.model.encoder != "st_transformer"

@@ -38,6 +38,7 @@ from groundlam.data.episodes import ClipDataset, collate_clips, load_episodes
 from groundlam.data.streaming import ClipStream, StreamingLoader, open_episode_stream
 from groundlam.losses import (
     action_loss,
+    change_weights,
     focus_weights,
     infonce_loss,
     label_ids,
@@ -315,6 +316,10 @@ def compute_losses(model: GroundLAM, output, frames: torch.Tensor, text: torch.T
                            model_config.num_slots)[:, 1:]  # (B, T-1, N): the predicted frames
         pixel_weights = focus_weights(focus, weights.focus_weight, model_config.patch_size)
         pixel_weights = pixel_weights.to(target.dtype)
+    if weights.change_weight:
+        current = output.warped if output.warped is not None else frames[:, :-1]
+        change = change_weights(current, target, weights.change_weight).to(target.dtype)
+        pixel_weights = change if pixel_weights is None else pixel_weights * change
     losses = {"reconstruction": reconstruction_loss(output.prediction, target,
                                                     model_config.decoder_target,
                                                     model_config.shift_tolerance, pixel_weights)}

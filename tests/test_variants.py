@@ -82,6 +82,7 @@ VARIANTS = {
     "task_from_motion": dict(model={"task_pooling": "motion"}),
     "task_from_both": dict(model={"task_pooling": "both"}),
     "focus_weighted": dict(loss={"focus_weight": 0.5}),
+    "change_weighted": dict(loss={"change_weight": 0.5}),
     "few_actions": dict(model={"num_actions": len(ACTIONS)}, loss={"action_weight": 1.0},
                         data={"action_fraction": 0.5}),
     "bottleneck_continuous": dict(model={"bottleneck": "continuous"}),
@@ -329,6 +330,36 @@ def test_focus_weighted_loss_at_zero_is_the_plain_loss_and_weights_pixels():
                                prediction[..., :8].pow(2).mean())
     with pytest.raises(ValueError, match="weights"):
         reconstruction_loss(prediction, target, weights=torch.ones(2, 3, 3, 16, 16))
+
+
+def test_change_weights_put_the_loss_on_what_moves(batch):
+    """Mean 1 per frame; a pixel that changes weighs change / mean change (times a), one that
+    does not 1 - a; a frame with no change is uniform; and with the weights on, the trainer's
+    reconstruction loss is the weighted one, so copying frame t costs more."""
+    from groundlam.losses import change_weights
+
+    current = torch.zeros(1, 2, 3, 8, 8)
+    target = current.clone()
+    target[0, 0, :, 2, 3] = 1.0  # one pixel of frame 0 changes; frame 1 does not
+    weights = change_weights(current, target, 0.5)
+    torch.testing.assert_close(weights.mean(dim=(2, 3, 4)), torch.ones(1, 2))
+    assert weights[0, 0, 0, 2, 3].item() == pytest.approx(0.5 + 0.5 * 64)
+    assert weights[0, 0, 0, 0, 0].item() == pytest.approx(0.5)
+    torch.testing.assert_close(weights[0, 1], torch.ones(1, 8, 8))
+    with pytest.raises(ValueError, match="strength"):
+        change_weights(current, target, 1.5)
+    config = make_config(loss={"change_weight": 1.0})
+    model = GroundLAM(config.model)
+    frames = to_model_input(batch["frames"])
+    output = model(frames)
+    weighted = compute_losses(model, output, frames, batch["text"], label_ids(batch["labels"]),
+                              config)["reconstruction"]
+    plain = compute_losses(model, output, frames, batch["text"], label_ids(batch["labels"]),
+                           make_config())["reconstruction"]
+    # a fresh residual decoder predicts frame t: its whole error sits where pixels change
+    assert weighted > 2 * plain
+    with pytest.raises(ConfigError, match="change_weight"):
+        make_config(loss={"change_weight": 2.0})
 
 
 def test_focus_weight_needs_attentions_and_slots(batch):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["task_focus", "focus_weights"]
+__all__ = ["task_focus", "focus_weights", "change_weights"]
 
 
 def task_focus(attentions: tuple[torch.Tensor, ...] | list[torch.Tensor], task_slots: slice,
@@ -53,4 +53,22 @@ def focus_weights(focus: torch.Tensor, strength: float, patch_size: int) -> torc
         raise ValueError(f"focus has {patches} patches a frame, not a square grid")
     relative = (focus.detach() * patches).reshape(batch, steps, 1, grid, grid)  # mean 1
     relative = relative.repeat_interleave(patch_size, dim=3).repeat_interleave(patch_size, dim=4)
+    return (1.0 - strength) + strength * relative
+
+
+def change_weights(current: torch.Tensor, target: torch.Tensor, strength: float) -> torch.Tensor:
+    """Pixel weights (B, T, 1, H, W) with mean 1 per frame from how much each pixel changes
+    between ``current`` (frame t as the decoder gets it: matched, warped) and ``target`` (frame
+    t+1), both (B, T, C, H, W): ``(1 - a) * 1 + a * change / mean change``.
+
+    A small agent is a sliver of the pixels (BabyAI at 64 px: ~40 of 4096 change), so copying
+    frame t costs the uniform loss almost nothing and the decoder learns to ignore the latent.
+    Weighted by change, the moving pixels carry the loss. Detached; a frame that does not change
+    gets uniform weights.
+    """
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"change strength {strength} is not in [0, 1]")
+    change = (target.detach() - current.detach()).abs().sum(dim=2, keepdim=True)  # (B,T,1,H,W)
+    mean = change.mean(dim=(3, 4), keepdim=True)
+    relative = torch.where(mean > 1e-6, change / mean.clamp(min=1e-6), torch.ones_like(change))
     return (1.0 - strength) + strength * relative
