@@ -36,7 +36,8 @@ class GroundLAMConfig:
     ``vq_scale``: the unit-norm VQ codes are multiplied by sqrt(``motion_dim``) on their way to
     the decoder; ``quantizer_norm`` standardises each channel of what VQ and FSQ quantise over the
     batch (running statistics in eval). False, as before the fields existed, is how a
-    ``config.json`` without them loads.
+    ``config.json`` without them loads. ``latent_norm`` standardises the continuous latent the
+    same way (off by default: measured on one seed so far, see the README).
 
     ``decoder_target``: ``pixels`` and ``residual`` predict frame t+1 (``residual`` adds a
     zero-initialised change to frame t), ``shift_tolerant`` is ``pixels`` scored up to a small
