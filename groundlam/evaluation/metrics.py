@@ -127,7 +127,9 @@ def fit_probe(x: np.ndarray, y: np.ndarray, probe: str = "linear", seed: int = 0
         if not discrete:
             head = TransformedTargetRegressor(head, transformer=StandardScaler())
     model = make_pipeline(StandardScaler(), head)
-    model.fit(x, y)
+    # float64: ridge on float32 features more numerous than the samples hit float32's precision
+    # (scipy's LinAlgWarning on every fit)
+    model.fit(np.asarray(x, dtype=np.float64), y)
     return model
 
 
