@@ -455,6 +455,7 @@ def run_comparison(preset_name: str, out: Path, runs: Path | None = None,
              f"({score.replace('_', ' ')}): {probes or 'n/a'}")
     results = collect_results(preset_name, preset, planned, chosen, seeds, steps, command,
                               failures)
+    results.update(train_rendering=train_rendering, extra_overrides=list(extra))
     write_results(results, out)
     return results
 
@@ -629,6 +630,10 @@ def write_results(results: dict[str, Any], out: Path) -> dict[str, Path]:
              f"{results['run_minutes']} minutes of training and evaluation in all.",
              f"Date {results['date']}, git commit `{results['git_commit']}`, "
              f"machine: {results['machine']}.", "",
+             f"BabyAI and Meta-World runs trained on their "
+             f"{results.get('train_rendering', 'distracted')} training corpus"
+             + (f"; every run also had `{' '.join(results['extra_overrides'])}`"
+                if results.get("extra_overrides") else "") + ".", "",
              "Each cell: median [min, max] over seeds, on held-out episodes (synthetic: probes "
              "fit on the training seed's episodes, scored on a seed no run trained on; BabyAI "
              "and Meta-World: fit on the first half of a held-out corpus, scored on the second, "

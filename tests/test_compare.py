@@ -55,6 +55,14 @@ def test_smoke_preset_writes_the_table_and_skips_finished_runs(tmp_path, capsys)
         assert label in markdown
     assert "| reconstruction_only |" in markdown and "| groundlam |" in markdown
     assert "--preset smoke" in markdown and results["git_commit"] in markdown
+    assert results["train_rendering"] == "distracted" and results["extra_overrides"] == []
+    assert "trained on their distracted training corpus." in markdown
+    # runs trained clean and with --set say so in their own table
+    compare.write_results({**results, "train_rendering": "clean",
+                           "extra_overrides": ["loss.change_weight=0.5"]}, tmp_path / "clean")
+    clean = (tmp_path / "clean" / "RESULTS.md").read_text()
+    assert "trained on their clean training corpus; every run also had " \
+           "`loss.change_weight=0.5`." in clean
     assert (out / "results" / "compare_smoke_probe.png").stat().st_size > 0
     for row in ("reconstruction_only", "groundlam"):  # the baseline and the best (only) row
         overlay = out / "results" / "compare_smoke_focus" / f"synthetic_{row}_seed0.png"
