@@ -1,4 +1,5 @@
-"""Focus-weighted reconstruction: the task slots' focus map weights the reconstruction loss.
+"""Weighted reconstruction: the task slots' focus map (``focus_weights``) or how much each pixel
+changes (``change_weights``) weights the reconstruction loss.
 
 Dimension keys: B batch, T frames, h heads, L tokens a frame (S slots, then N patches),
 g patches a side, H/W pixels.
