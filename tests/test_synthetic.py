@@ -1,6 +1,10 @@
 """The synthetic benchmark: determinism, schema, world rules, paired renderings, labels, storage."""
 
 import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -236,3 +240,28 @@ def test_dataset_round_trip_keeps_frames_and_masks(tmp_path):
     mask = masks[0]["agent_mask"]
     assert mask.dtype == bool and np.array_equal(mask, generate_episode(0, config)["agent_mask"])
     assert np.array_equal(masks[0]["actions"], generate_episode(0, config)["actions"])
+
+
+def test_default_dataset_cache_is_removed_when_the_process_exits(tmp_path):
+    # Every training run and evaluation generates into a fresh temporary directory; they used
+    # to pile up (1,230 of them, 73 GB, filled this project's disk). The child generates
+    # without a cache_dir, reads its data back, and must leave nothing under its TMPDIR.
+    script = (
+        "import os\n"
+        "import numpy as np\n"
+        "from groundlam.data.synthetic import SyntheticConfig, generate_dataset\n"
+        "ds = generate_dataset(SyntheticConfig(num_episodes=2, episode_length=4, "
+        "image_size=32))\n"
+        "arrow = ds.cache_files[0]['filename']\n"
+        "assert ds.with_format('numpy', dtype=np.uint8)[1]['frames'].shape == (4, 32, 32, 3)\n"
+        "assert os.path.exists(arrow)\n"
+        "print(arrow)\n")
+    env = dict(os.environ, TMPDIR=str(tmp_path), HF_DATASETS_OFFLINE="1")
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    arrow = Path(result.stdout.strip().splitlines()[-1])
+    cache = next(p for p in arrow.parents if p.name.startswith("groundlam-synthetic-"))
+    assert cache.parent == tmp_path
+    assert not cache.exists()
+    assert list(tmp_path.iterdir()) == []

@@ -21,6 +21,8 @@ masks up to the camera offset).
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from collections import deque
 from collections.abc import Iterator
@@ -862,6 +864,14 @@ def _episode_rows(indices: list[int], config: dict, distracted: bool) -> Iterato
         yield generate_episode(index, synthetic_config, distracted)
 
 
+def _temporary_cache() -> str:
+    """A fresh directory for one dataset's Arrow files, removed at the process's normal exit
+    (not after a kill: ``kill -9`` leaves it, like any temporary file)."""
+    path = tempfile.mkdtemp(prefix="groundlam-synthetic-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 def generate_dataset(
     config: SyntheticConfig,
     variant: str = "distracted",
@@ -870,15 +880,17 @@ def generate_dataset(
 ) -> datasets.Dataset:
     """All ``config.num_episodes`` episodes as a ``datasets.Dataset`` of ``episode_features``.
 
-    The Arrow files go to ``cache_dir``, by default a fresh temporary directory, so a changed
-    generator never reuses a stale cache. Read frames back as uint8 with
+    The Arrow files go to ``cache_dir``, by default a fresh temporary directory (so a changed
+    generator never reuses a stale cache) that is removed when the process exits: every
+    training run and evaluation makes one, hundreds of megabytes at the quickstart's size, and
+    they used to stay behind until the disk filled. Read frames back as uint8 with
     ``ds.with_format("numpy", dtype=np.uint8)``: without ``dtype`` they come back as int64.
     """
     distracted = _is_distracted(variant)
     return datasets.Dataset.from_generator(
         _episode_rows,
         features=episode_features(config.image_size),
-        cache_dir=cache_dir or tempfile.mkdtemp(prefix="groundlam-synthetic-"),
+        cache_dir=cache_dir or _temporary_cache(),
         # A list kwarg is what datasets splits across num_proc worker processes.
         gen_kwargs={
             "indices": list(range(config.num_episodes)),
