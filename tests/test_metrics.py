@@ -83,6 +83,16 @@ def test_continuous_probe_rejects_constant_actions():
         action_probe_scores(x, x[:, :1], x, np.zeros((20, 1)))
 
 
+def test_probe_indicator_columns_are_checked():
+    x = np.random.default_rng(0).normal(size=(20, 3))
+    y = np.arange(20) % 2
+    with pytest.raises(ValueError, match="indicators=4"):
+        action_probe_scores(x, y, x, y, indicators=4)
+    # all columns indicators: nothing to standardise, still a probe
+    onehot = np.eye(2)[y]
+    assert action_probe_scores(onehot, y, onehot, y, indicators=2)["balanced_accuracy"] == 1.0
+
+
 def test_frame_pair_features_order_and_change():
     clips = np.zeros((2, 3, 8, 8, 3), np.uint8)
     clips[1, 2] = 255  # clip 1: the last frame turns white
@@ -173,6 +183,34 @@ def test_task_and_time_predict_a_scripted_expert_a_random_latent_does_not():
     probes = _task_time_probes(fit, unseen)
     assert probes["task_labels_seen"] == 0.0
     assert probes["task_time_linear"]["balanced_accuracy"] < 0.6
+
+
+def test_task_and_time_features_do_not_drown_a_latent_that_knows_the_action():
+    # As on BabyAI: imbalanced actions ("forward" 64%) that the task and time step do not
+    # predict, most (label, step) one-hot columns set on a row or two of the fit set, and a
+    # wide latent that knows the action. Standardised, those columns let the logistic probe
+    # memorise the fit set: [latent, task, time] scored 0.28 here (0.46 on BabyAI) where the
+    # latent alone scored 0.55 (0.75).
+    from groundlam.evaluation.evaluate import _per_transition, _task_time_probes
+
+    def informative(seed: int):
+        table = np.random.default_rng(seed).choice(4, size=(64, 24), p=[0.15, 0.15, 0.64, 0.06])
+        clips = scripted_clip_set(1, [f"task {k}" for k in range(64)], table, seed,
+                                  episode_length=24)
+        latents = np.random.default_rng(seed + 1).normal(size=(*clips.actions.shape, 128))
+        latents[..., :4] += 1.5 * np.eye(4)[clips.actions]
+        clips.latents.motion = latents
+        return clips
+
+    fit, test = informative(1), informative(2)
+    latent_only = action_probe_scores(
+        _per_transition(fit.latents.motion), _per_transition(fit.actions),
+        _per_transition(test.latents.motion), _per_transition(test.actions))
+    probes = _task_time_probes(fit, test)
+    assert latent_only["balanced_accuracy"] > 0.45  # chance 0.25
+    assert probes["task_time_linear"]["balanced_accuracy"] < 0.35  # the tables differ by seed
+    assert probes["motion_task_time_linear"]["balanced_accuracy"] > (
+        latent_only["balanced_accuracy"] - 0.07)
 
 
 def test_retrieval_with_exact_embeddings_is_perfect():

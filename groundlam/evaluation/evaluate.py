@@ -24,7 +24,8 @@ Where the episodes have actions (and clips take every frame), beside the probes 
 latents (``action_probe``): ``pixels_linear``, the raw-pixel floor; ``task_time_linear``, a probe of
 the task identity and time step alone (what a scripted expert's actions give away without any
 latent), and ``motion_task_time_linear``, of the latent with them: what the latent adds is the
-gap between the two; ``ceiling``, the score of an oracle that is right on every transition that
+gap between the two (the one-hot task and time columns go in unscaled, ``fit_probe``'s
+``indicators``); ``ceiling``, the score of an oracle that is right on every transition that
 changes pixels (``metrics.no_change_ceiling``; synthetic distracted renderings take their
 no-change transitions from the clean rendering of the same trajectories).
 
@@ -208,10 +209,12 @@ def _task_time_probes(fit: ClipSet, test: ClipSet) -> dict[str, Any]:
     fit_motion = _per_transition(fit.latents.motion)
     test_motion = _per_transition(test.latents.motion)
     return {
-        "task_time_linear": action_probe_scores(fit_x, fit_y, test_x, test_y, "linear"),
+        "task_time_linear": action_probe_scores(fit_x, fit_y, test_x, test_y, "linear",
+                                                indicators=fit_x.shape[1]),
         "motion_task_time_linear": action_probe_scores(
             np.concatenate([fit_motion, fit_x], axis=1), fit_y,
-            np.concatenate([test_motion, test_x], axis=1), test_y, "linear"),
+            np.concatenate([test_motion, test_x], axis=1), test_y, "linear",
+            indicators=fit_x.shape[1]),
         "task_labels_seen": float(np.isin(test_labels, fit_labels).mean())}
 
 
