@@ -115,3 +115,15 @@ def test_unknown_override_fails_fast(tmp_path):
     result = run_train([f"train.output_dir={tmp_path}", "train.max_stepz=3"], timeout=120)
     assert result.returncode != 0
     assert "train.max_stepz" in result.stderr and "overrides" in result.stderr
+
+
+def test_collapse_warning_advises_what_this_config_has_not_tried():
+    from groundlam.config import load_config
+    from groundlam.train import collapse_remedies
+
+    tiny = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+    default = collapse_remedies(load_config(tiny, []))
+    assert "loss.change_weight=0.5" in default and "decoder_target" not in default
+    weighted = collapse_remedies(load_config(tiny, ["loss.change_weight=0.5",
+                                                    "model.decoder_target=pixels"]))
+    assert "change_weight" not in weighted and "model.decoder_target=residual" in weighted
