@@ -409,3 +409,28 @@ def test_datagen_leaves_no_partial_shard_on_a_crash(tmp_path, monkeypatch):
         datagen.generate_corpus(datagen.SyntheticGenerator(config), tmp_path / "b", "clean",
                                 shard_size=4, progress=False)
     assert list((tmp_path / "b" / "clean").iterdir()) == []
+
+
+@needs_minigrid
+def test_babyai_heading_follows_the_turns():
+    """``evals/babyai_heading.py`` reads the agent's heading from clean room-view frames; minigrid
+    turns left as heading - 1 and right as heading + 1 (mod 4), and other actions keep it."""
+    from evals.babyai_heading import agent_headings
+
+    from groundlam.data.generators.babyai import BabyAIConfig, BabyAIGenerator
+
+    with BabyAIGenerator(BabyAIConfig(level="BabyAI-GoTo-v0", image_size=64,
+                                      view="room")) as generator:
+        rows = [generator.episode(index, distracted=False) for index in range(3)]
+    checked = turns = 0
+    for row in rows:
+        headings = agent_headings(row["frames"], tile_px=8)
+        assert (headings >= 0).mean() > 0.7  # lost only in doorways
+        for t, action in enumerate(row["actions"]):
+            before, after = headings[t], headings[t + 1]
+            if before < 0 or after < 0:
+                continue
+            step = {0: -1, 1: 1}.get(int(action), 0)
+            assert after == (before + step) % 4, (t, action, before, after)
+            checked, turns = checked + 1, turns + (step != 0)
+    assert checked > 30 and turns > 5
