@@ -24,8 +24,8 @@ Where the episodes have actions (and clips take every frame), beside the probes 
 latents (``action_probe``): ``pixels_linear``, the raw-pixel floor; ``task_time_linear``, a probe of
 the task identity and time step alone (what a scripted expert's actions give away without any
 latent), and ``motion_task_time_linear``, of the latent with them: what the latent adds is the
-gap between the two (the one-hot task and time columns go in unscaled, ``fit_probe``'s
-``indicators``); ``ceiling``, the score of an oracle that is right on every transition that
+gap between the two (for discrete actions the one-hot task and time columns go in unscaled,
+``fit_probe``'s ``indicators``); ``ceiling``, the score of an oracle that is right on every transition that
 changes pixels (``metrics.no_change_ceiling``; synthetic distracted renderings take their
 no-change transitions from the clean rendering of the same trajectories).
 
