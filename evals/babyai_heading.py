@@ -1,6 +1,7 @@
 """Does a BabyAI latent know the turn, or only where the agent ends up facing?
 
-    python -m evals.babyai_heading --data runs/compare/data_cache/babyai_64px_heldout_64_a3f02943/clean \
+    python -m evals.babyai_heading \
+        --data runs/compare/data_cache/babyai_64px_heldout_64_a3f02943/clean \
         --runs runs/compare/babyai_clean_change/babyai/reconstruction_only/seed{0,1,2}
 
 BabyAI's turns are egocentric ("left", "right") but the ``room`` view is drawn north up: a left
@@ -57,11 +58,16 @@ def agent_headings(frames: np.ndarray, tile_px: int, tolerance: int = 2) -> np.n
 
 
 def _score(fit_x, fit_y, test_x, test_y) -> float | None:
-    from groundlam.evaluation.metrics import balanced_accuracy, fit_probe
+    """Balanced accuracy of the linear action probe; None where there is nothing to tell apart."""
+    from groundlam.evaluation.metrics import action_probe_scores
 
     if len(np.unique(fit_y)) < 2 or len(test_y) == 0:
         return None
-    return balanced_accuracy(test_y, fit_probe(fit_x, fit_y).predict(test_x))
+    return action_probe_scores(fit_x, fit_y, test_x, test_y)["balanced_accuracy"]
+
+
+def _rows(columns: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:
+    return {name: values[keep] for name, values in columns.items()}
 
 
 def _crossed(latents: np.ndarray, headings: np.ndarray) -> np.ndarray:
@@ -82,17 +88,16 @@ def measure(run: Path, data: str, max_clips: int) -> dict:
     _, fit_episodes, test_episodes = plan[0]
     tile_px = model.config.image_size // 8  # the room view is 8 x 8 cells
     sets = []
+    flat = ev._per_transition
     for name, episodes in (("fit", fit_episodes), ("scored", test_episodes)):
         clips = ev.collect(model, ev._clips(episodes, config, model, name), episodes, max_clips)
         headings = agent_headings(clips.frames, tile_px)  # (N, T)
-        flat = ev._per_transition
         sets.append({"z": flat(clips.latents.motion), "action": flat(clips.actions),
                      "before": flat(headings[:, :-1]), "after": flat(headings[:, 1:])})
     fit, test = sets
     seen = [(s["before"] >= 0) & (s["after"] >= 0) for s in sets]
-    f, t = ({k: v[m] for k, v in s.items()} for s, m in zip(sets, seen, strict=True))
-    turns = [np.isin(s["action"], (ACTION_LEFT, ACTION_RIGHT)) for s in (f, t)]
-    ft, tt = ({k: v[m] for k, v in s.items()} for s, m in zip((f, t), turns, strict=True))
+    f, t = (_rows(s, keep) for s, keep in zip(sets, seen, strict=True))
+    ft, tt = (_rows(s, np.isin(s["action"], (ACTION_LEFT, ACTION_RIGHT))) for s in (f, t))
     return {
         "transitions": {"fit": len(fit["z"]), "scored": len(test["z"])},
         "heading_found_share": {"fit": float(seen[0].mean()), "scored": float(seen[1].mean())},

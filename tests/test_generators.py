@@ -416,7 +416,6 @@ def test_babyai_heading_follows_the_turns():
     """``evals/babyai_heading.py`` reads the agent's heading from clean room-view frames; minigrid
     turns left as heading - 1 and right as heading + 1 (mod 4), and other actions keep it."""
     from evals.babyai_heading import agent_headings
-
     from groundlam.data.generators.babyai import BabyAIConfig, BabyAIGenerator
 
     with BabyAIGenerator(BabyAIConfig(level="BabyAI-GoTo-v0", image_size=64,

@@ -25,9 +25,9 @@ latents (``action_probe``): ``pixels_linear``, the raw-pixel floor; ``task_time_
 the task identity and time step alone (what a scripted expert's actions give away without any
 latent), and ``motion_task_time_linear``, of the latent with them: what the latent adds is the
 gap between the two (for discrete actions the one-hot task and time columns go in unscaled,
-``fit_probe``'s ``indicators``); ``ceiling``, the score of an oracle that is right on every transition that
-changes pixels (``metrics.no_change_ceiling``; synthetic distracted renderings take their
-no-change transitions from the clean rendering of the same trajectories).
+``fit_probe``'s ``indicators``); ``ceiling``, the score of an oracle that is right on every
+transition that changes pixels (``metrics.no_change_ceiling``; synthetic distracted renderings
+take their no-change transitions from the clean rendering of the same trajectories).
 
 Writes ``metrics.json``, ``report.md`` (tables, latent-space plots, focus overlays) and PNG plots
 (matplotlib, imported only when plotting) to ``--out``.
