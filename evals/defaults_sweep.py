@@ -116,6 +116,11 @@ ARMS: dict[str, tuple[str, ...]] = {
     "align_fsq_norm": (*ALIGNED, "model.bottleneck=fsq", "model.quantizer_norm=true"),
     "align_fsq6": (*ALIGNED, "model.bottleneck=fsq", "model.fsq_levels=[8,8,8,5,5,5]",
                    "model.quantizer_norm=false"),
+    # the learning rate (configs/tiny.yaml: 1e-3, never measured until these arms)
+    "align_lr5e4": (*ALIGNED, "model.motion_dim=128", "train.lr=5e-4"),
+    "align_lr3e4": (*ALIGNED, "model.motion_dim=128", "train.lr=3e-4"),
+    # the encoder's change channel taken after the same shift search as the decoder's input
+    "align_diff_matching": (*ALIGNED, "model.motion_dim=128", "model.difference_matching=true"),
     "mix_vq": ("model.patch_mixing=3", "model.motion_dim=128", "loss.infonce_weight=0.005",
                "model.bottleneck=vq", "model.vq_scale=false", "model.quantizer_norm=false",
                "train.vq_restart_every=100",

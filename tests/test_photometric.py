@@ -9,6 +9,7 @@ import torch
 from groundlam import GroundLAM, GroundLAMConfig
 from groundlam.data.synthetic import Distractors, SyntheticConfig, generate_episode
 from groundlam.model.camera import best_shifts, match_shift, shift_frames
+from groundlam.model.encoders import frame_changes
 from groundlam.model.photometric import color_maps, match_colors
 from groundlam.video import to_model_input
 
@@ -143,3 +144,41 @@ def test_model_decodes_from_the_shifted_then_recoloured_frame():
     torch.testing.assert_close(model(frames).warped, expected)
     with pytest.raises(ValueError, match="shift_matching"):
         GroundLAMConfig(shift_matching=-1)
+
+
+def test_matched_changes_leave_the_shake_out_and_the_agent_in():
+    """Camera shake alone: the plain change channel lights up the whole scene; matched, only
+    what moved on its own (the agent) is left."""
+    config = SyntheticConfig(num_episodes=1, episode_length=8,
+                             distractors=Distractors(camera_shake=0.5))
+    episode = generate_episode(0, config)
+    assert np.abs(np.diff(episode["camera_offset"], axis=0)).sum() > 0  # it does shake
+    frames = to_model_input(torch.from_numpy(episode["frames"])[None])  # (1, T, C, H, W)
+    mask = torch.from_numpy(episode["agent_mask"])
+    moved = (mask[1:] | mask[:-1])[None, :, None]  # the agent's pixels at t-1 or t
+    plain = frame_changes(frames)[:, 1:].abs()
+    matched = frame_changes(frames, max_shift=2)[:, 1:].abs()
+    # a 2-pixel frame: the replicated border is allowed to differ
+    inner = (..., slice(2, -2), slice(2, -2))
+    still = ~moved.expand_as(plain)
+    assert matched[inner][still[inner]].mean() < 0.1 * plain[inner][still[inner]].mean()
+    assert matched[moved.expand_as(matched)].mean() > 0.5 * plain[moved.expand_as(plain)].mean()
+    torch.testing.assert_close(frame_changes(frames)[:, 0], torch.zeros_like(frames[:, 0]))
+
+
+def test_encoder_change_channel_follows_difference_matching():
+    size = TINY["image_size"]
+    still = (torch.rand(1, 1, 3, size, size) * 2 - 1).expand(1, 3, 3, size, size).clone()
+    shaken = still.clone()
+    shaken[:, 1:] = shift_frames(still[0, 1:], torch.tensor([[1, 0], [1, 0]]))[None]
+    torch.manual_seed(0)
+    matched = GroundLAM(GroundLAMConfig(**TINY, difference_matching=True)).eval()
+    torch.manual_seed(0)
+    plain = GroundLAM(GroundLAMConfig(**TINY)).eval()
+    assert not plain.config.difference_matching  # off by default
+    with torch.no_grad():
+        # the same weights: the change channels differ only where the clip shakes
+        assert torch.equal(matched(still).latents.motion, plain(still).latents.motion)
+        assert not torch.allclose(matched(shaken).latents.motion, plain(shaken).latents.motion)
+    with pytest.raises(ValueError, match="difference_matching"):
+        GroundLAMConfig(difference_matching=True, shift_matching=0)

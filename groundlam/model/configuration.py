@@ -92,6 +92,10 @@ class GroundLAMConfig:
     # aligns it with frame t+1 (a search, no parameters), so camera shake needs no room in the
     # latent action (0 = off; ``groundlam.model.camera.match_shift``)
     shift_matching: int = 2
+    # st_transformer: the encoder's change channel (``difference_input``) compares frame t with
+    # frame t-1 moved by that same whole-pixel search, so shake does not fill the change channel
+    # and what moved on its own stands out (needs shift_matching > 0)
+    difference_matching: bool = False
     # st_transformer: kernel of a convolution over the patch grid after the patch embedding
     # (0 = off). A patch embedded on its own cannot tell which way something moved by one patch;
     # with its neighbours in view the direction is local (issue 9: probe 0.47 -> 0.85)
@@ -135,6 +139,11 @@ class GroundLAMConfig:
                                  f"model.heads={self.heads}")
         if self.max_frames < 2:
             raise ValueError(f"model.max_frames={self.max_frames}: a clip needs 2+ frames")
+        if self.difference_matching and not (self.shift_matching and self.difference_input):
+            raise ValueError("model.difference_matching=true needs model.shift_matching > 0 (the "
+                             "search radius) and model.difference_input=true, got "
+                             f"shift_matching={self.shift_matching}, "
+                             f"difference_input={self.difference_input}")
         if self.patch_mixing < 0 or (self.patch_mixing and self.patch_mixing % 2 == 0):
             raise ValueError(f"model.patch_mixing={self.patch_mixing}: use 0 (off) or an odd "
                              "kernel size (3, 5, ...)")

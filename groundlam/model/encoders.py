@@ -26,11 +26,12 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from groundlam.model.camera import match_shift
 from groundlam.model.configuration import GroundLAMConfig
 from groundlam.model.layers import SpatioTemporalBlock
 
 __all__ = ["EncoderOutput", "PatchEmbed", "STTransformerEncoder", "ConvEncoder", "LinearEncoder",
-           "PatchMixing", "make_encoder"]
+           "PatchMixing", "frame_changes", "make_encoder"]
 
 
 @dataclass
@@ -77,6 +78,19 @@ class PatchMixing(nn.Module):
         return patches + mixed
 
 
+def frame_changes(frames: torch.Tensor, max_shift: int = 0) -> torch.Tensor:
+    """Each frame's change from the one before (B, T, C, H, W); zeros for the first frame.
+
+    With ``max_shift`` > 0, frame t-1 is first moved by the whole-pixel shift (up to that many
+    pixels) that best aligns it with frame t (``match_shift``), so a shaking camera leaves no
+    change where nothing moved on its own.
+    """
+    previous = frames[:, :-1]
+    if max_shift:
+        previous = match_shift(previous, frames[:, 1:], max_shift)
+    return torch.cat([torch.zeros_like(frames[:, :1]), frames[:, 1:] - previous], dim=1)
+
+
 class STTransformerEncoder(nn.Module):
     def __init__(self, config: GroundLAMConfig) -> None:
         super().__init__()
@@ -86,6 +100,8 @@ class STTransformerEncoder(nn.Module):
         self.frame_normalization = config.frame_normalization
         num_slots = config.num_slots
         self.difference_input = config.difference_input
+        # search radius for aligning frame t-1 with frame t before the change (0 = plain diff)
+        self.difference_shift = config.shift_matching if config.difference_matching else 0
         self.patch_embed = PatchEmbed(config.patch_size, config.dim,
                                       6 if config.difference_input else 3)
         self.patch_mixing = (PatchMixing(config.dim, config.image_size // config.patch_size,
@@ -107,7 +123,7 @@ class STTransformerEncoder(nn.Module):
         if self.difference_input:
             # each frame with its change from the previous one (none for the first): causal,
             # and what moved stands out in the patch tokens before any attention has to find it
-            change = torch.cat([torch.zeros_like(frames[:, :1]), frames.diff(dim=1)], dim=1)
+            change = frame_changes(frames, self.difference_shift)
             frames = torch.cat([frames, change], dim=2)  # (B, T, 2C, H, W)
         patches = self.patch_embed(frames)  # (B, T, N, D)
         if self.patch_mixing is not None:

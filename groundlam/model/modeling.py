@@ -47,7 +47,8 @@ __all__ = ["GroundLAM", "LatentActions", "GroundLAMOutput"]
 
 # what a config.json that lacks these fields was trained with (their defaults have changed since)
 LEGACY_DEFAULTS = {"patch_mixing": 0, "color_matching": False, "shift_matching": 0,
-                   "vq_scale": False, "quantizer_norm": False}
+                   "vq_scale": False, "quantizer_norm": False,
+                   "difference_matching": False}
 
 MODEL_CARD = """---
 {{ card_data }}
