@@ -175,6 +175,8 @@ METRICS = {
     # properties of the scored data, the same for every row: the references to read the above by
     "probe_task_time": ("action probe, task + time alone", None),
     "probe_pixels": ("action probe, raw pixels (floor)", None),
+    # frame t alone: the share of the action the scene gives away before anything moves
+    "probe_current_frame": ("action probe, frame t alone (raw pixels)", None),
     "probe_ceiling": ("action probe ceiling (no-change oracle)", None),
     "retrieval_top1": ("retrieval top-1", True),
     "no_motion_top1": ("no-motion control top-1", None),  # near chance is what we want
@@ -210,6 +212,8 @@ def cell_values(results: dict[str, Any]) -> dict[str, float | None]:
         "probe_task_time": _get(results, "action_probe", "task_time_linear", kind)
         if kind else None,
         "probe_pixels": _get(results, "action_probe", "pixels_linear", kind) if kind else None,
+        "probe_current_frame": _get(results, "action_probe", "current_frame_linear", kind)
+        if kind else None,
         "probe_ceiling": _get(results, "action_probe", "ceiling", kind) if kind else None,
         "retrieval_top1": _get(results, "retrieval", "top1"),
         "no_motion_top1": _get(results, "retrieval_no_motion", "top1"),

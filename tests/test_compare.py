@@ -25,7 +25,7 @@ def test_summary_and_cells_read_the_eval_metrics():
         "probe_linear": 0.4, "retrieval_top1": 0.75, "no_motion_top1": 0.25,
         "camera_shift_ratio": 0.1, "focus_lift_motion": None, "focus_lift": None,
         "controllability": 1.5, "probe_latent_task_time": None, "probe_task_time": None,
-        "probe_pixels": None, "probe_ceiling": None}
+        "probe_pixels": None, "probe_current_frame": None, "probe_ceiling": None}
 
 
 @pytest.mark.slow

@@ -100,6 +100,13 @@ def test_frame_pair_features_order_and_change():
     assert features.shape == (4, 2 * 2 * 2 * 3)
     np.testing.assert_allclose(features[3, 12:], 1.0)  # clip 1, transition 1: change of +1
     np.testing.assert_allclose(features[:3], 0.0)
+    current = frame_pair_features(clips, size=2, change=False)  # frame t alone
+    assert current.shape == (4, 2 * 2 * 3)
+    np.testing.assert_allclose(current, features[:, :12])
+    clips[0, 1] = 255  # clip 0, frame 1: transition 1's frame t, transition 0's frame t+1
+    current = frame_pair_features(clips, size=2, change=False)
+    np.testing.assert_allclose(current[1], 1.0)
+    np.testing.assert_allclose(current[[0, 2, 3]], 0.0)
 
 
 def clips_with_still_transitions(still: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -362,7 +369,8 @@ def test_controllability_scores_flow_and_camera_decoders_on_what_they_predict(va
 SYNTHETIC_TINY = ["data.eval_episodes=4", "data.clip_length=6", "data.synthetic.image_size=32",
                   "data.synthetic.episode_length=12"]
 PROBE_KEYS = {"actions", "motion_linear", "motion_mlp", "task_time_linear",
-              "motion_task_time_linear", "task_labels_seen", "pixels_linear", "ceiling"}
+              "motion_task_time_linear", "task_labels_seen", "pixels_linear",
+              "current_frame_linear", "ceiling"}
 VARIANT_KEYS = {"fit_clips", "test_clips", "action_probe", "retrieval", "retrieval_no_motion",
                 "disentanglement", "camera_shift", "controllability", "focus", "plots"}
 

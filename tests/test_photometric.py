@@ -166,6 +166,20 @@ def test_matched_changes_leave_the_shake_out_and_the_agent_in():
     torch.testing.assert_close(frame_changes(frames)[:, 0], torch.zeros_like(frames[:, 0]))
 
 
+def test_matched_changes_leave_the_colour_jitter_out():
+    config = SyntheticConfig(num_episodes=1, episode_length=8,
+                             distractors=Distractors(color_jitter=0.5))
+    episode = generate_episode(0, config)
+    frames = to_model_input(torch.from_numpy(episode["frames"])[None])
+    mask = torch.from_numpy(episode["agent_mask"])
+    still = ~(mask[1:] | mask[:-1])[None, :, None].expand_as(frames[:, 1:])
+    plain = frame_changes(frames)[:, 1:].abs()
+    shift_only = frame_changes(frames, max_shift=2)[:, 1:].abs()
+    matched = frame_changes(frames, max_shift=2, colors=True)[:, 1:].abs()
+    assert shift_only[still].mean() > 0.5 * plain[still].mean()  # a shift cannot explain colour
+    assert matched[still].mean() < 0.1 * plain[still].mean()
+
+
 def test_encoder_change_channel_follows_difference_matching():
     size = TINY["image_size"]
     still = (torch.rand(1, 1, 3, size, size) * 2 - 1).expand(1, 3, 3, size, size).clone()
@@ -181,4 +195,6 @@ def test_encoder_change_channel_follows_difference_matching():
         assert torch.equal(matched(still).latents.motion, plain(still).latents.motion)
         assert not torch.allclose(matched(shaken).latents.motion, plain(shaken).latents.motion)
     with pytest.raises(ValueError, match="difference_matching"):
-        GroundLAMConfig(difference_matching=True, shift_matching=0)
+        GroundLAMConfig(difference_matching=True, shift_matching=0, color_matching=False)
+    with pytest.raises(ValueError, match="difference_matching"):
+        GroundLAMConfig(difference_matching=True, difference_input=False)

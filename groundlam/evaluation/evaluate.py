@@ -21,7 +21,10 @@ Which episodes fit the probes and which are scored (recorded as ``split`` in ``m
   (``null``: no run config). ``report.md`` prints that warning above the tables.
 
 Where the episodes have actions (and clips take every frame), beside the probes of the motion
-latents (``action_probe``): ``pixels_linear``, the raw-pixel floor; ``task_time_linear``, a probe of
+latents (``action_probe``): ``pixels_linear``, the raw-pixel floor; ``current_frame_linear``, raw
+pixels of frame t alone: a policy that is a function of the state (a scripted expert) gives its
+action away before anything moves, and a decoder that sees frame t then needs no latent for that
+share (Meta-World, issue 9); ``task_time_linear``, a probe of
 the task identity and time step alone (what a scripted expert's actions give away without any
 latent), and ``motion_task_time_linear``, of the latent with them: what the latent adds is the
 gap between the two (for discrete actions the one-hot task and time columns go in unscaled,
@@ -386,6 +389,9 @@ def evaluate_variant(model, fit_clips: ClipDataset, fit_episodes: datasets.Datas
             "pixels_linear": action_probe_scores(frame_pair_features(fit.frames), train_y,
                                                  frame_pair_features(test.frames), test_y,
                                                  "linear"),
+            "current_frame_linear": action_probe_scores(
+                frame_pair_features(fit.frames, change=False), train_y,
+                frame_pair_features(test.frames, change=False), test_y, "linear"),
             "ceiling": {**no_change_ceiling(test_y, unchanged),
                         "no_change_from": "scored frames" if clean_test_clips is None
                         else "clean rendering"}}
@@ -560,7 +566,9 @@ def _summary_rows(results: dict[str, Any]) -> list[tuple[str, Any]]:
     for key, name in (("motion_linear", "linear"), ("motion_mlp", "MLP"),
                       ("motion_task_time_linear", "latent + task + time step, linear"),
                       ("task_time_linear", "task + time step alone, linear (no latent)"),
-                      ("pixels_linear", "raw pixels, linear (floor)")):
+                      ("pixels_linear", "raw pixels, linear (floor)"),
+                      ("current_frame_linear", "frame t alone, raw pixels, linear "
+                       "(what the scene gives away)")):
         rows.append((f"action probe {name}: {score.replace('_', ' ')}", _get(probe, key, score)))
     if score == "balanced_accuracy":
         rows.append(("action probe chance", _get(probe, "motion_linear", "chance")))

@@ -187,12 +187,13 @@ def _regression_scores(truth: np.ndarray, predicted: np.ndarray) -> dict[str, fl
     return {"nmse": float(squared.sum() / spread.sum()), "r2": float(np.mean(1 - squared / spread))}
 
 
-def frame_pair_features(frames: np.ndarray, size: int = 16) -> np.ndarray:
+def frame_pair_features(frames: np.ndarray, size: int = 16, change: bool = True) -> np.ndarray:
     """Raw-pixel features of every transition of uint8 clips (N, T, H, W, 3): (N * (T-1), F).
 
     Each frame is area-downsampled to ``size`` x ``size`` and scaled to [0, 1]; a transition's
-    features are frame t and the change to frame t+1, F = 2 * size * size * 3. Rows are ordered
-    clip-major, like ``latents.reshape(-1, Z)`` of motion latents (N, T-1, Z).
+    features are frame t and the change to frame t+1, F = 2 * size * size * 3 (``change=False``:
+    frame t alone, F = size * size * 3, what the scene tells before anything moves). Rows are
+    ordered clip-major, like ``latents.reshape(-1, Z)`` of motion latents (N, T-1, Z).
     """
     frames = np.asarray(frames)
     if frames.ndim != 5 or frames.shape[-1] != 3 or frames.shape[1] < 2:
@@ -201,7 +202,9 @@ def frame_pair_features(frames: np.ndarray, size: int = 16) -> np.ndarray:
     video = torch.from_numpy(np.ascontiguousarray(frames)).float().div(255)
     video = video.reshape(n * t, *frames.shape[2:]).permute(0, 3, 1, 2)  # (N*T, 3, H, W)
     small = F.adaptive_avg_pool2d(video, size).reshape(n, t, -1).numpy()  # (N, T, 3*size*size)
-    features = np.concatenate([small[:, :-1], small[:, 1:] - small[:, :-1]], axis=-1)
+    features = small[:, :-1]
+    if change:
+        features = np.concatenate([features, small[:, 1:] - small[:, :-1]], axis=-1)
     return features.reshape(n * (t - 1), -1)
 
 

@@ -93,8 +93,9 @@ class GroundLAMConfig:
     # latent action (0 = off; ``groundlam.model.camera.match_shift``)
     shift_matching: int = 2
     # st_transformer: the encoder's change channel (``difference_input``) compares frame t with
-    # frame t-1 moved by that same whole-pixel search, so shake does not fill the change channel
-    # and what moved on its own stands out (needs shift_matching > 0)
+    # frame t-1 brought onto it like the decoder's input (``shift_matching``, then
+    # ``color_matching``), so shake and global colour change leave the channel empty and what
+    # moved on its own stands out
     difference_matching: bool = False
     # st_transformer: kernel of a convolution over the patch grid after the patch embedding
     # (0 = off). A patch embedded on its own cannot tell which way something moved by one patch;
@@ -139,11 +140,12 @@ class GroundLAMConfig:
                                  f"model.heads={self.heads}")
         if self.max_frames < 2:
             raise ValueError(f"model.max_frames={self.max_frames}: a clip needs 2+ frames")
-        if self.difference_matching and not (self.shift_matching and self.difference_input):
-            raise ValueError("model.difference_matching=true needs model.shift_matching > 0 (the "
-                             "search radius) and model.difference_input=true, got "
-                             f"shift_matching={self.shift_matching}, "
-                             f"difference_input={self.difference_input}")
+        if self.difference_matching and not (self.difference_input and (
+                self.shift_matching or self.color_matching)):
+            raise ValueError("model.difference_matching=true needs model.difference_input=true "
+                             "and shift_matching > 0 or color_matching=true (what to match), got "
+                             f"difference_input={self.difference_input}, shift_matching="
+                             f"{self.shift_matching}, color_matching={self.color_matching}")
         if self.patch_mixing < 0 or (self.patch_mixing and self.patch_mixing % 2 == 0):
             raise ValueError(f"model.patch_mixing={self.patch_mixing}: use 0 (off) or an odd "
                              "kernel size (3, 5, ...)")

@@ -29,6 +29,7 @@ from torch import nn
 from groundlam.model.camera import match_shift
 from groundlam.model.configuration import GroundLAMConfig
 from groundlam.model.layers import SpatioTemporalBlock
+from groundlam.model.photometric import match_colors
 
 __all__ = ["EncoderOutput", "PatchEmbed", "STTransformerEncoder", "ConvEncoder", "LinearEncoder",
            "PatchMixing", "frame_changes", "make_encoder"]
@@ -78,17 +79,22 @@ class PatchMixing(nn.Module):
         return patches + mixed
 
 
-def frame_changes(frames: torch.Tensor, max_shift: int = 0) -> torch.Tensor:
+def frame_changes(frames: torch.Tensor, max_shift: int = 0, colors: bool = False
+                  ) -> torch.Tensor:
     """Each frame's change from the one before (B, T, C, H, W); zeros for the first frame.
 
-    With ``max_shift`` > 0, frame t-1 is first moved by the whole-pixel shift (up to that many
-    pixels) that best aligns it with frame t (``match_shift``), so a shaking camera leaves no
-    change where nothing moved on its own.
+    Frame t-1 is first brought onto frame t the way the decoder's input is: moved by the
+    whole-pixel shift, up to ``max_shift`` pixels, that best aligns the two (``match_shift``;
+    0 = not moved), then recoloured by the affine colour map that best predicts frame t
+    (``colors``, ``match_colors``; frames in [-1, 1]). A shaking camera and a global colour
+    change then leave no change where nothing moved on its own.
     """
-    previous = frames[:, :-1]
+    previous, following = frames[:, :-1], frames[:, 1:]
     if max_shift:
-        previous = match_shift(previous, frames[:, 1:], max_shift)
-    return torch.cat([torch.zeros_like(frames[:, :1]), frames[:, 1:] - previous], dim=1)
+        previous = match_shift(previous, following, max_shift)
+    if colors:
+        previous = match_colors(previous, following)
+    return torch.cat([torch.zeros_like(frames[:, :1]), following - previous], dim=1)
 
 
 class STTransformerEncoder(nn.Module):
@@ -100,8 +106,10 @@ class STTransformerEncoder(nn.Module):
         self.frame_normalization = config.frame_normalization
         num_slots = config.num_slots
         self.difference_input = config.difference_input
-        # search radius for aligning frame t-1 with frame t before the change (0 = plain diff)
-        self.difference_shift = config.shift_matching if config.difference_matching else 0
+        # frame t-1 brought onto frame t like the decoder's input before the change is taken
+        matching = config.difference_matching
+        self.difference_shift = config.shift_matching if matching else 0
+        self.difference_colors = matching and config.color_matching
         self.patch_embed = PatchEmbed(config.patch_size, config.dim,
                                       6 if config.difference_input else 3)
         self.patch_mixing = (PatchMixing(config.dim, config.image_size // config.patch_size,
@@ -116,6 +124,9 @@ class STTransformerEncoder(nn.Module):
 
     def forward(self, frames: torch.Tensor, output_attentions: bool = False) -> EncoderOutput:
         batch, num_frames = frames.shape[:2]
+        matched = self.difference_shift or self.difference_colors
+        if self.difference_input and matched:  # on the frames in [-1, 1], before normalising
+            change = frame_changes(frames, self.difference_shift, self.difference_colors)
         if self.frame_normalization:  # per frame and channel, over the pixels
             mean = frames.mean(dim=(-2, -1), keepdim=True)  # (B, T, C, 1, 1)
             std = frames.std(dim=(-2, -1), keepdim=True)
@@ -123,7 +134,8 @@ class STTransformerEncoder(nn.Module):
         if self.difference_input:
             # each frame with its change from the previous one (none for the first): causal,
             # and what moved stands out in the patch tokens before any attention has to find it
-            change = frame_changes(frames, self.difference_shift)
+            if not matched:
+                change = frame_changes(frames)
             frames = torch.cat([frames, change], dim=2)  # (B, T, 2C, H, W)
         patches = self.patch_embed(frames)  # (B, T, N, D)
         if self.patch_mixing is not None:
