@@ -153,10 +153,13 @@ PRESETS = {
         "train.warmup_steps=1"), steps=5, seeds=(0,), rows=(BASELINE, "groundlam"),
         datasets=("synthetic",), max_clips=16, focus_clips=2, train_episodes=16,
         eval_episodes=8, seconds_per_step=0.1, seconds_per_eval=15.0, image_size=32),
+    # max_clips 512: every clip of a held-out half (Meta-World's is 384 clips). At 128 the probes
+    # were short of data (issue 9, seed 0, the same checkpoints rescored): Meta-World raw pixels
+    # NMSE 0.60 -> 0.22 and the latent 0.73 -> 0.50; BabyAI's change-weighted latent 0.74 -> 0.80
     "cpu": Preset("configs/tiny.yaml", (
         "data.clip_length=4", "train.batch_size=16", "train.warmup_steps=25",
         "data.eval_episodes=64"), steps=250, seeds=(0, 1, 2), rows=ALL_ROWS,
-        datasets=("synthetic", "babyai", "metaworld"), max_clips=128, focus_clips=8,
+        datasets=("synthetic", "babyai", "metaworld"), max_clips=512, focus_clips=8,
         train_episodes=512, eval_episodes=64, seconds_per_step=0.35, seconds_per_eval=40.0,
         dataset_rows={"babyai": (BASELINE, "groundlam"), "metaworld": (BASELINE, "groundlam")}),
     "gpu": Preset("configs/base.yaml", ("train.warmup_steps=500", "data.eval_episodes=256"),
