@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -433,3 +434,35 @@ def test_babyai_heading_follows_the_turns():
             assert after == (before + step) % 4, (t, action, before, after)
             checked, turns = checked + 1, turns + (step != 0)
     assert checked > 30 and turns > 5
+
+
+def test_single_distractor_probe_pairs_each_latent_with_its_action():
+    """A stand-in encoder whose latent is the action drawn into frame t+1 scores 1.0; one whose
+    latent is frame t's (the action before) scores near chance: the clips and the actions are
+    cut alike."""
+    import datasets
+    import torch
+
+    from evals.babyai_distractors import probe_corpus
+
+    rng = np.random.default_rng(0)
+    rows = {"frames": [], "actions": []}
+    for _ in range(24):
+        actions = rng.integers(0, 4, 15)
+        frames = np.zeros((16, 8, 8, 3), np.uint8)
+        frames[1:, 0, 0, 0] = actions * 60  # frame t+1 shows action t
+        rows["frames"].append(frames)
+        rows["actions"].append(actions)
+    episodes = datasets.Dataset.from_dict(rows)
+
+    class Reader:
+        def __init__(self, lag: int) -> None:
+            self.lag = lag
+
+        def encode(self, video: np.ndarray):
+            codes = torch.from_numpy(video[:, 1 - self.lag:video.shape[1] - self.lag, 0, 0, 0]
+                                     // 60).long()
+            return SimpleNamespace(motion=torch.nn.functional.one_hot(codes, 4).float())
+
+    assert probe_corpus(Reader(0), episodes)["balanced_accuracy"] == 1.0
+    assert probe_corpus(Reader(1), episodes)["balanced_accuracy"] < 0.45
