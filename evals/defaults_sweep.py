@@ -121,6 +121,9 @@ ARMS: dict[str, tuple[str, ...]] = {
     "align_lr3e4": (*ALIGNED, "model.motion_dim=128", "train.lr=3e-4"),
     # the encoder's change channel taken after the same shift search as the decoder's input
     "align_diff_matching": (*ALIGNED, "model.motion_dim=128", "model.difference_matching=true"),
+    # the decoder also sees the change into frame t: motion that carries on needs no latent
+    "align_dm_history": (*ALIGNED, "model.motion_dim=128", "model.difference_matching=true",
+                         "model.decoder_history=true"),
     "mix_vq": ("model.patch_mixing=3", "model.motion_dim=128", "loss.infonce_weight=0.005",
                "model.bottleneck=vq", "model.vq_scale=false", "model.quantizer_norm=false",
                "train.vq_restart_every=100",

@@ -337,10 +337,14 @@ def test_controllability_needs_a_decoder_that_reads_the_latent():
 
 
 @pytest.mark.parametrize("variant", [dict(decoder_target="flow"), dict(num_camera_slots=1),
-                                     dict(decoder_target="flow", num_camera_slots=1)])
+                                     dict(decoder_target="flow", num_camera_slots=1),
+                                     dict(decoder_history=True),
+                                     dict(decoder_target="flow", num_camera_slots=1,
+                                          decoder_history=True)])
 def test_controllability_scores_flow_and_camera_decoders_on_what_they_predict(variant):
-    """A flow decoder is scored against flow, a camera model's decoder gets warped frames:
-    with the inferred latents, the score is the training prediction's own PSNR."""
+    """A flow decoder is scored against flow, a camera model's decoder gets warped frames, a
+    decoder with history gets the change into frame t: with the inferred latents, the score is
+    the training prediction's own PSNR."""
     pytest.importorskip("cv2")
     from groundlam import GroundLAM, GroundLAMConfig
     from groundlam.evaluation.evaluate import _controllability

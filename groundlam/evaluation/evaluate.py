@@ -172,16 +172,20 @@ def _controllability(model, frames: np.ndarray, batch_size: int = 32) -> dict[st
         output = model(x)
         latents = output.latents.motion  # (B, T-1, Z)
         current = x[:, :-1] if output.warped is None else output.warped
-        decode, targets = model.decoder, None
+        targets = None
+
+        def decode(frames_t, motion, history=output.history):
+            return model.decoder(frames_t, motion, history)
+
         if model.config.decoder_target == "flow":
             from groundlam.losses.flow import optical_flow
 
             targets = optical_flow(x.float())
             if output.warped is not None:  # the model adds the camera's flow to the decoder's
-                camera_flow = output.prediction - model.decoder(current, latents)
+                camera_flow = output.prediction - decode(current, latents)
 
-                def decode(frames_t, motion, camera_flow=camera_flow):
-                    return model.decoder(frames_t, motion) + camera_flow
+                def decode(frames_t, motion, camera_flow=camera_flow, history=output.history):
+                    return model.decoder(frames_t, motion, history) + camera_flow
 
         scores = controllability(decode, x.float(), latents, current=current, targets=targets)
         for key, value in scores.items():

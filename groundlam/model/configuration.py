@@ -113,6 +113,11 @@ class GroundLAMConfig:
     decoder_target: str = "residual"
     decoder_dim: int = 256
     decoder_depth: int = 2
+    # decoder: also given the change into frame t (frame t minus frame t-1, matched like
+    # ``difference_matching``; zeros for a clip's first transition), so motion that carries on
+    # from the step before (drifting sprites, a scrolling floor) can be predicted without the
+    # latent action, as Genie's and LAPO's forward models see past frames
+    decoder_history: bool = False
     shift_tolerance: int = 2  # pixels a "shift_tolerant" reconstruction may be off by
     # camera model: slots that predict a global warp of frame t before decoding (0 = off)
     num_camera_slots: int = 0

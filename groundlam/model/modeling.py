@@ -38,7 +38,7 @@ from torch import nn
 from groundlam.model.bottleneck import make_bottleneck
 from groundlam.model.camera import CameraWarp, camera_flow, match_shift, warp_frames
 from groundlam.model.configuration import GroundLAMConfig
-from groundlam.model.encoders import PatchEmbed, make_encoder
+from groundlam.model.encoders import PatchEmbed, frame_changes, make_encoder
 from groundlam.model.layers import SpatialBlock
 from groundlam.model.photometric import match_colors
 from groundlam.video import as_video_batch, resize_video, to_model_input
@@ -48,7 +48,7 @@ __all__ = ["GroundLAM", "LatentActions", "GroundLAMOutput"]
 # what a config.json that lacks these fields was trained with (their defaults have changed since)
 LEGACY_DEFAULTS = {"patch_mixing": 0, "color_matching": False, "shift_matching": 0,
                    "vq_scale": False, "quantizer_norm": False,
-                   "difference_matching": False}
+                   "difference_matching": False, "decoder_history": False}
 
 MODEL_CARD = """---
 {{ card_data }}
@@ -90,6 +90,8 @@ class GroundLAMOutput:
     action_logits: torch.Tensor | None = None  # (B, T-1, A) action head (num_actions > 0)
     # (B, T-1, C, H, W) frames t as the decoder got them: camera-warped and/or color-matched
     warped: torch.Tensor | None = None
+    # (B, T-1, C, H, W) the change into frame t the decoder got (``decoder_history``)
+    history: torch.Tensor | None = None
 
 
 class DecoderBlock(nn.Module):
@@ -122,14 +124,17 @@ class ForwardDynamicsDecoder(nn.Module):
 
     With ``residual`` targets the head predicts the change and starts at zero, so an untrained
     decoder copies frame t and learning is spent on what moved. With ``flow`` targets the head
-    predicts 2 channels, the flow in pixels, and also starts at zero (no motion).
+    predicts 2 channels, the flow in pixels, and also starts at zero (no motion). With
+    ``decoder_history`` each patch also sees the change into frame t.
     """
 
     def __init__(self, config: GroundLAMConfig) -> None:
         super().__init__()
         self.patch_size, self.target = config.patch_size, config.decoder_target
         self.grid = config.image_size // config.patch_size
-        self.patch_embed = PatchEmbed(config.patch_size, config.decoder_dim)
+        self.history = config.decoder_history
+        self.patch_embed = PatchEmbed(config.patch_size, config.decoder_dim,
+                                      6 if self.history else 3)
         self.pos = nn.Parameter(torch.randn(config.num_patches, config.decoder_dim) * 0.02)
         self.blocks = nn.ModuleList(
             DecoderBlock(config.decoder_dim, config.heads, config.mlp_ratio, config.latent_dim,
@@ -142,10 +147,16 @@ class ForwardDynamicsDecoder(nn.Module):
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
 
-    def forward(self, current: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+    def forward(self, current: torch.Tensor, latents: torch.Tensor,
+                history: torch.Tensor | None = None) -> torch.Tensor:
         batch = current.shape[0]
-        # current: (B, T-1, C, H, W), latents: (B, T-1, Z) -> (B, T-1, C or 2, H, W)
-        x = rearrange(self.patch_embed(current) + self.pos, "b t n e -> (b t) n e")
+        # current: (B, T-1, C, H, W), latents: (B, T-1, Z) -> (B, T-1, C or 2, H, W);
+        # history: (B, T-1, C, H, W), the change into each frame t (decoder_history only)
+        if self.history != (history is not None):
+            raise ValueError(f"this decoder was built with decoder_history={self.history}: "
+                             f"{'pass' if self.history else 'do not pass'} history")
+        inputs = current if history is None else torch.cat([current, history], dim=2)
+        x = rearrange(self.patch_embed(inputs) + self.pos, "b t n e -> (b t) n e")
         z = rearrange(latents, "b t z -> (b t) z")
         for block in self.blocks:
             x = block(x, z)
@@ -203,7 +214,11 @@ class GroundLAM(nn.Module, PyTorchModelHubMixin, library_name="groundlam",
             current = warped = match_shift(current, frames[:, 1:], self.config.shift_matching)
         if self.config.color_matching:
             current = warped = match_colors(current, frames[:, 1:])
-        prediction = self.decoder(current, bottleneck.latents)
+        history = None
+        if self.config.decoder_history:  # (B, T-1, C, H, W), zeros for the first transition
+            history = frame_changes(frames[:, :-1], self.config.shift_matching,
+                                    self.config.color_matching)
+        prediction = self.decoder(current, bottleneck.latents, history)
         if flow is not None:  # the camera explains its share of the flow
             prediction = prediction + flow
         task = self.pool_task(encoded.task, bottleneck.latents)  # (B, K)
@@ -211,7 +226,7 @@ class GroundLAM(nn.Module, PyTorchModelHubMixin, library_name="groundlam",
                                 camera, encoded.temporal_attentions)
         actions = self.action_head(bottleneck.latents) if self.action_head is not None else None
         return GroundLAMOutput(latents, prediction, encoded.motion, bottleneck.loss,
-                               self.logit_scale, actions, warped)
+                               self.logit_scale, actions, warped, history)
 
     def pool_task(self, task_features: torch.Tensor, motion_latents: torch.Tensor) -> torch.Tensor:
         """The clip's task embedding (B, K), L2-normalised, as ``config.task_pooling`` says.
