@@ -160,7 +160,9 @@ PRESETS = {
         "data.clip_length=4", "train.batch_size=16", "train.warmup_steps=25",
         "data.eval_episodes=64"), steps=250, seeds=(0, 1, 2), rows=ALL_ROWS,
         datasets=("synthetic", "babyai", "metaworld"), max_clips=512, focus_clips=8,
-        train_episodes=512, eval_episodes=64, seconds_per_step=0.35, seconds_per_eval=40.0,
+        # scoring both renderings at 512 clips took 170-370 s on a 2-core machine shared two to
+        # four ways (one thread a run); 40 s was measured at 128 clips
+        train_episodes=512, eval_episodes=64, seconds_per_step=0.35, seconds_per_eval=150.0,
         dataset_rows={"babyai": (BASELINE, "groundlam"), "metaworld": (BASELINE, "groundlam")}),
     "gpu": Preset("configs/base.yaml", ("train.warmup_steps=500", "data.eval_episodes=256"),
                   steps=3000, seeds=(0, 1, 2), rows=ALL_ROWS,
