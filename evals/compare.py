@@ -34,10 +34,12 @@ Presets and how they were sized:
 - ``cpu``: must finish within 2 hours on 2 cores. ``configs/tiny.yaml`` (64 px) with batch 16
   of 4-frame clips, 250 steps, 3 seeds: every row on the synthetic benchmark (36 runs), and the
   baseline and GroundLAM on BabyAI and Meta-World with distractors (12 runs; each such run is
-  scored twice, on clean and distracted held-out corpora). Sized from a measured ~1.0 s a step
-  of ``tiny.yaml``'s batch (192 frames) scaled to 64 frames a batch (0.35 s, an estimate), 15 s
-  of start-up and ~40 s of evaluation a run: ``--dry-run`` prints the estimate, the progress
-  lines and ``timings.json`` of each run the measurement; RESULTS.md states the total. The
+  scored twice, on clean and distracted held-out corpora). It was sized from an estimated 0.35 s
+  a step and ~40 s of evaluation a run, and fitted. Measured alone on 2 idle cores at the
+  current defaults (patch mixing, 128-d latents, matching, 512 probe clips) a step takes 0.65 s
+  and an evaluation about 2 minutes, so the 48 runs take about 4 hours, over the budget:
+  ``--dry-run`` prints the estimate, the progress lines and ``timings.json`` of each run the
+  measurement; RESULTS.md states the total. The
   corpora (512 training and 64 held-out episodes a dataset) are generated once, before the runs
   (about 1 minute for BabyAI and several for Meta-World on 2 cores; not in the estimate).
 - ``gpu``: ``configs/base.yaml`` (128 px, 8-layer transformer) at 3000 steps, 3 seeds, the three
@@ -160,9 +162,10 @@ PRESETS = {
         "data.clip_length=4", "train.batch_size=16", "train.warmup_steps=25",
         "data.eval_episodes=64"), steps=250, seeds=(0, 1, 2), rows=ALL_ROWS,
         datasets=("synthetic", "babyai", "metaworld"), max_clips=512, focus_clips=8,
-        # scoring both renderings at 512 clips took 170-370 s on a 2-core machine shared two to
-        # four ways (one thread a run); 40 s was measured at 128 clips
-        train_episodes=512, eval_episodes=64, seconds_per_step=0.35, seconds_per_eval=150.0,
+        # measured alone on 2 idle cores (two threads): 0.65 s a step of BabyAI with difference
+        # matching and 0.64 of the synthetic defaults; scoring both renderings at 512 clips
+        # 113-119 s (170-370 s on a machine shared two to four ways)
+        train_episodes=512, eval_episodes=64, seconds_per_step=0.65, seconds_per_eval=120.0,
         dataset_rows={"babyai": (BASELINE, "groundlam"), "metaworld": (BASELINE, "groundlam")}),
     "gpu": Preset("configs/base.yaml", ("train.warmup_steps=500", "data.eval_episodes=256"),
                   steps=3000, seeds=(0, 1, 2), rows=ALL_ROWS,

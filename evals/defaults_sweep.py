@@ -20,8 +20,10 @@ of the training seed in the rendering being scored:
 - the last logged per-term gradient norms on the shared encoder and the latent spread.
 
 Runs live in ``--runs/<arm>/<rendering>/seed<k>/`` and are skipped when their ``scores.json``
-exists, so the sweep is resumable. ``--jobs 2`` runs two at once with one thread each (on 2
-cores that trains more frames per second than one run with two threads). Writes
+exists, so the sweep is resumable. ``--jobs 1`` (the default) runs one at a time with a thread a
+core. ``--jobs 2`` runs two at once with one thread each, which on a 2-core machine trains far
+fewer frames per second in all: the arm ``align_900`` trained at about 11 frames/s with one thread
+beside another training, and at 101 alone with two threads. Writes
 ``evals/results/defaults_sweep.json``: every run, and per (arm, training rendering, scored
 rendering) the median and each seed.
 """
@@ -124,6 +126,16 @@ ARMS: dict[str, tuple[str, ...]] = {
     # the decoder also sees the change into frame t: motion that carries on needs no latent
     "align_dm_history": (*ALIGNED, "model.motion_dim=128", "model.difference_matching=true",
                          "model.decoder_history=true"),
+    # the budget: the defaults at 3x the steps (300 steps take about 4 min on 2 idle cores, and
+    # the issue allows 15 min a run), alone and with difference matching
+    "align_900": (*ALIGNED, "model.motion_dim=128", "train.max_steps=900",
+                  "train.save_every=900"),
+    "align_dm_900": (*ALIGNED, "model.motion_dim=128", "model.difference_matching=true",
+                     "train.max_steps=900", "train.save_every=900"),
+    # its control without language: at 900 steps InfoNCE's gradient on the encoder grew to 3-20x
+    # reconstruction's
+    "align_900_recon": (*ALIGNED, "model.motion_dim=128", "loss.infonce_weight=0",
+                        "train.max_steps=900", "train.save_every=900"),
     "mix_vq": ("model.patch_mixing=3", "model.motion_dim=128", "loss.infonce_weight=0.005",
                "model.bottleneck=vq", "model.vq_scale=false", "model.quantizer_norm=false",
                "train.vq_restart_every=100",
@@ -256,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--renderings", default="clean,distracted")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "defaults_sweep")
-    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None,
                         help=f"default {RESULTS.relative_to(ROOT)}, or defaults_sweep_probeN.json "
                              "beside it for --probe-clips N other than 128")
