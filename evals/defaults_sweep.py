@@ -136,6 +136,9 @@ ARMS: dict[str, tuple[str, ...]] = {
     # reconstruction's
     "align_900_recon": (*ALIGNED, "model.motion_dim=128", "loss.infonce_weight=0",
                         "train.max_steps=900", "train.save_every=900"),
+    # InfoNCE's gradient on the encoder capped at reconstruction's (groundlam.losses.balance)
+    "align_900_cap1": (*ALIGNED, "model.motion_dim=128", "loss.infonce_max_ratio=1",
+                       "train.max_steps=900", "train.save_every=900"),
     "mix_vq": ("model.patch_mixing=3", "model.motion_dim=128", "loss.infonce_weight=0.005",
                "model.bottleneck=vq", "model.vq_scale=false", "model.quantizer_norm=false",
                "train.vq_restart_every=100",

@@ -77,6 +77,10 @@ class LossConfig:
     # the decoder uses the latents, reconstruction puts almost no gradient on the encoder, and
     # Adam, blind to scale, lets even a small InfoNCE term steer it alone (issue 9)
     infonce_start: int = 150
+    # the most InfoNCE's gradient norm on the shared encoder may be, as a multiple of
+    # reconstruction's: measured on logging steps, InfoNCE's weight is scaled down to keep it
+    # there (groundlam.losses.balance; 0 = off)
+    infonce_max_ratio: float = 0.0
     bottleneck_weight: float = 1.0  # vq commitment + codebook loss
     focus_weight: float = 0.0  # task-focus share of the reconstruction weights (0 = uniform)
     change_weight: float = 0.0  # pixel-change share of the reconstruction weights (0 = uniform)
@@ -127,6 +131,13 @@ class Config:
                               "online")
         if self.train.zero_stage not in (0, 1, 2, 3):
             raise ConfigError(f"train.zero_stage={self.train.zero_stage} is not 0, 1, 2 or 3")
+        if self.loss.infonce_max_ratio < 0:
+            raise ConfigError(f"loss.infonce_max_ratio={self.loss.infonce_max_ratio} is "
+                              "negative")
+        if self.loss.infonce_max_ratio and self.train.zero_stage == 3:
+            raise ConfigError("loss.infonce_max_ratio measures gradient norms on the encoder, "
+                              "which ZeRO-3 partitions across ranks: use train.zero_stage <= 2 "
+                              "or loss.infonce_max_ratio=0")
         if self.loss.infonce_start < 0:
             raise ConfigError(f"loss.infonce_start={self.loss.infonce_start} is negative")
         if not 0.0 <= self.loss.change_weight <= 1.0:

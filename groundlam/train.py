@@ -37,6 +37,7 @@ from groundlam.config import Config, ConfigError, config_to_dict, load_config
 from groundlam.data.episodes import ClipDataset, collate_clips, load_episodes
 from groundlam.data.streaming import ClipStream, StreamingLoader, open_episode_stream
 from groundlam.losses import (
+    InfoNCEBalance,
     action_loss,
     change_weights,
     focus_weights,
@@ -163,10 +164,12 @@ def even_batches(loader: StreamingLoader) -> Iterator[dict[str, Any]]:
         yield batch
 
 
-def checkpoint_state(epoch: int, batches_done: int, loader: Any, world: int) -> dict[str, Any]:
-    """Client state of a checkpoint; with streaming, every rank's stream position (DeepSpeed
-    writes rank 0's client state only, so the positions are gathered there first)."""
-    state = {"epoch": epoch, "batches_done": batches_done}
+def checkpoint_state(epoch: int, batches_done: int, loader: Any, world: int,
+                     balance: InfoNCEBalance) -> dict[str, Any]:
+    """Client state of a checkpoint: the data position and InfoNCE's balance; with streaming,
+    every rank's stream position (DeepSpeed writes rank 0's client state only, so the positions
+    are gathered there first)."""
+    state = {"epoch": epoch, "batches_done": batches_done, "balance": balance.state_dict()}
     if isinstance(loader, StreamingLoader):
         streams: list[Any] = [None] * world
         dist.all_gather_object(streams, loader.state_dict())
@@ -300,14 +303,21 @@ LOSS_WEIGHTS = {"reconstruction": "reconstruction_weight", "infonce": "infonce_w
                 "bottleneck": "bottleneck_weight", "actions": "action_weight"}
 
 
+def term_weight(name: str, config: Config, infonce_scale: float = 1.0) -> float:
+    """The weight of loss term ``name`` in the sum (InfoNCE's scaled by the balance)."""
+    weight = getattr(config.loss, LOSS_WEIGHTS[name])
+    return weight * infonce_scale if name == "infonce" else weight
+
+
 def compute_losses(model: GroundLAM, output, frames: torch.Tensor, text: torch.Tensor,
                    ids: torch.Tensor, config: Config, *, actions: torch.Tensor | None = None,
-                   episodes: torch.Tensor | None = None, step: int | None = None
-                   ) -> dict[str, torch.Tensor]:
+                   episodes: torch.Tensor | None = None, step: int | None = None,
+                   infonce_scale: float = 1.0) -> dict[str, torch.Tensor]:
     """Named losses of one batch, and their weighted sum under ``"loss"``.
 
     ``step`` (the optimiser step, None = past every start) leaves InfoNCE out before
-    ``loss.infonce_start``.
+    ``loss.infonce_start``. ``infonce_scale`` multiplies ``loss.infonce_weight``
+    (``InfoNCEBalance.scale``).
 
     ``frames`` (B, T, C, H, W) as the model saw them; ``actions`` and ``episodes`` are the
     batch's (``collate_clips``), needed only with ``loss.action_weight``. With
@@ -350,14 +360,15 @@ def compute_losses(model: GroundLAM, output, frames: torch.Tensor, text: torch.T
                                          ids.to(output.latents.task.device), output.logit_scale)
     if output.bottleneck_loss is not None:
         losses["bottleneck"] = output.bottleneck_loss
-    terms = [getattr(weights, LOSS_WEIGHTS[name]) * losses[name]
+    terms = [term_weight(name, config, infonce_scale) * losses[name]
              for name in LOSS_WEIGHTS if name in losses]
     losses["loss"] = sum(terms[1:], start=terms[0])
     return losses
 
 
 def encoder_gradient_norms(losses: dict[str, torch.Tensor], config: Config,
-                           encoder: torch.nn.Module) -> dict[str, float]:
+                           encoder: torch.nn.Module, infonce_scale: float = 1.0
+                           ) -> dict[str, float]:
     """The gradient norm each weighted loss term puts on the shared encoder's parameters.
 
     With Adam the overall scale of the loss does not matter, but the ratio between terms on
@@ -367,8 +378,8 @@ def encoder_gradient_norms(losses: dict[str, torch.Tensor], config: Config,
     """
     parameters = [p for p in encoder.parameters() if p.requires_grad and p.numel()]
     norms = {}
-    for name, field_name in LOSS_WEIGHTS.items():
-        weight = getattr(config.loss, field_name)
+    for name in LOSS_WEIGHTS:
+        weight = term_weight(name, config, infonce_scale)
         if name not in losses or not weight or not losses[name].requires_grad:
             continue
         grads = torch.autograd.grad(weight * losses[name], parameters, retain_graph=True,
@@ -449,12 +460,15 @@ def train(config: Config, resume: bool = False) -> Path:
     device = engine.device
 
     epoch, batches_done = 0, 0
+    balance = InfoNCEBalance(config.loss.infonce_max_ratio)
     if resume:
         tag = latest_checkpoint(checkpoint_root)
         if tag is None:
             raise FileNotFoundError(f"--resume: no complete checkpoint in {checkpoint_root}")
         _, state = engine.load_checkpoint(str(checkpoint_root), tag=tag)
         epoch, batches_done = state["epoch"], state["batches_done"]
+        if "balance" in state:  # checkpoints from before the balance start at scale 1
+            balance.load_state_dict(state["balance"])
         if sampler is None:  # streaming: continue each rank's stream where it stopped
             if "stream" not in state:
                 raise ValueError(f"--resume with data.streaming: {checkpoint_root / tag} holds "
@@ -492,7 +506,7 @@ def train(config: Config, resume: bool = False) -> Path:
             losses = compute_losses(engine.module, output, frames, text,
                                     label_ids(batch["labels"]), config,
                                     actions=batch.get("actions"), episodes=batch.get("episodes"),
-                                    step=engine.global_steps)
+                                    step=engine.global_steps, infonce_scale=balance.scale)
             batches_done += 1
             if not all_ranks_finite(losses["loss"]):
                 bad_in_row, bad_total = bad_in_row + 1, bad_total + 1
@@ -508,7 +522,8 @@ def train(config: Config, resume: bool = False) -> Path:
             bad_in_row = 0
             logging_step = (engine.global_steps + 1) % config.train.log_every == 0 or (
                 engine.global_steps + 1 == max_steps)
-            gradient_norms = (encoder_gradient_norms(losses, config, engine.module.encoder)
+            gradient_norms = (encoder_gradient_norms(losses, config, engine.module.encoder,
+                                                     balance.scale)
                               if logging_step and config.train.zero_stage < 3 else {})
             engine.backward(losses["loss"])
             engine.step()
@@ -522,7 +537,7 @@ def train(config: Config, resume: bool = False) -> Path:
             if step % config.train.log_every == 0 or step == max_steps:
                 elapsed = time.perf_counter() - window_start
                 metrics = {name: float(value.detach()) for name, value in losses.items()}
-                metrics.update(gradient_norms)
+                metrics.update(gradient_norms, infonce_scale=balance.scale)
                 # a standardised continuous latent spreads by construction: watch its input
                 standardised = config.model.bottleneck == "continuous" and config.model.latent_norm
                 metrics.update(
@@ -541,10 +556,11 @@ def train(config: Config, resume: bool = False) -> Path:
                                      fps=f"{metrics['frames_per_s']:.0f}")
                 if metrics_log:
                     metrics_log.log(step, metrics)
+                balance.update(gradient_norms)  # for the steps up to the next logging step
                 window_start, window_steps = time.perf_counter(), 0
             if step % config.train.save_every == 0 or step == max_steps:
                 save_checkpoint(engine, checkpoint_root, step,
-                                checkpoint_state(epoch, batches_done, loader, world),
+                                checkpoint_state(epoch, batches_done, loader, world, balance),
                                 config.train.keep_checkpoints, rank)
                 last_saved = step
         else:
@@ -559,7 +575,7 @@ def train(config: Config, resume: bool = False) -> Path:
     progress.close()
     if last_saved != engine.global_steps:
         save_checkpoint(engine, checkpoint_root, engine.global_steps,
-                        checkpoint_state(epoch, batches_done, loader, world),
+                        checkpoint_state(epoch, batches_done, loader, world, balance),
                         config.train.keep_checkpoints, rank)
     final = save_final(engine, engine.module, output_dir, config.train.zero_stage, rank)
     if rank == 0:

@@ -44,6 +44,10 @@ def test_bad_values_name_the_field(tmp_path):
         load_config("configs/tiny.yaml", ["data.clip_length=20"])
     with pytest.raises(ConfigError, match="key=value"):
         parse_overrides(["train.max_steps"])
+    with pytest.raises(ConfigError, match="infonce_max_ratio=-1.0 is negative"):
+        load_config("configs/tiny.yaml", ["loss.infonce_max_ratio=-1"])
+    with pytest.raises(ConfigError, match="ZeRO-3 partitions"):
+        load_config("configs/tiny.yaml", ["loss.infonce_max_ratio=1", "train.zero_stage=3"])
     with pytest.raises(FileNotFoundError):
         load_config(tmp_path / "missing.yaml")
 
