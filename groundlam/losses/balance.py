@@ -1,10 +1,10 @@
 """Keep InfoNCE from swamping reconstruction on the shared encoder.
 
 With Adam the scale of the summed loss does not matter but the ratio of the terms' gradients on
-shared parameters does. Measured on the tiny model (issue 9), ``loss.infonce_weight=0.005`` put
-about 0.2x reconstruction's gradient on the encoder at 300 steps, but 3-7x (median over a run)
-and up to 20x late in 900-step runs: reconstruction's gradient shrinks as the frames are
-learned while InfoNCE's, with a learned temperature, does not.
+shared parameters does. Measured on the tiny model (issue 9, ``evals.defaults_sweep``),
+``loss.infonce_weight=0.005`` put a median 1.1x reconstruction's gradient on the encoder over
+300-step runs, but 3-7x over 900-step runs and up to 20x late in them (our reading:
+reconstruction's gradient shrinks as the frames are learned, InfoNCE's does not).
 
 :class:`InfoNCEBalance` caps the ratio. On every logging step the trainer measures both terms'
 gradient norms on the encoder (``encoder_gradient_norms``); when InfoNCE's is more than
