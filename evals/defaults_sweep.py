@@ -139,6 +139,11 @@ ARMS: dict[str, tuple[str, ...]] = {
     # InfoNCE's gradient on the encoder capped at reconstruction's (groundlam.losses.balance)
     "align_900_cap1": (*ALIGNED, "model.motion_dim=128", "loss.infonce_max_ratio=1",
                        "train.max_steps=900", "train.save_every=900"),
+    # a tighter cap (0.3), at the budget of configs/tiny.yaml (900 x 16 x 4 = 300 x 32 x 6 frames)
+    "align_900_cap03": (*ALIGNED, "model.motion_dim=128", "loss.infonce_max_ratio=0.3",
+                        "train.max_steps=900", "train.save_every=900"),
+    # the same cap at 300 steps, for distracted training (the defaults' ratio there: 0.32-1.28)
+    "align_cap03": (*ALIGNED, "model.motion_dim=128", "loss.infonce_max_ratio=0.3"),
     "mix_vq": ("model.patch_mixing=3", "model.motion_dim=128", "loss.infonce_weight=0.005",
                "model.bottleneck=vq", "model.vq_scale=false", "model.quantizer_norm=false",
                "train.vq_restart_every=100",
