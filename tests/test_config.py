@@ -46,8 +46,11 @@ def test_bad_values_name_the_field(tmp_path):
         parse_overrides(["train.max_steps"])
     with pytest.raises(ConfigError, match="infonce_max_ratio=-1.0 is negative"):
         load_config("configs/tiny.yaml", ["loss.infonce_max_ratio=-1"])
-    with pytest.raises(ConfigError, match="ZeRO-3 partitions"):
-        load_config("configs/tiny.yaml", ["loss.infonce_max_ratio=1", "train.zero_stage=3"])
+    with pytest.raises(ConfigError, match="ZeRO-3 partitions"):  # the cap is on by default
+        load_config("configs/tiny.yaml", ["train.zero_stage=3"])
+    # ZeRO-3 runs with the cap off, or with no InfoNCE to cap
+    for off in ("loss.infonce_max_ratio=0", "loss.infonce_weight=0"):
+        assert load_config("configs/tiny.yaml", [off, "train.zero_stage=3"]).train.zero_stage == 3
     with pytest.raises(FileNotFoundError):
         load_config(tmp_path / "missing.yaml")
 

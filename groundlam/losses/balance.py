@@ -10,7 +10,9 @@ reconstruction's gradient shrinks as the frames are learned, InfoNCE's does not)
 gradient norms on the encoder (``encoder_gradient_norms``); when InfoNCE's is more than
 ``max_ratio`` times reconstruction's, InfoNCE's weight is scaled down by the excess for the
 steps that follow, and scaled back up (never past ``loss.infonce_weight``) when it falls below.
-The scale is part of the checkpoint, so a resumed run goes on with it.
+The scale is part of the checkpoint, so a resumed run goes on with it. The default
+``loss.infonce_max_ratio`` is 0.3: at 900 steps it gave a clean action probe of 0.87 against 0.85
+uncapped and 0.89 without InfoNCE (3 seeds, ``evals/results/defaults_sweep_cap03.json``).
 """
 
 from __future__ import annotations
