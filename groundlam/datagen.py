@@ -296,7 +296,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--variant", choices=tuple(VARIANTS), default="both")
     parser.add_argument("--distractors", default=DEFAULT_DISTRACTORS,
                         help="name=strength,... of camera_shake, background, sprites, color_jitter "
-                             "(metaworld also camera_pose); 'all=0.5' switches all on")
+                             "(metaworld also camera_pose); 'all=0.5' switches all on; "
+                             "lookalikes=N (synthetic, babyai) adds N actors drawn like the agent")
     parser.add_argument("--shard-size", type=int, default=64, help="episodes per shard")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     group = parser.add_argument_group("environment options")

@@ -98,6 +98,29 @@ def test_parse_distractors():
         parse_distractors("camera_pose=0.5")
     with pytest.raises(ValueError, match="must be in"):
         parse_distractors("sprites=2")
+    # look-alikes are a count: "all" leaves them off, and they are named on their own
+    image, _ = parse_distractors("all=0.5,lookalikes=2")
+    assert image == Distractors.all(0.5, lookalikes=2)
+    assert parse_distractors("all")[0].lookalikes == 0
+    with pytest.raises(ValueError, match="lookalikes"):
+        parse_distractors("lookalikes=0.5")
+
+
+def test_apply_distractors_keeps_the_foreground_over_sprites_and_texture():
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, size=(6, 32, 32, 3), dtype=np.uint8)
+    agent = np.zeros((6, 32, 32), dtype=bool)
+    agent[:, :4, :4] = True
+    twin = np.zeros_like(agent)
+    twin[:, 12:20, 12:20] = True
+    out = apply_distractors(frames, agent, Distractors(background=1.0, sprites=1.0),
+                            np.random.default_rng(1), foreground_mask=twin)
+    np.testing.assert_array_equal(out["frames"][twin], frames[twin])
+    without = apply_distractors(frames, agent, Distractors(background=1.0, sprites=1.0),
+                                np.random.default_rng(1))
+    assert (without["frames"][twin] != frames[twin]).any()
+    with pytest.raises(ValueError, match="foreground_mask"):
+        apply_distractors(frames, agent, Distractors(), rng, foreground_mask=twin[:, :8])
 
 
 # ----------------------------------------------------------------------------- BabyAI
@@ -126,6 +149,45 @@ def test_babyai_episodes_are_deterministic_paired_and_masked():
     assert_rows_equal(fresh, pairs[1][0])
     with BabyAIGenerator(BabyAIConfig(num_episodes=1, seed=4)) as generator:
         assert generator.episode(0)["label"] != pairs[0][0]["label"]
+
+
+@needs_minigrid
+def test_babyai_lookalike_is_a_second_agent_on_a_random_walk():
+    from minigrid.core.grid import Grid
+
+    from groundlam.data.generators.babyai import BabyAIConfig, BabyAIGenerator
+
+    tile = 8  # PutNextLocal's room of 8 x 8 cells at 64 px
+    agent_tiles = [Grid.render_tile(None, agent_dir=d, highlight=False, tile_size=tile)
+                   .astype(np.uint8) for d in range(4)]
+    config = BabyAIConfig(num_episodes=2, image_size=64, distractors=Distractors(lookalikes=1))
+    with BabyAIGenerator(config) as generator:
+        pairs = [generator.pair(index) for index in range(2)]
+    with BabyAIGenerator(BabyAIConfig(num_episodes=2, image_size=64)) as generator:
+        plain = generator.episode(0, distracted=False)
+    assert_rows_equal(plain, pairs[0][0])  # the clean rendering knows nothing of look-alikes
+    visited = set()
+    for clean, distracted in pairs:
+        np.testing.assert_array_equal(clean["agent_mask"], distracted["agent_mask"])
+        np.testing.assert_array_equal(clean["actions"], distracted["actions"])
+        changed = (clean["frames"] != distracted["frames"]).any(-1)  # (T, H, W)
+        cells = changed.reshape(len(changed), 8, tile, 8, tile).any(axis=(2, 4))  # (T, 8, 8)
+        previous = None
+        for t, frame_cells in enumerate(cells):
+            where = np.argwhere(frame_cells)
+            assert len(where) <= 1, f"frame {t}: {len(where)} cells changed"
+            if not len(where):
+                continue
+            row, col = where[0]
+            rows, cols = slice(row * tile, (row + 1) * tile), slice(col * tile, (col + 1) * tile)
+            drawn = distracted["frames"][t, rows, cols]
+            assert any(np.array_equal(drawn, agent_tile) for agent_tile in agent_tiles)
+            assert not distracted["agent_mask"][t, row * tile, col * tile]
+            if previous is not None:
+                assert abs(row - previous[0]) + abs(col - previous[1]) <= 1
+            previous = (row, col)
+            visited.add((row, col))
+    assert len(visited) > 2  # it walks
 
 
 @needs_minigrid
@@ -299,6 +361,8 @@ def test_metaworld_config_names_unknown_tasks():
 
     with pytest.raises(ValueError, match="push-v2"):
         MetaWorldConfig(tasks=("push-v2",))
+    with pytest.raises(ValueError, match="look-alike"):
+        MetaWorldConfig(distractors=Distractors(lookalikes=1))
 
 
 # ----------------------------------------------------------------------------- datagen

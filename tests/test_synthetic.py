@@ -1,6 +1,7 @@
 """The synthetic benchmark: determinism, schema, world rules, paired renderings, labels, storage."""
 
 import dataclasses
+import hashlib
 import os
 import subprocess
 import sys
@@ -265,3 +266,96 @@ def test_default_dataset_cache_is_removed_when_the_process_exits(tmp_path):
     assert cache.parent == tmp_path
     assert not cache.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- look-alike actors
+
+SMALL_64 = dataclasses.replace(SMALL, image_size=64, num_episodes=24)
+LOOKALIKES = dataclasses.replace(SMALL_64, distractors=Distractors(lookalikes=2))
+
+
+def lookalike_cells(index: int, config: SyntheticConfig) -> np.ndarray:
+    """(T, L, 2) cells of the look-alikes of a distracted rendering, as the generator drew them."""
+    from groundlam.data.synthetic import DISTRACTOR_STREAM, _render
+
+    rng = np.random.default_rng([config.seed, index, DISTRACTOR_STREAM])
+    return _render(simulate(index, config), config.distractors, config.image_size,
+                   rng)["lookalike_cells"]
+
+
+def cell_pixels(frames: np.ndarray, t: int, cell: np.ndarray, cell_px: int = 8) -> np.ndarray:
+    row, col = (int(v) * cell_px for v in cell)
+    return frames[t, row : row + cell_px, col : col + cell_px]
+
+
+def test_lookalikes_are_drawn_exactly_like_the_agent_and_change_nothing_else():
+    for index in range(6):
+        trajectory = simulate(index, LOOKALIKES)
+        clean, distracted = generate_pair(index, LOOKALIKES)
+        cells = lookalike_cells(index, LOOKALIKES)
+        assert cells.shape == (LOOKALIKES.episode_length, 2, 2)
+        # The pair shares the episode; the clean rendering has no look-alike at all.
+        assert np.array_equal(clean["frames"], generate_episode(index, SMALL_64, False)["frames"])
+        assert np.array_equal(clean["agent_mask"], distracted["agent_mask"])
+        assert np.array_equal(clean["actions"], distracted["actions"])
+        assert clean["label"] == distracted["label"]
+        changed = (clean["frames"] != distracted["frames"]).any(-1)  # (T, H, W)
+        drawn = np.zeros_like(changed)
+        for t in range(len(cells)):
+            for cell in cells[t]:
+                row, col = cell * 8
+                drawn[t, row : row + 8, col : col + 8] = True
+                if trajectory.held_object[t] < 0:  # a carrying agent is tinted: not a twin
+                    agent = cell_pixels(clean["frames"], t, trajectory.agent_cells[t])
+                    assert np.array_equal(cell_pixels(distracted["frames"], t, cell), agent)
+        assert changed.any() and not (changed & ~drawn).any()
+        assert not (distracted["agent_mask"] & drawn).any()
+
+
+def test_lookalikes_walk_one_cell_at_a_time_and_never_share_a_cell():
+    for index in range(LOOKALIKES.num_episodes):
+        trajectory = simulate(index, LOOKALIKES)
+        cells = lookalike_cells(index, LOOKALIKES)
+        assert np.abs(np.diff(cells, axis=0)).sum(-1).max() <= 1
+        assert ((cells >= 0) & (cells < 8)).all()
+        for t in range(len(cells)):
+            occupied = {tuple(c) for c in trajectory.object_cells[t]}
+            occupied.add(tuple(trajectory.agent_cells[t]))
+            mine = [tuple(c) for c in cells[t]]
+            assert len(set(mine)) == len(mine) and not set(mine) & occupied, (index, t)
+
+
+def test_lookalikes_go_to_objects_the_label_does_not_name():
+    """Like the agent with its target, each look-alike ends up circling another object: which
+    white actor is the agent follows from the label and the motion, not from one frame."""
+    config = dataclasses.replace(LOOKALIKES, episode_length=24, distractors=Distractors(
+        lookalikes=1))
+    beside_other, beside_target, agent_beside_target = [], [], []
+    for index in range(config.num_episodes):
+        trajectory = simulate(index, config)
+        actor = lookalike_cells(index, config)[12:, 0]  # the episode's second half
+        objects = trajectory.object_cells[12:]  # (T, K, 2)
+        near = np.abs(objects - actor[:, None]).max(-1) == 1  # (T, K): on the ring of 8
+        target = trajectory.target_object
+        beside_target.append(near[:, target].mean())
+        beside_other.append(np.delete(near, target, axis=1).any(-1).mean())
+        agent_near = np.abs(objects[:, target] - trajectory.agent_cells[12:]).max(-1) == 1
+        agent_beside_target.append(agent_near.mean())
+    assert np.mean(beside_other) > 0.8 and np.mean(beside_target) < 0.2
+    assert np.mean(agent_beside_target) > 0.8
+
+
+def test_lookalikes_are_a_count():
+    assert Distractors.all(0.5).lookalikes == 0
+    assert Distractors.all(0.5, lookalikes=2).lookalikes == 2
+    assert Distractors(lookalikes=2.0).lookalikes == 2  # from "lookalikes=2" on a command line
+    for bad in (1.5, -1, 4):
+        with pytest.raises(ValueError, match="lookalikes"):
+            Distractors(lookalikes=bad)
+    # Off, an episode draws nothing for them: corpora made before they existed render to the
+    # same bytes (the digest of this episode at the commit before look-alikes; shake and
+    # sprites only, whose pixels involve no float rounding that could vary between CPUs).
+    config = dataclasses.replace(SMALL, distractors=Distractors(camera_shake=1.0, sprites=1.0))
+    frames = generate_episode(2, config)["frames"]
+    assert hashlib.sha256(frames.tobytes()).hexdigest() == (
+        "d11d13cb6b376f4e8ea59a747ffdd26ba29114c10bab0a65e837d730dfea3f99")

@@ -35,7 +35,9 @@ import numpy as np
 __all__ = [
     "ACTIONS",
     "EPISODE_FEATURES",
+    "MAX_LOOKALIKES",
     "NUM_LABEL_TEMPLATES",
+    "STRENGTH_SWITCHES",
     "Distractors",
     "SyntheticConfig",
     "WorldTrajectory",
@@ -114,24 +116,37 @@ CARRY_KEEP_HEADING = 0.7  # chance a carrying agent keeps walking the way it wen
 SCENE_STREAM, DISTRACTOR_STREAM = 0, 1
 
 
+# The switches of ``Distractors`` that are strengths in [0, 1]; ``lookalikes`` is a count.
+STRENGTH_SWITCHES = ("camera_shake", "background", "sprites", "color_jitter")
+MAX_LOOKALIKES = 3
+
+
 @dataclass
 class Distractors:
-    """Task-irrelevant motion, each switch a strength in [0, 1] (0 = off)."""
+    """Task-irrelevant motion: four strengths in [0, 1] (0 = off) and a count of look-alikes."""
 
     camera_shake: float = 0.0  # whole-frame translation, up to round(4 * s * image_size / 64) px
     background: float = 0.0  # scrolling stripe texture, amplitude grows with s
     sprites: float = 0.0  # 1 + round(3 * s) sprites moving on their own, faster with s
     color_jitter: float = 0.0  # per-frame brightness / contrast / hue shift
+    # actors drawn exactly like the agent, each walking to an object the label does not name
+    lookalikes: int = 0
 
     def __post_init__(self) -> None:
-        for name, value in asdict(self).items():
+        for name in STRENGTH_SWITCHES:
+            value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"Distractors.{name} must be in [0, 1], got {value}")
+        count = self.lookalikes
+        if count != int(count) or not 0 <= count <= MAX_LOOKALIKES:
+            raise ValueError(f"Distractors.lookalikes must be a whole number of actors in "
+                             f"0..{MAX_LOOKALIKES}, got {count}")
+        self.lookalikes = int(count)
 
     @classmethod
-    def all(cls, strength: float = 1.0) -> Distractors:
-        """Every distractor switched on at the same strength."""
-        return cls(strength, strength, strength, strength)
+    def all(cls, strength: float = 1.0, lookalikes: int = 0) -> Distractors:
+        """The four strength switches on at the same strength (and ``lookalikes`` actors)."""
+        return cls(strength, strength, strength, strength, lookalikes)
 
 
 @dataclass
@@ -666,6 +681,75 @@ def _sprite_positions(
     return np.rint(folded).astype(np.int64), looks
 
 
+def _lookalike_cells(
+    trajectory: WorldTrajectory, count: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Integer (T, L, 2) cells of ``count`` look-alike actors walking beside the agent.
+
+    Each look-alike picks an object the label does not name (a different one per actor while
+    there are enough) and behaves like the expert on a *move to* task about it: a shortest path
+    to a cell beside it, then circling it, with the same share of uniformly random actions. It
+    never enters a cell the agent, an object or an earlier look-alike holds in the next frame; a
+    look-alike whose cell is taken steps aside. It pushes and carries nothing, so the trajectory,
+    the actions and ``agent_mask`` are those of the clean rendering.
+    """
+    num_frames, num_objects = trajectory.object_cells.shape[:2]
+    others = [k for k in range(num_objects) if k != trajectory.target_object]
+    # Every random number up front, so the stream does not depend on the branch taken.
+    goals = rng.choice(others, size=count, replace=count > len(others))
+    orbit_steps = np.where(rng.random(count) < 0.5, 1, -1)
+    start_draws = rng.random(count)
+    explore = rng.random((num_frames - 1, count)) < EXPERT_EPSILON
+    random_actions = rng.integers(len(ACTIONS), size=(num_frames - 1, count))
+    draws = rng.random((num_frames - 1, count))
+
+    def cells_at(t: int) -> list[tuple[int, int]]:
+        return [(int(r), int(c)) for r, c in trajectory.object_cells[t]]
+
+    agent_at = [(int(r), int(c)) for r, c in trajectory.agent_cells]
+    taken = {*cells_at(0), agent_at[0]}
+    current: list[tuple[int, int]] = []
+    for actor, goal in enumerate(goals):
+        goal_cell = cells_at(0)[goal]
+        free = [(r, c) for r in range(GRID_CELLS) for c in range(GRID_CELLS) if (r, c) not in taken]
+        far = [
+            cell for cell in free
+            if abs(cell[0] - goal_cell[0]) + abs(cell[1] - goal_cell[1]) >= MIN_START_DISTANCE
+            and abs(cell[0] - agent_at[0][0]) + abs(cell[1] - agent_at[0][1]) >= 2
+        ]
+        choices = far or free
+        current.append(choices[int(start_draws[actor] * len(choices))])
+        taken.add(current[-1])
+
+    cells = np.zeros((num_frames, count, 2), dtype=np.int64)
+    cells[0] = current
+    for t in range(num_frames - 1):
+        objects_next = cells_at(t + 1)
+        for actor, goal in enumerate(goals):
+            occupied = [*objects_next, agent_at[t + 1], *current[:actor], *current[actor + 1 :]]
+            cell = current[actor]
+            action = None
+            if not explore[t, actor]:
+                action = _hover_action(
+                    cell, objects_next[goal], occupied, int(orbit_steps[actor]), draws[t, actor]
+                )
+            if action is None:
+                action = int(random_actions[t, actor])
+            new_cell = cell
+            if action in ACTION_DELTAS:
+                row, col = ACTION_DELTAS[action]
+                moved = (cell[0] + row, cell[1] + col)
+                if _inside(moved) and moved not in occupied:
+                    new_cell = moved
+            if new_cell in occupied:  # the agent or a pushed object came here: step aside
+                aside = sorted(_free_neighbours(cell, occupied))
+                if aside:
+                    new_cell = aside[int(draws[t, actor] * len(aside))]
+            current[actor] = new_cell
+        cells[t + 1] = current
+    return cells
+
+
 def _color_jitter(frames: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
     """Independent brightness, contrast and hue shift per frame of uint8 (T, H, W, 3) frames."""
     num_frames = frames.shape[0]
@@ -732,6 +816,9 @@ def _render(
     sprite_corners, sprite_looks = _sprite_positions(
         distractors.sprites, image_size, num_frames, rng
     )
+    lookalikes = np.zeros((num_frames, 0, 2), dtype=np.int64)
+    if distractors.lookalikes:  # no draws when off: earlier corpora render as they did
+        lookalikes = _lookalike_cells(trajectory, distractors.lookalikes, rng)
 
     canvas = np.empty((num_frames, canvas_px, canvas_px, 3), dtype=np.uint8)  # (T, Hc, Wc, 3)
     if background is None:
@@ -758,6 +845,11 @@ def _render(
         _stamp(canvas, corners, masks[shape], COLORS[color])
         if k == trajectory.target_object:
             _stamp(task_mask, corners, masks[shape], True)
+    # Look-alikes are drawn exactly like an agent that carries nothing.
+    for actor in range(lookalikes.shape[1]):
+        corners = lookalikes[:, actor] * cell_px + margin  # (T, 2)
+        _stamp(canvas, corners, masks["agent"], AGENT_COLOR)
+        _stamp(canvas, corners, masks["agent_centre"], AGENT_CENTRE_COLOR)
     corners = trajectory.agent_cells * cell_px + margin  # (T, 2)
     holding = (trajectory.held_object >= 0)[:, None, None]  # (T, 1, 1)
     agent_colors = np.where(holding, AGENT_HOLDING_COLOR, AGENT_COLOR).astype(np.uint8)  # (T, 1, 3)
@@ -783,6 +875,7 @@ def _render(
         "agent_mask": agent_mask,
         "camera_offset": offsets.astype(np.float32),
         "background_phase": background_phase,
+        "lookalike_cells": lookalikes,  # (T, L, 2) grid cells, not a dataset column
     }
 
 
@@ -816,6 +909,7 @@ def generate_pair(index: int, config: SyntheticConfig) -> tuple[dict, dict]:
     for distractors in (Distractors(), config.distractors):
         rng = np.random.default_rng([config.seed, index, DISTRACTOR_STREAM])
         rendered = _render(trajectory, distractors, config.image_size, rng)
+        del rendered["lookalike_cells"]
         episodes.append(
             {
                 **rendered,

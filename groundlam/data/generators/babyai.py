@@ -35,6 +35,7 @@ import numpy as np
 
 from groundlam.data.generators.common import (
     DISTRACTOR_STREAM,
+    LOOKALIKE_STREAM,
     SCENE_STREAM,
     Closing,
     apply_distractors,
@@ -45,6 +46,8 @@ from groundlam.data.synthetic import Distractors, episode_features
 __all__ = ["ACTIONS", "VIEWS", "BabyAIConfig", "BabyAIGenerator", "babyai_features"]
 
 ACTIONS: tuple[str, ...] = ("left", "right", "forward", "pickup", "drop", "toggle")
+# minigrid's DIR_TO_VEC: the (dx, dy) of a step forward facing east, south, west, north
+DIR_TO_VEC = ((1, 0), (0, 1), (-1, 0), (0, -1))
 VIEWS: tuple[str, ...] = ("full", "room", "agent")
 INSTRUCTION_PARTS = ("desc", "desc_move", "desc_fixed", "instr_a", "instr_b")
 
@@ -293,42 +296,128 @@ class BabyAIGenerator(Closing):
 
     # ------------------------------------------------------------------------ rendering
 
-    def _clean(self, index: int) -> tuple[dict, np.ndarray]:
-        mission, actions, frames, task_cells, floor_cells = self._demonstration(index)
+    def _resize(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 (T, Hr, Wr, 3) at the rendered size -> (T, H, W, 3) at ``image_size``."""
         size = self.config.image_size
-        frames = np.stack(frames)  # (T, Hr, Wr, 3), Hr = tile_px * view_cells
         if frames.shape[1] != size:
             import torch
 
             from groundlam.video import resize_video
 
             frames = resize_video(torch.from_numpy(frames), size).numpy()
+        return np.ascontiguousarray(frames, dtype=np.uint8)
+
+    def _cells_to_pixels(self, cells: np.ndarray) -> np.ndarray:
+        """bool (T, V, V) cells of the view -> bool (T, H, W) pixels at ``image_size``."""
         rows = self._pixel_to_cell
-        agent_mask = np.stack(task_cells)[:, rows][:, :, rows]  # (T, H, W)
-        background_mask = np.stack(floor_cells)[:, rows][:, :, rows]  # (T, H, W)
+        return cells[:, rows][:, :, rows]
+
+    def _clean(self, index: int) -> tuple[dict, dict]:
+        """The clean row, and what the distracted rendering needs: the frames at the rendered
+        size (T, Hr, Wr, 3) and the floor cells (T, V, V)."""
+        mission, actions, frames, task_cells, floor_cells = self._demonstration(index)
+        rendered = np.stack(frames)  # (T, Hr, Wr, 3), Hr = tile_px * view_cells
+        floor = np.stack(floor_cells)  # (T, V, V)
         episode = {
-            "frames": np.ascontiguousarray(frames, dtype=np.uint8),
+            "frames": self._resize(rendered),
             "label": str(mission),
             "actions": np.asarray(actions, dtype=np.int64),
-            "agent_mask": agent_mask,
+            "agent_mask": self._cells_to_pixels(np.stack(task_cells)),  # (T, H, W)
             **clean_parameters(len(frames)),
             "episode_id": f"babyai-{self.config.level}-s{self.config.seed}-{index:06d}",
             "level": self.config.level,
         }
-        return episode, background_mask
+        return episode, {"rendered": rendered, "floor": floor}
 
-    def _distract(self, clean: dict, background_mask: np.ndarray, index: int) -> dict:
-        rng = np.random.default_rng([self.config.seed, index, DISTRACTOR_STREAM])
-        rendered = apply_distractors(clean["frames"], clean["agent_mask"],
-                                     self.config.distractors, rng, background_mask)
+    def _lookalike_walk(self, floor: np.ndarray, count: int,
+                        rng: np.random.Generator) -> np.ndarray:
+        """Integer (T, L, 3) (row, col, direction) of ``count`` look-alikes; row -1 = hidden.
+
+        Each is a second agent on a random walk over the view's floor cells: it turns left or
+        right (a quarter each) or steps forward (half) when the cell ahead is floor in the next
+        frame. A look-alike whose cell the agent or an object takes steps to a free neighbour
+        (hidden for that frame when there is none); look-alikes never share a cell.
+        """
+        num_frames, size = floor.shape[:2]
+        starts = rng.random(count)
+        headings = rng.integers(4, size=count)
+        choices = rng.choice(3, p=(0.25, 0.25, 0.5), size=(num_frames - 1, count))
+        asides = rng.random((num_frames - 1, count))
+        walk = np.full((num_frames, count, 3), -1, dtype=np.int64)
+        free = [tuple(cell) for cell in np.argwhere(floor[0])]
+        for actor in range(count):
+            free = [cell for cell in free if cell not in {tuple(w[:2]) for w in walk[0, :actor]}]
+            if free:
+                row, col = free[int(starts[actor] * len(free))]
+                walk[0, actor] = row, col, headings[actor]
+        for t in range(num_frames - 1):
+            taken: set[tuple[int, int]] = set()
+            for actor in range(count):
+                row, col, heading = walk[t, actor]
+                if row < 0:  # hidden: reappears on a free cell
+                    free = [tuple(c) for c in np.argwhere(floor[t + 1]) if tuple(c) not in taken]
+                    if free:
+                        row, col = free[int(asides[t, actor] * len(free))]
+                else:
+                    if choices[t, actor] == 2:
+                        dx, dy = DIR_TO_VEC[heading]
+                        ahead = (row + dy, col + dx)
+                        if (0 <= ahead[0] < size and 0 <= ahead[1] < size
+                                and floor[t + 1][ahead] and ahead not in taken):
+                            row, col = ahead
+                    else:  # 0 left, 1 right, as minigrid's actions
+                        heading = (heading + (1 if choices[t, actor] else -1)) % 4
+                    if not floor[t + 1][row, col] or (row, col) in taken:
+                        aside = [(direction, (row + dy, col + dx))
+                                 for direction, (dx, dy) in enumerate(DIR_TO_VEC)
+                                 if 0 <= row + dy < size and 0 <= col + dx < size
+                                 and floor[t + 1][row + dy, col + dx]
+                                 and (row + dy, col + dx) not in taken]
+                        if aside:
+                            heading, (row, col) = aside[int(asides[t, actor] * len(aside))]
+                        else:
+                            row = col = -1
+                if row >= 0:
+                    taken.add((row, col))
+                    walk[t + 1, actor] = row, col, heading
+        return walk
+
+    def _draw_lookalikes(self, rendered: np.ndarray, walk: np.ndarray) -> tuple[np.ndarray,
+                                                                                  np.ndarray]:
+        """Frames (T, Hr, Wr, 3) with the look-alikes drawn as minigrid draws the agent (on
+        floor), and the cells they cover, bool (T, V, V)."""
+        from minigrid.core.grid import Grid
+
+        tile = self.tile_px
+        frames = rendered.copy()
+        cells = np.zeros((walk.shape[0], self.view_cells, self.view_cells), dtype=bool)
+        for t, actor in zip(*np.nonzero(walk[..., 0] >= 0), strict=True):
+            row, col, heading = walk[t, actor]
+            frames[t, row * tile:(row + 1) * tile, col * tile:(col + 1) * tile] = (
+                Grid.render_tile(None, agent_dir=int(heading), highlight=False, tile_size=tile))
+            cells[t, row, col] = True
+        return frames, cells
+
+    def _distract(self, clean: dict, scene: dict, index: int) -> dict:
+        config = self.config
+        frames, floor, lookalike = clean["frames"], scene["floor"], None
+        if config.distractors.lookalikes:
+            rng = np.random.default_rng([config.seed, index, LOOKALIKE_STREAM])
+            walk = self._lookalike_walk(floor, config.distractors.lookalikes, rng)
+            drawn, cells = self._draw_lookalikes(scene["rendered"], walk)
+            frames, floor = self._resize(drawn), floor & ~cells
+            lookalike = self._cells_to_pixels(cells)
+        rng = np.random.default_rng([config.seed, index, DISTRACTOR_STREAM])
+        rendered = apply_distractors(frames, clean["agent_mask"], config.distractors, rng,
+                                     self._cells_to_pixels(floor), foreground_mask=lookalike)
         return {**clean, **rendered, "actions": clean["actions"].copy()}
 
     def episode(self, index: int, distracted: bool = True) -> dict:
         """Episode ``index`` as one dataset row (numpy arrays and strings)."""
-        clean, background_mask = self._clean(index)
-        return self._distract(clean, background_mask, index) if distracted else clean
+        clean, scene = self._clean(index)
+        return self._distract(clean, scene, index) if distracted else clean
 
     def pair(self, index: int) -> tuple[dict, dict]:
         """(clean, distracted) renderings of episode ``index``: one demonstration, two looks."""
-        clean, background_mask = self._clean(index)
-        return clean, self._distract(clean, background_mask, index)
+        clean, scene = self._clean(index)
+        return clean, self._distract(clean, scene, index)

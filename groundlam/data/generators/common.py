@@ -26,6 +26,7 @@ from typing import Self
 import numpy as np
 
 from groundlam.data.synthetic import (
+    STRENGTH_SWITCHES,
     Distractors,
     _background_strip,
     _camera_offsets,
@@ -38,6 +39,7 @@ from groundlam.data.synthetic import (
 __all__ = [
     "Closing",
     "DISTRACTOR_STREAM",
+    "LOOKALIKE_STREAM",
     "SCENE_STREAM",
     "apply_distractors",
     "clean_parameters",
@@ -58,7 +60,7 @@ class Closing:
 
 
 # RNG streams of an episode: np.random.default_rng([seed, index, stream]).
-SCENE_STREAM, DISTRACTOR_STREAM = 0, 1
+SCENE_STREAM, DISTRACTOR_STREAM, LOOKALIKE_STREAM = 0, 1, 2
 # Without a background mask the texture is laid over everything but the task pixels at this
 # opacity (times the strength), so the scene stays visible through it.
 BLEND_OPACITY = 0.45
@@ -83,12 +85,12 @@ def parse_distractors(spec: str | Mapping[str, float] | None,
                 items[key.strip()] = float(value) if value else 1.0
             except ValueError:
                 raise ValueError(f"--distractors: {part!r} is not name=strength "
-                                 f"(a number in [0, 1])") from None
+                                 f"(a number in [0, 1]; lookalikes=N a count)") from None
     else:
         items = {str(k): float(v) for k, v in spec.items()}
-    if "all" in items:
+    if "all" in items:  # the strengths; a count of look-alikes is always named
         strength = items.pop("all")
-        items = {**dict.fromkeys(known, strength), **items}
+        items = {**dict.fromkeys((*STRENGTH_SWITCHES, *extra), strength), **items}
     unknown = sorted(set(items) - set(known))
     if unknown:
         raise ValueError(f"unknown distractor {unknown[0]!r}; known: {', '.join(known)}")
@@ -133,8 +135,13 @@ def apply_distractors(
     distractors: Distractors,
     rng: np.random.Generator,
     background_mask: np.ndarray | None = None,
+    foreground_mask: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Add the switched-on distractors to a clean rendering; the inputs are not modified.
+
+    ``distractors.lookalikes`` is not drawn here: a look-alike must be drawn like the generator's
+    agent, so each generator that has one draws it into ``frames`` first and passes its pixels
+    as ``foreground_mask``.
 
     Args:
         frames: uint8 (T, H, W, 3), the clean rendering (H == W).
@@ -145,6 +152,8 @@ def apply_distractors(
         background_mask: bool (T, H, W) where the scene shows background (floor, sky), or None.
             With it the moving texture replaces those pixels; without it the texture is blended
             over everything outside ``agent_mask``.
+        foreground_mask: bool (T, H, W) pixels that are not the task's but are kept over sprites
+            and a blended texture like them (look-alikes of the agent), or None.
 
     Returns a dict: ``frames`` uint8 (T, H, W, 3); ``agent_mask`` bool (T, H, W), moved with the
     camera; ``camera_offset`` float32 (T, 2), the (dx, dy) shift in pixels; ``background_phase``
@@ -158,6 +167,9 @@ def apply_distractors(
         raise ValueError(f"frames must be square for the distractors, got {height}x{width}")
     if agent_mask.shape != frames.shape[:3]:
         raise ValueError(f"agent_mask has shape {agent_mask.shape}, frames {frames.shape[:3]}")
+    if foreground_mask is not None and foreground_mask.shape != frames.shape[:3]:
+        raise ValueError(f"foreground_mask has shape {foreground_mask.shape}, "
+                         f"frames {frames.shape[:3]}")
     if background_mask is not None and background_mask.shape != frames.shape[:3]:
         raise ValueError(f"background_mask has shape {background_mask.shape}, "
                          f"frames {frames.shape[:3]}")
@@ -173,6 +185,9 @@ def apply_distractors(
     # where a background texture shows too.
     frames = _shift(frames, offsets, margin, "edge")
     agent_mask = _shift(agent_mask, offsets, margin, "constant", False)
+    keep = agent_mask  # pixels sprites pass under and a blended texture leaves alone
+    if foreground_mask is not None:
+        keep = agent_mask | _shift(foreground_mask, offsets, margin, "constant", False)
     if background_mask is not None:
         background_mask = _shift(background_mask, offsets, margin, "constant", True)
 
@@ -183,7 +198,7 @@ def apply_distractors(
         else:
             alpha = BLEND_OPACITY * distractors.background
             blended = ((1 - alpha) * frames + alpha * texture + 0.5).astype(np.uint8)
-            frames = np.where(agent_mask[..., None], frames, blended)
+            frames = np.where(keep[..., None], frames, blended)
 
     if sprite_looks:
         # Sprites pass under the task's pixels: drawn everywhere, then the task drawn back on top.
@@ -192,7 +207,7 @@ def apply_distractors(
         with_sprites = frames.copy()
         for sprite, (shape, color) in enumerate(sprite_looks):
             _stamp(with_sprites, sprite_corners[:, sprite], masks[shape], color)
-        frames = np.where(agent_mask[..., None], frames, with_sprites)
+        frames = np.where(keep[..., None], frames, with_sprites)
 
     if distractors.color_jitter > 0:
         frames = _color_jitter(np.ascontiguousarray(frames), distractors.color_jitter, rng)

@@ -127,6 +127,9 @@ class MetaWorldConfig:
     def __post_init__(self) -> None:
         if isinstance(self.distractors, dict):
             self.distractors = Distractors(**self.distractors)
+        if self.distractors.lookalikes:
+            raise ValueError("MetaWorldConfig: the Meta-World generator draws no look-alike "
+                             "actors (distractors lookalikes must be 0)")
         if isinstance(self.camera, dict):
             self.camera = CameraView(**self.camera)
         if isinstance(self.tasks, str):
