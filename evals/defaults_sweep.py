@@ -16,7 +16,8 @@ of the training seed in the rendering being scored:
   differs from frame t and can only guess elsewhere (blocked moves, grabs change no pixel);
 - ``controllability``: Genie's delta-PSNR (dB) of the decoder with the clip's own latents
   against latents lent by another clip;
-- ``retrieval``: top-1 of the clip's label among the held-out labels (InfoNCE arms);
+- ``retrieval``: top-1 of the clip's label among the held-out labels (InfoNCE arms), and
+  ``retrieval_still``: the same from clips of the clip's first frame repeated (appearance alone);
 - ``motion_focus_lift``: the motion focus maps' share of mass on the agent (``agent_mask``, 32
   held-out clips) over a uniform map's;
 - the last logged per-term gradient norms on the shared encoder and the latent spread.
@@ -153,6 +154,25 @@ ARMS: dict[str, tuple[str, ...]] = {
                   "data.synthetic.distractors.lookalikes=1"),
     "lookalike_recon": (*ALIGNED, "model.motion_dim=128", "loss.infonce_max_ratio=0.3",
                         "data.synthetic.distractors.lookalikes=1", "loss.infonce_weight=0"),
+    # what the encoder can read at all there: an action head on every episode's true actions
+    "lookalike_actions": (*ALIGNED, "model.motion_dim=128", "loss.infonce_max_ratio=0.3",
+                          "data.synthetic.distractors.lookalikes=1", "loss.action_weight=1.0",
+                          "data.action_fraction=1.0", "model.num_actions=6"),
+    # InfoNCE on the clip's motion latents pooled (model.task_pooling=motion), 3 and 7 transitions
+    # (8-frame clips at half the batch: the same frames a step)
+    "lookalike_motion_pool": (*ALIGNED, "model.motion_dim=128", "loss.infonce_max_ratio=0.3",
+                              "data.synthetic.distractors.lookalikes=1",
+                              "model.task_pooling=motion"),
+    "lookalike_motion_pool_c8": (*ALIGNED, "model.motion_dim=128", "loss.infonce_max_ratio=0.3",
+                                 "data.synthetic.distractors.lookalikes=1",
+                                 "model.task_pooling=motion", "data.clip_length=8",
+                                 "train.batch_size=8"),
+    "lookalike_recon_c8": (*ALIGNED, "model.motion_dim=128", "loss.infonce_max_ratio=0.3",
+                           "data.synthetic.distractors.lookalikes=1", "loss.infonce_weight=0",
+                           "data.clip_length=8", "train.batch_size=8"),
+    # still-frame clips as InfoNCE negatives (loss.static_negatives), slot pooling and motion
+    "lookalike_static": (*ALIGNED, "model.motion_dim=128", "loss.infonce_max_ratio=0.3",
+                         "data.synthetic.distractors.lookalikes=1", "loss.static_negatives=true"),
     "mix_vq": ("model.patch_mixing=3", "model.motion_dim=128", "loss.infonce_weight=0.005",
                "model.bottleneck=vq", "model.vq_scale=false", "model.quantizer_norm=false",
                "train.vq_restart_every=100",
@@ -168,6 +188,7 @@ def score(folder: Path, max_clips: int = 128) -> dict[str, Any]:
     from dataclasses import replace
 
     import numpy as np
+    import torch
 
     from groundlam.config import load_config
     from groundlam.data.episodes import ClipDataset, held_out_synthetic, load_episodes
@@ -215,8 +236,16 @@ def score(folder: Path, max_clips: int = 128) -> dict[str, Any]:
         clips = range(min(FOCUS_CLIPS, len(test.frames)))
         maps = np.concatenate([focus_map(test.frames[i], model).motion for i in clips])
         masks = np.concatenate([test.agent_mask[i, 1:] for i in clips])
+        # the same retrieval from clips of each clip's first frame repeated: what appearance
+        # alone gives (the label cannot be read from a still frame of this benchmark)
+        still = np.repeat(test.frames[:, :1], test.frames.shape[1], axis=1)
+        with torch.no_grad():
+            still_task = np.concatenate([model.encode(torch.from_numpy(still[i:i + 64])).task
+                                         .numpy() for i in range(0, len(still), 64)])
         results[rendering] = {
             "motion_focus_lift": focus_precision(maps, masks)["lift"],
+            "retrieval_still_top1": retrieval(still_task, test.latents.labels, text,
+                                              candidates)["top1"],
             "probe": probe["balanced_accuracy"], "chance": probe["chance"],
             "pixels": pixels["balanced_accuracy"],
             "ceiling": ceiling["balanced_accuracy"],
@@ -274,7 +303,7 @@ def summarise(scores: list[dict[str, Any]]) -> dict[str, Any]:
         row: dict[str, Any] = {"seeds": [e["seed"] for e in entries]}
         for rendering in ("clean", "distracted"):
             for metric in ("probe", "pixels", "ceiling", "controllability", "retrieval_top1",
-                           "motion_focus_lift"):  # runs scored before the focus maps lack it
+                           "retrieval_still_top1", "motion_focus_lift"):  # newer: may be absent
                 values = [e[rendering].get(metric) for e in entries]
                 if any(v is None for v in values):
                     continue

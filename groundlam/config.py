@@ -64,6 +64,11 @@ class LossConfig:
     gets it| (after shift and colour matching), so a small moving agent is not drowned by the
     still pixels. Multiplies the focus weights when both are on.
 
+    ``static_negatives`` (off): each clip's first frame repeated over the clip is encoded too
+    (one more encoder pass a step while InfoNCE is on) and joins InfoNCE's text -> clip softmax
+    as a negative for every label: a task embedding that one still frame already gives (the
+    appearance shortcut) can no longer match its label better than that frame's still clip.
+
     ``action_weight`` (0 = off): cross-entropy (discrete actions) or MSE (continuous) of the
     action head (``model.num_actions``) on the latent actions, on clips of the labelled
     ``data.action_fraction`` of episodes only; needs batches with ``actions``.
@@ -86,6 +91,7 @@ class LossConfig:
     focus_weight: float = 0.0  # task-focus share of the reconstruction weights (0 = uniform)
     change_weight: float = 0.0  # pixel-change share of the reconstruction weights (0 = uniform)
     action_weight: float = 0.0  # action head on the labelled fraction of episodes (0 = off)
+    static_negatives: bool = False  # still-frame clips as InfoNCE negatives (issue 10)
 
 
 @dataclass

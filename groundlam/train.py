@@ -356,8 +356,12 @@ def compute_losses(model: GroundLAM, output, frames: torch.Tensor, text: torch.T
         labelled = labelled_episodes(episodes, config.data.action_fraction, config.train.seed)
         losses["actions"] = action_loss(output.action_logits, actions, labelled)
     if weights.infonce_weight and (step is None or step >= weights.infonce_start):
+        negatives = None
+        if weights.static_negatives:  # each clip's first frame, repeated: appearance, no motion
+            negatives = model.task_embedding(frames[:, :1].expand_as(frames))
         losses["infonce"] = infonce_loss(output.latents.task, text.to(output.latents.task.device),
-                                         ids.to(output.latents.task.device), output.logit_scale)
+                                         ids.to(output.latents.task.device), output.logit_scale,
+                                         negatives=negatives)
     if output.bottleneck_loss is not None:
         losses["bottleneck"] = output.bottleneck_loss
     terms = [term_weight(name, config, infonce_scale) * losses[name]

@@ -136,3 +136,73 @@ def test_infonce_joins_at_its_start_step_and_the_total_is_the_weighted_sum():
                                    2 * late["reconstruction"] + 0.5 * late["infonce"])
     with pytest.raises(ConfigError, match="infonce_start"):
         load_config(None, ["loss.infonce_start=-1"])
+
+
+def test_static_negatives_join_the_text_side_only():
+    torch.manual_seed(1)
+    labels = ["open the drawer", "push the red block", "open the drawer", "wipe the table"]
+    task = F.normalize(torch.randn(4, 16, dtype=torch.float64), dim=-1)
+    by_label = {label: F.normalize(torch.randn(16, dtype=torch.float64), dim=0) for label in labels}
+    text = torch.stack([by_label[label] for label in labels])
+    negatives = F.normalize(torch.randn(3, 16, dtype=torch.float64), dim=-1)
+    scale = 5.0
+    loss = infonce_loss(task, text, label_ids(labels), torch.tensor([math.log(scale)],
+                        dtype=torch.float64), gather=False, negatives=negatives)
+    # written out: the text -> clip softmax of each label runs over the clips and the negatives
+    distinct = sorted(set(labels), key=labels.index)
+    clip_side = direct_infonce(task, text, labels, scale) * 2
+    text_terms = []
+    for label in distinct:
+        row = [scale * float(task[j] @ by_label[label]) for j in range(4)]
+        extra = [scale * float(n @ by_label[label]) for n in negatives]
+        positive = sum(math.exp(v) for v, other in zip(row, labels, strict=True) if other == label)
+        text_terms.append(-(math.log(positive) - math.log(sum(map(math.exp, row + extra)))))
+    plain_text_side = []
+    for label in distinct:
+        row = [scale * float(task[j] @ by_label[label]) for j in range(4)]
+        positive = sum(math.exp(v) for v, other in zip(row, labels, strict=True) if other == label)
+        plain_text_side.append(-(math.log(positive) - math.log(sum(map(math.exp, row)))))
+    clip_side -= sum(plain_text_side) / len(plain_text_side)  # leaves the clip -> text mean
+    expected = (clip_side + sum(text_terms) / len(text_terms)) / 2
+    assert loss.item() == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_clip_that_embeds_like_its_still_frame_pays_log_two():
+    """Each clip on its label's text and its still twin exactly where it is: the text side can
+    do no better than a coin toss between them."""
+    text = torch.eye(3)
+    ids = label_ids(["a", "b", "c"])
+    scale = torch.tensor([math.log(100.0)])
+    alone = infonce_loss(text, text, ids, scale, gather=False)
+    twins = infonce_loss(text, text, ids, scale, gather=False, negatives=text.clone())
+    assert alone.item() < 1e-6
+    assert twins.item() == pytest.approx(math.log(2) / 2, abs=1e-3)
+
+
+def test_static_negatives_train_the_encoder_and_leave_the_bottleneck_statistics():
+    from groundlam import GroundLAM, GroundLAMConfig
+    from groundlam.config import load_config
+    from groundlam.train import compute_losses
+
+    from .conftest import TINY
+
+    torch.manual_seed(0)
+    model = GroundLAM(GroundLAMConfig(**{**TINY, "bottleneck": "vq", "quantizer_norm": True}))
+    model.train()
+    frames = torch.rand(4, 4, 3, 32, 32) * 2 - 1
+    text = F.normalize(torch.randn(4, model.config.text_dim), dim=-1)
+    ids = label_ids(["a", "b", "c", "d"])
+    output = model(frames)
+    state = {k: v.clone() for k, v in model.bottleneck.state_dict().items()}
+    plain = compute_losses(model, output, frames, text, ids, load_config(None, []))
+    still = compute_losses(model, output, frames, text, ids,
+                           load_config(None, ["loss.static_negatives=true"]))
+    assert still["infonce"].item() > plain["infonce"].item()  # more negatives, a harder softmax
+    for key, value in model.bottleneck.state_dict().items():
+        torch.testing.assert_close(value, state[key], msg=key)
+    assert model.bottleneck.training
+    # the still clips' own pass reaches the encoder
+    static = model.task_embedding(frames[:, :1].expand_as(frames))
+    grads = torch.autograd.grad(static.sum(), [p for p in model.encoder.parameters()],
+                                allow_unused=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)

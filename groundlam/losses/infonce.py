@@ -53,11 +53,19 @@ def _gather(x: torch.Tensor) -> torch.Tensor:
 
 
 def infonce_loss(task: torch.Tensor, text: torch.Tensor, ids: torch.Tensor,
-                 logit_scale: torch.Tensor, gather: bool = True) -> torch.Tensor:
-    """``task`` (B, K) and ``text`` (B, K) L2-normalised; ``ids`` (B,) label ids of the clips."""
+                 logit_scale: torch.Tensor, gather: bool = True,
+                 negatives: torch.Tensor | None = None) -> torch.Tensor:
+    """``task`` (B, K) and ``text`` (B, K) L2-normalised; ``ids`` (B,) label ids of the clips.
+
+    ``negatives`` (N, K), L2-normalised: clip embeddings that are no label's positive (the
+    still-frame clips of ``loss.static_negatives``). They join the text -> clip softmax of every
+    label, so a label whose clips embed no differently from still frames of them cannot win it.
+    """
     if gather:
         task = gather_with_grad(task)
         text, ids = _gather(text.to(task.dtype)), _gather(ids.to(task.device))
+        if negatives is not None:
+            negatives = gather_with_grad(negatives)
     unique_ids, label_index = torch.unique(ids, return_inverse=True)  # (U,), (B,)
     # any clip of a label can supply its text embedding: a label always embeds the same way
     row_of_label = torch.zeros(len(unique_ids), dtype=torch.long, device=ids.device)
@@ -68,6 +76,10 @@ def infonce_loss(task: torch.Tensor, text: torch.Tensor, ids: torch.Tensor,
     clip_to_text = F.cross_entropy(logits, label_index)
     positives = label_index[None, :] == torch.arange(len(unique_ids), device=ids.device)[:, None]
     text_logits = logits.T  # (U, B)
+    if negatives is not None:  # (U, B + N): the extra columns are never positives
+        extra = scale * label_text @ negatives.to(task.dtype).T
+        text_logits = torch.cat([text_logits, extra], dim=1)
+        positives = F.pad(positives, (0, len(negatives)), value=False)
     text_to_clip = (torch.logsumexp(text_logits, dim=1)
                     - torch.logsumexp(text_logits.masked_fill(~positives, float("-inf")), dim=1))
     return (clip_to_text + text_to_clip.mean()) / 2

@@ -228,6 +228,23 @@ class GroundLAM(nn.Module, PyTorchModelHubMixin, library_name="groundlam",
         return GroundLAMOutput(latents, prediction, encoded.motion, bottleneck.loss,
                                self.logit_scale, actions, warped, history)
 
+    def task_embedding(self, frames: torch.Tensor) -> torch.Tensor:
+        """The task embedding (B, K) of clips ``frames`` (B, T, C, H, W), with gradients, through
+        the encoder and the bottleneck only (no decoder).
+
+        The bottleneck runs as in evaluation, so these clips move no running statistic and no
+        code's usage: the trainer uses this for extra clips (InfoNCE's still-frame negatives)
+        that must not change what the real batch trains.
+        """
+        encoded = self.encoder(frames.to(self.logit_scale.dtype))
+        training = self.bottleneck.training
+        self.bottleneck.eval()
+        try:
+            latents = self.bottleneck(encoded.motion).latents
+        finally:
+            self.bottleneck.train(training)
+        return self.pool_task(encoded.task, latents)
+
     def pool_task(self, task_features: torch.Tensor, motion_latents: torch.Tensor) -> torch.Tensor:
         """The clip's task embedding (B, K), L2-normalised, as ``config.task_pooling`` says.
 
