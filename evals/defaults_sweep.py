@@ -173,6 +173,29 @@ ARMS: dict[str, tuple[str, ...]] = {
     # still-frame clips as InfoNCE negatives (loss.static_negatives), slot pooling and motion
     "lookalike_static": (*ALIGNED, "model.motion_dim=128", "loss.infonce_max_ratio=0.3",
                          "data.synthetic.distractors.lookalikes=1", "loss.static_negatives=true"),
+    # the same with InfoNCE 10x stronger and uncapped: can the label shape the latents at all?
+    "lookalike_motion_pool_c8_w05": (*ALIGNED, "model.motion_dim=128",
+                                     "data.synthetic.distractors.lookalikes=1",
+                                     "model.task_pooling=motion", "data.clip_length=8",
+                                     "train.batch_size=8", "loss.infonce_weight=0.05",
+                                     "loss.infonce_max_ratio=0"),
+    # the label added to the motion slots (model.label_conditioning), scored with the labels
+    "lookalike_only_cond_recon": (*ALIGNED, "model.motion_dim=128", *NO_DISTRACTORS,
+                                  "data.synthetic.distractors.lookalikes=1",
+                                  "model.label_conditioning=true", "loss.infonce_weight=0"),
+    "lookalike_only_cond_actions": (*ALIGNED, "model.motion_dim=128", *NO_DISTRACTORS,
+                                    "data.synthetic.distractors.lookalikes=1",
+                                    "model.label_conditioning=true", "loss.infonce_weight=0",
+                                    "loss.action_weight=1.0", "data.action_fraction=1.0",
+                                    "model.num_actions=6"),
+    # the look-alike alone, without the four other distractors: unsupervised, and supervised
+    "lookalike_only_recon": (*ALIGNED, "model.motion_dim=128", "loss.infonce_max_ratio=0.3",
+                             *NO_DISTRACTORS, "data.synthetic.distractors.lookalikes=1",
+                             "loss.infonce_weight=0"),
+    "lookalike_only_actions": (*ALIGNED, "model.motion_dim=128", "loss.infonce_max_ratio=0.3",
+                               *NO_DISTRACTORS, "data.synthetic.distractors.lookalikes=1",
+                               "loss.action_weight=1.0", "data.action_fraction=1.0",
+                               "model.num_actions=6"),
     "mix_vq": ("model.patch_mixing=3", "model.motion_dim=128", "loss.infonce_weight=0.005",
                "model.bottleneck=vq", "model.vq_scale=false", "model.quantizer_norm=false",
                "train.vq_restart_every=100",
@@ -221,6 +244,12 @@ def score(folder: Path, max_clips: int = 128) -> dict[str, Any]:
             clips = ClipDataset(episodes, data.clip_length, model.config.image_size)
             sets.append(collect(model, clips, episodes, max_clips))
         fit, test = sets
+        if model.config.label_conditioning:  # the latents the label lets the encoder pick
+            for clips in (fit, test):
+                clips.latents.motion = np.concatenate([
+                    model.encode(torch.from_numpy(clips.frames[i:i + 64]),
+                                 text=clips.latents.labels[i:i + 64]).motion.numpy()
+                    for i in range(0, len(clips.frames), 64)])
         flat = lambda a: a.reshape(a.shape[0] * a.shape[1], *a.shape[2:])  # noqa: E731
         train_y, test_y = flat(fit.actions), flat(test.actions)
         probe = action_probe_scores(flat(fit.latents.motion), train_y, flat(test.latents.motion),

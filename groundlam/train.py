@@ -506,7 +506,8 @@ def train(config: Config, resume: bool = False) -> Path:
             passed_over += batch.get("skipped", [])
             frames = to_model_input(batch["frames"]).to(device)  # (B, T, C, H, W)
             text = text_encoder(batch["labels"])  # (B, K)
-            output = engine(frames, output_attentions=needs_attentions(config))
+            conditioned = {"text": text} if config.model.label_conditioning else {}
+            output = engine(frames, output_attentions=needs_attentions(config), **conditioned)
             losses = compute_losses(engine.module, output, frames, text,
                                     label_ids(batch["labels"]), config,
                                     actions=batch.get("actions"), episodes=batch.get("episodes"),

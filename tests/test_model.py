@@ -264,3 +264,43 @@ def test_frame_normalization_makes_the_encoder_blind_to_a_global_colour_change()
         moved[normalise] = (encoder(frames).motion - encoder(jittered).motion).abs().max()
     # not exactly 0: the std in the denominator has a small floor
     assert moved[True] < 0.01 and moved[False] > 10 * moved[True]
+
+
+def test_label_conditioning_lets_the_label_change_the_motion_latents(video):
+    torch.manual_seed(0)
+    model = GroundLAM(GroundLAMConfig(**TINY, label_conditioning=True)).eval()
+    with torch.no_grad():  # a non-zero projection, as training would leave it
+        model.no_label.normal_()
+    frames = model.prepare(video)
+    text = torch.nn.functional.normalize(torch.randn(2, 384), dim=-1)
+    with torch.no_grad():
+        first = model(frames, text=text).latents.motion
+        other = model(frames, text=text.flip(0)).latents.motion
+        unlabelled = model(frames).latents.motion
+    assert not torch.allclose(first, other) and not torch.allclose(first, unlabelled)
+    # encode passes labels through the text encoder, one per clip; none = the "no label" vector
+    model.embed_text = lambda labels: text[:len(labels)]
+    torch.testing.assert_close(model.encode(video, text=["a", "b"]).motion, first)
+    torch.testing.assert_close(model.encode(video).motion, unlabelled)
+    with pytest.raises(ValueError, match="1 labels for 2 clips"):
+        model.encode(video, text=["a"])
+    with pytest.raises(ValueError, match="label embeddings"):
+        model(frames, text=text[:, :8])
+    # in training, label_dropout of the clips lose their label: at 1.0, all of them
+    dropping = GroundLAM(GroundLAMConfig(**TINY, label_conditioning=True, label_dropout=1.0))
+    dropping.load_state_dict(model.state_dict())
+    dropping.train()
+    condition = dropping._label_condition(text, 2)
+    torch.testing.assert_close(condition, dropping.no_label.expand(2, -1))
+
+
+def test_without_label_conditioning_the_text_is_ignored(tiny_model, video):
+    tiny_model.eval()
+    frames = tiny_model.prepare(video)
+    with torch.no_grad():
+        torch.testing.assert_close(tiny_model(frames, text=torch.randn(2, 384)).latents.motion,
+                                   tiny_model(frames).latents.motion)
+    with pytest.raises(ValueError, match="label_conditioning"):
+        GroundLAMConfig(**TINY, encoder="conv", label_conditioning=True)
+    with pytest.raises(ValueError, match="label_dropout"):
+        GroundLAMConfig(**TINY, label_conditioning=True, label_dropout=1.5)

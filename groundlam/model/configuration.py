@@ -125,6 +125,12 @@ class GroundLAMConfig:
     # where the task embedding is pooled from: "slots" | "motion" | "both"
     task_pooling: str = "slots"
     num_actions: int = 0  # action head on the latent actions (0 = none)
+    # st_transformer: the label's text embedding, projected, is added to every motion slot, so
+    # the encoder can tell which mover the label is about (issue 10: a look-alike of the agent
+    # is told apart by the label alone). ``encode(video, text=labels)`` passes it; without
+    # labels a learned "no label" vector stands in, trained on ``label_dropout`` of the clips
+    label_conditioning: bool = False
+    label_dropout: float = 0.25
     # language side: a frozen text encoder whose space the task embedding is projected into
     text_encoder: str = "all-MiniLM-L6-v2"
     text_dim: int = 384
@@ -157,6 +163,11 @@ class GroundLAMConfig:
         for name in ("num_camera_slots", "num_actions", "shift_matching"):
             if getattr(self, name) < 0:
                 raise ValueError(f"model.{name}={getattr(self, name)} is negative")
+        if self.label_conditioning and self.encoder != "st_transformer":
+            raise ValueError(f"model.label_conditioning=true needs motion slots: "
+                             f"model.encoder={self.encoder!r} has none (use 'st_transformer')")
+        if not 0.0 <= self.label_dropout <= 1.0:
+            raise ValueError(f"model.label_dropout={self.label_dropout} is not in [0, 1]")
         if self.num_camera_slots and self.encoder != "st_transformer":
             raise ValueError(f"model.num_camera_slots={self.num_camera_slots} needs slots: "
                              f"model.encoder={self.encoder!r} has none (use 'st_transformer')")

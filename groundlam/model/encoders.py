@@ -122,7 +122,9 @@ class STTransformerEncoder(nn.Module):
             for _ in range(config.depth))
         self.norm = nn.LayerNorm(config.dim)
 
-    def forward(self, frames: torch.Tensor, output_attentions: bool = False) -> EncoderOutput:
+    def forward(self, frames: torch.Tensor, output_attentions: bool = False,
+                condition: torch.Tensor | None = None) -> EncoderOutput:
+        """``condition`` (B, D), or None: added to every motion slot of every frame."""
         batch, num_frames = frames.shape[:2]
         matched = self.difference_shift or self.difference_colors
         if self.difference_input and matched:  # on the frames in [-1, 1], before normalising
@@ -142,6 +144,10 @@ class STTransformerEncoder(nn.Module):
             patches = self.patch_mixing(patches)
         patches = patches + self.space_pos
         slots = self.slots.expand(batch, num_frames, -1, -1)  # (B, T, S, D)
+        if condition is not None:
+            m = self.num_motion_slots
+            motion_slots = slots[:, :, :m] + condition[:, None, None, :].to(slots.dtype)
+            slots = torch.cat([motion_slots, slots[:, :, m:]], dim=2)
         x = torch.cat([slots, patches], dim=2) + self.time_pos[:num_frames, None]  # (B, T, L, D)
         attentions, temporal = [], []
         for block in self.blocks:

@@ -188,6 +188,9 @@ class GroundLAM(nn.Module, PyTorchModelHubMixin, library_name="groundlam",
                 nn.Linear(config.latent_dim, config.dim), nn.GELU(),
                 nn.Linear(config.dim, config.text_dim))
         self.camera = CameraWarp(config) if config.num_camera_slots else None
+        if config.label_conditioning:
+            self.label_proj = nn.Linear(config.text_dim, config.dim)
+            self.no_label = nn.Parameter(torch.zeros(config.dim))  # stands in for a missing label
         self.action_head = (nn.Linear(config.latent_dim, config.num_actions)
                             if config.num_actions else None)
         # CLIP's initial temperature 0.07, learned in log space; shape (1,), not (), because
@@ -196,10 +199,33 @@ class GroundLAM(nn.Module, PyTorchModelHubMixin, library_name="groundlam",
         self._text_encoder = None  # loaded on first embed_text; frozen, never saved
 
     # ------------------------------------------------------------------ training path
-    def forward(self, frames: torch.Tensor, output_attentions: bool = False) -> GroundLAMOutput:
-        """``frames``: float (B, T, C, H, W) in [-1, 1] (see ``groundlam.video.to_model_input``)."""
+    def _label_condition(self, text: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        """(B, D) motion-slot offsets from label embeddings ``text`` (B, K), or None when the
+        model is not label-conditioned. Missing labels, and in training a random
+        ``label_dropout`` share of them, become the learned ``no_label`` vector."""
+        if not self.config.label_conditioning:
+            return None
+        missing = self.no_label.expand(batch, -1)
+        if text is None:
+            return missing
+        if text.shape != (batch, self.config.text_dim):
+            raise ValueError(f"text must be ({batch}, {self.config.text_dim}) label embeddings, "
+                             f"got {tuple(text.shape)}")
+        condition = self.label_proj(text.to(self.no_label.dtype))
+        if self.training and self.config.label_dropout:
+            dropped = torch.rand(batch, 1, device=condition.device) < self.config.label_dropout
+            condition = torch.where(dropped, missing, condition)
+        return condition
+
+    def forward(self, frames: torch.Tensor, output_attentions: bool = False,
+                text: torch.Tensor | None = None) -> GroundLAMOutput:
+        """``frames``: float (B, T, C, H, W) in [-1, 1] (see ``groundlam.video.to_model_input``);
+        ``text`` (B, K): the clips' label embeddings, read only by a ``label_conditioning``
+        model."""
         frames = frames.to(self.logit_scale.dtype)
-        encoded = self.encoder(frames, output_attentions=output_attentions)
+        condition = self._label_condition(text, frames.shape[0])
+        extra = {} if condition is None else {"condition": condition}
+        encoded = self.encoder(frames, output_attentions=output_attentions, **extra)
         bottleneck = self.bottleneck(encoded.motion)
         current, camera, warped, flow = frames[:, :-1], None, None, None
         if self.camera is not None:
@@ -267,9 +293,12 @@ class GroundLAM(nn.Module, PyTorchModelHubMixin, library_name="groundlam",
         return to_model_input(video).to(self.logit_scale.device)
 
     @torch.no_grad()
-    def encode(self, video: np.ndarray | torch.Tensor, output_attentions: bool = False
-               ) -> LatentActions:
+    def encode(self, video: np.ndarray | torch.Tensor, output_attentions: bool = False,
+               text: list[str] | str | None = None) -> LatentActions:
         """Latent actions of a uint8 video (T, H, W, 3) or (B, T, H, W, 3), 2 <= T <= max_frames.
+
+        ``text``: the clips' labels (one per clip, or one string for a single clip), read only
+        by a ``label_conditioning`` model; without them it encodes with its "no label" vector.
 
         Returns ``LatentActions`` with ``.motion`` (B, T-1, Z) and ``.task`` (B, K), float32 (and
         ``.camera`` (B, T-1, P), the camera-warp parameters, with camera slots). With
@@ -277,10 +306,17 @@ class GroundLAM(nn.Module, PyTorchModelHubMixin, library_name="groundlam",
         ``.attentions`` spatial (B, T, h, L, L) and ``.temporal_attentions`` (B, L, h, T, T), L
         tokens a frame (the slots, then the patches).
         """
+        frames = self.prepare(video)
+        embedded = None
+        if text is not None and self.config.label_conditioning:
+            labels = [text] if isinstance(text, str) else list(text)
+            if len(labels) != len(frames):
+                raise ValueError(f"encode: {len(labels)} labels for {len(frames)} clips")
+            embedded = self.embed_text(labels).to(frames.device)
         was_training = self.training
         self.eval()
         try:
-            latents = self(self.prepare(video), output_attentions=output_attentions).latents
+            latents = self(frames, output_attentions=output_attentions, text=embedded).latents
         finally:
             self.train(was_training)
         latents.motion, latents.task = latents.motion.float(), latents.task.float()
