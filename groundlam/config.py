@@ -138,6 +138,10 @@ class Config:
                               "online")
         if self.train.zero_stage not in (0, 1, 2, 3):
             raise ConfigError(f"train.zero_stage={self.train.zero_stage} is not 0, 1, 2 or 3")
+        if self.model.label_conditioning and self.loss.infonce_weight:
+            raise ConfigError("model.label_conditioning=true gives the encoder the label, so the "
+                              "task embedding could match the label with itself: set "
+                              f"loss.infonce_weight=0 (got {self.loss.infonce_weight})")
         if self.loss.infonce_max_ratio < 0:
             raise ConfigError(f"loss.infonce_max_ratio={self.loss.infonce_max_ratio} is "
                               "negative")

@@ -60,3 +60,10 @@ def test_yaml_is_loaded_safely(tmp_path):
     path.write_text("train: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(Exception, match="constructor|tag"):
         load_config(path)
+
+
+def test_label_conditioning_refuses_infonce():
+    with pytest.raises(ConfigError, match="label_conditioning"):
+        load_config(None, ["model.label_conditioning=true"])
+    config = load_config(None, ["model.label_conditioning=true", "loss.infonce_weight=0"])
+    assert config.model.label_conditioning and config.model.label_dropout == 0.25
