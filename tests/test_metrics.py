@@ -508,7 +508,7 @@ def test_synthetic_plan_scores_both_renderings_and_names_the_trained_one(tiny_mo
     assert [variant for variant, _, _ in plan] == ["clean", "distracted"]
     assert split["trained_on"] == "clean" and split["distractors_from"] == "benchmark standard"
     assert split["distractors"] == {"camera_shake": 0.5, "background": 0.5, "sprites": 0.5,
-                                    "color_jitter": 0.5}
+                                    "color_jitter": 0.5, "lookalikes": 0}
     (_, _, clean), (_, _, distracted) = plan
     assert clean["actions"] == distracted["actions"]  # the same trajectories
     assert not np.array_equal(clean[0]["frames"], distracted[0]["frames"])
