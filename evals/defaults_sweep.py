@@ -188,6 +188,18 @@ ARMS: dict[str, tuple[str, ...]] = {
                                     "model.label_conditioning=true", "loss.infonce_weight=0",
                                     "loss.action_weight=1.0", "data.action_fraction=1.0",
                                     "model.num_actions=6"),
+    # the two supervised look-alike arms at 900 steps: is what they read limited by the budget?
+    "lookalike_only_actions_900": (*ALIGNED, "model.motion_dim=128", *NO_DISTRACTORS,
+                                   "data.synthetic.distractors.lookalikes=1",
+                                   "loss.infonce_weight=0", "loss.action_weight=1.0",
+                                   "data.action_fraction=1.0", "model.num_actions=6",
+                                   "train.max_steps=900", "train.save_every=900"),
+    "lookalike_only_cond_actions_900": (*ALIGNED, "model.motion_dim=128", *NO_DISTRACTORS,
+                                        "data.synthetic.distractors.lookalikes=1",
+                                        "model.label_conditioning=true", "loss.infonce_weight=0",
+                                        "loss.action_weight=1.0", "data.action_fraction=1.0",
+                                        "model.num_actions=6", "train.max_steps=900",
+                                        "train.save_every=900"),
     # the look-alike alone, without the four other distractors: unsupervised, and supervised
     "lookalike_only_recon": (*ALIGNED, "model.motion_dim=128", "loss.infonce_max_ratio=0.3",
                              *NO_DISTRACTORS, "data.synthetic.distractors.lookalikes=1",
