@@ -154,6 +154,13 @@ ARMS: dict[str, tuple[str, ...]] = {
                   "data.synthetic.distractors.lookalikes=1"),
     "lookalike_recon": (*ALIGNED, "model.motion_dim=128", "loss.infonce_max_ratio=0.3",
                         "data.synthetic.distractors.lookalikes=1", "loss.infonce_weight=0"),
+    # the same pair at 900 steps (configs/tiny.yaml's frames): does language help with budget?
+    "lookalike_900": (*ALIGNED, "model.motion_dim=128", "loss.infonce_max_ratio=0.3",
+                      "data.synthetic.distractors.lookalikes=1", "train.max_steps=900",
+                      "train.save_every=900"),
+    "lookalike_recon_900": (*ALIGNED, "model.motion_dim=128", "loss.infonce_max_ratio=0.3",
+                            "data.synthetic.distractors.lookalikes=1", "loss.infonce_weight=0",
+                            "train.max_steps=900", "train.save_every=900"),
     # what the encoder can read at all there: an action head on every episode's true actions
     "lookalike_actions": (*ALIGNED, "model.motion_dim=128", "loss.infonce_max_ratio=0.3",
                           "data.synthetic.distractors.lookalikes=1", "loss.action_weight=1.0",
