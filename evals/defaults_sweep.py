@@ -61,6 +61,15 @@ BEFORE_MATCHING = ("model.color_matching=false", "model.shift_matching=0", "loss
 # the defaults the quantiser arms start from (the continuous arm "mix_align_nce005_late")
 ALIGNED = ("model.patch_mixing=3", "loss.infonce_weight=0.005", "loss.infonce_start=150",
            "model.color_matching=true", "model.shift_matching=2")
+# issue 10's look-alike arms: the defaults plus one look-alike of the agent; "only" drops the four
+# other distractors; an action head on every episode's true actions; the label in the encoder
+LOOKALIKE_ON = "data.synthetic.distractors.lookalikes=1"
+LOOKALIKE = (*ALIGNED, "model.motion_dim=128", "loss.infonce_max_ratio=0.3", LOOKALIKE_ON)
+LOOKALIKE_ONLY = (*ALIGNED, "model.motion_dim=128", *NO_DISTRACTORS, LOOKALIKE_ON)
+ACTION_HEAD = ("loss.action_weight=1.0", "data.action_fraction=1.0", "model.num_actions=6")
+CONDITIONED = ("model.label_conditioning=true", "loss.infonce_weight=0")
+CLIPS_8 = ("data.clip_length=8", "train.batch_size=8")
+STEPS_900 = ("train.max_steps=900", "train.save_every=900")
 ARMS: dict[str, tuple[str, ...]] = {
     # the encoder of the landed code: each patch embedded on its own, a 16-d latent
     "old": ("model.patch_mixing=0", "model.motion_dim=16", "loss.infonce_weight=0.1",
@@ -150,71 +159,37 @@ ARMS: dict[str, tuple[str, ...]] = {
     "align_cap03": (*ALIGNED, "model.motion_dim=128", "loss.infonce_max_ratio=0.3"),
     # issue 10's look-alike condition: one actor drawn exactly like the agent beside the four
     # distractors (trained distracted), the defaults against the same run without language
-    "lookalike": (*ALIGNED, "model.motion_dim=128", "loss.infonce_max_ratio=0.3",
-                  "data.synthetic.distractors.lookalikes=1"),
-    "lookalike_recon": (*ALIGNED, "model.motion_dim=128", "loss.infonce_max_ratio=0.3",
-                        "data.synthetic.distractors.lookalikes=1", "loss.infonce_weight=0"),
+    "lookalike": LOOKALIKE,
+    "lookalike_recon": (*LOOKALIKE, "loss.infonce_weight=0"),
     # the same pair at 900 steps (configs/tiny.yaml's frames): does language help with budget?
-    "lookalike_900": (*ALIGNED, "model.motion_dim=128", "loss.infonce_max_ratio=0.3",
-                      "data.synthetic.distractors.lookalikes=1", "train.max_steps=900",
-                      "train.save_every=900"),
-    "lookalike_recon_900": (*ALIGNED, "model.motion_dim=128", "loss.infonce_max_ratio=0.3",
-                            "data.synthetic.distractors.lookalikes=1", "loss.infonce_weight=0",
-                            "train.max_steps=900", "train.save_every=900"),
+    "lookalike_900": (*LOOKALIKE, *STEPS_900),
+    "lookalike_recon_900": (*LOOKALIKE, "loss.infonce_weight=0", *STEPS_900),
     # what the encoder can read at all there: an action head on every episode's true actions
-    "lookalike_actions": (*ALIGNED, "model.motion_dim=128", "loss.infonce_max_ratio=0.3",
-                          "data.synthetic.distractors.lookalikes=1", "loss.action_weight=1.0",
-                          "data.action_fraction=1.0", "model.num_actions=6"),
+    "lookalike_actions": (*LOOKALIKE, *ACTION_HEAD),
     # InfoNCE on the clip's motion latents pooled (model.task_pooling=motion), 3 and 7 transitions
     # (8-frame clips at half the batch: the same frames a step)
-    "lookalike_motion_pool": (*ALIGNED, "model.motion_dim=128", "loss.infonce_max_ratio=0.3",
-                              "data.synthetic.distractors.lookalikes=1",
-                              "model.task_pooling=motion"),
-    "lookalike_motion_pool_c8": (*ALIGNED, "model.motion_dim=128", "loss.infonce_max_ratio=0.3",
-                                 "data.synthetic.distractors.lookalikes=1",
-                                 "model.task_pooling=motion", "data.clip_length=8",
-                                 "train.batch_size=8"),
-    "lookalike_recon_c8": (*ALIGNED, "model.motion_dim=128", "loss.infonce_max_ratio=0.3",
-                           "data.synthetic.distractors.lookalikes=1", "loss.infonce_weight=0",
-                           "data.clip_length=8", "train.batch_size=8"),
-    # still-frame clips as InfoNCE negatives (loss.static_negatives), slot pooling and motion
-    "lookalike_static": (*ALIGNED, "model.motion_dim=128", "loss.infonce_max_ratio=0.3",
-                         "data.synthetic.distractors.lookalikes=1", "loss.static_negatives=true"),
+    "lookalike_motion_pool": (*LOOKALIKE, "model.task_pooling=motion"),
+    "lookalike_motion_pool_c8": (*LOOKALIKE, "model.task_pooling=motion", *CLIPS_8),
+    "lookalike_recon_c8": (*LOOKALIKE, "loss.infonce_weight=0", *CLIPS_8),
+    # still-frame clips as InfoNCE negatives (loss.static_negatives)
+    "lookalike_static": (*LOOKALIKE, "loss.static_negatives=true"),
     # the same with InfoNCE 10x stronger and uncapped: can the label shape the latents at all?
-    "lookalike_motion_pool_c8_w05": (*ALIGNED, "model.motion_dim=128",
-                                     "data.synthetic.distractors.lookalikes=1",
-                                     "model.task_pooling=motion", "data.clip_length=8",
-                                     "train.batch_size=8", "loss.infonce_weight=0.05",
-                                     "loss.infonce_max_ratio=0"),
+    "lookalike_motion_pool_c8_w05": (*ALIGNED, "model.motion_dim=128", LOOKALIKE_ON,
+                                     "model.task_pooling=motion", *CLIPS_8,
+                                     "loss.infonce_weight=0.05", "loss.infonce_max_ratio=0"),
     # the label added to the motion slots (model.label_conditioning), scored with the labels
-    "lookalike_only_cond_recon": (*ALIGNED, "model.motion_dim=128", *NO_DISTRACTORS,
-                                  "data.synthetic.distractors.lookalikes=1",
-                                  "model.label_conditioning=true", "loss.infonce_weight=0"),
-    "lookalike_only_cond_actions": (*ALIGNED, "model.motion_dim=128", *NO_DISTRACTORS,
-                                    "data.synthetic.distractors.lookalikes=1",
-                                    "model.label_conditioning=true", "loss.infonce_weight=0",
-                                    "loss.action_weight=1.0", "data.action_fraction=1.0",
-                                    "model.num_actions=6"),
+    "lookalike_only_cond_recon": (*LOOKALIKE_ONLY, *CONDITIONED),
+    "lookalike_only_cond_actions": (*LOOKALIKE_ONLY, *CONDITIONED, *ACTION_HEAD),
     # the two supervised look-alike arms at 900 steps: is what they read limited by the budget?
-    "lookalike_only_actions_900": (*ALIGNED, "model.motion_dim=128", *NO_DISTRACTORS,
-                                   "data.synthetic.distractors.lookalikes=1",
-                                   "loss.infonce_weight=0", "loss.action_weight=1.0",
-                                   "data.action_fraction=1.0", "model.num_actions=6",
-                                   "train.max_steps=900", "train.save_every=900"),
-    "lookalike_only_cond_actions_900": (*ALIGNED, "model.motion_dim=128", *NO_DISTRACTORS,
-                                        "data.synthetic.distractors.lookalikes=1",
-                                        "model.label_conditioning=true", "loss.infonce_weight=0",
-                                        "loss.action_weight=1.0", "data.action_fraction=1.0",
-                                        "model.num_actions=6", "train.max_steps=900",
-                                        "train.save_every=900"),
+    "lookalike_only_actions_900": (*LOOKALIKE_ONLY, "loss.infonce_weight=0", *ACTION_HEAD,
+                                   *STEPS_900),
+    "lookalike_only_cond_actions_900": (*LOOKALIKE_ONLY, *CONDITIONED, *ACTION_HEAD,
+                                        *STEPS_900),
     # the look-alike alone, without the four other distractors: unsupervised, and supervised
     "lookalike_only_recon": (*ALIGNED, "model.motion_dim=128", "loss.infonce_max_ratio=0.3",
-                             *NO_DISTRACTORS, "data.synthetic.distractors.lookalikes=1",
-                             "loss.infonce_weight=0"),
+                             *NO_DISTRACTORS, LOOKALIKE_ON, "loss.infonce_weight=0"),
     "lookalike_only_actions": (*ALIGNED, "model.motion_dim=128", "loss.infonce_max_ratio=0.3",
-                               *NO_DISTRACTORS, "data.synthetic.distractors.lookalikes=1",
-                               "loss.action_weight=1.0", "data.action_fraction=1.0",
-                               "model.num_actions=6"),
+                               *NO_DISTRACTORS, LOOKALIKE_ON, *ACTION_HEAD),
     "mix_vq": ("model.patch_mixing=3", "model.motion_dim=128", "loss.infonce_weight=0.005",
                "model.bottleneck=vq", "model.vq_scale=false", "model.quantizer_norm=false",
                "train.vq_restart_every=100",
@@ -284,15 +259,10 @@ def score(folder: Path, max_clips: int = 128) -> dict[str, Any]:
         clips = range(min(FOCUS_CLIPS, len(test.frames)))
         maps = np.concatenate([focus_map(test.frames[i], model).motion for i in clips])
         masks = np.concatenate([test.agent_mask[i, 1:] for i in clips])
-        # the same retrieval from clips of each clip's first frame repeated: what appearance
-        # alone gives (the label cannot be read from a still frame of this benchmark)
-        still = np.repeat(test.frames[:, :1], test.frames.shape[1], axis=1)
-        with torch.no_grad():
-            still_task = np.concatenate([model.encode(torch.from_numpy(still[i:i + 64])).task
-                                         .numpy() for i in range(0, len(still), 64)])
         results[rendering] = {
             "motion_focus_lift": focus_precision(maps, masks)["lift"],
-            "retrieval_still_top1": retrieval(still_task, test.latents.labels, text,
+            # from each clip's first frame repeated (collect encodes it): appearance alone
+            "retrieval_still_top1": retrieval(test.latents.still_task, test.latents.labels, text,
                                               candidates)["top1"],
             "probe": probe["balanced_accuracy"], "chance": probe["chance"],
             "pixels": pixels["balanced_accuracy"],
