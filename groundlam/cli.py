@@ -27,11 +27,16 @@ def focus(argv: list[str]) -> int:
     parser.add_argument("--layers", default="all",
                         help="'all' (mean of the blocks' maps), 'last', 'rollout' (attention "
                              "rollout through every block) or block indices, e.g. '0,2'")
+    parser.add_argument("--text", help="a label: also draw where it looks (a checkpoint trained "
+                                       "with model.text_focus=true)")
     args = parser.parse_args(argv)
 
     from groundlam import GroundLAM, focus_map
 
     model = GroundLAM.from_pretrained(args.checkpoint)
+    if args.text is not None and not model.config.text_focus:
+        parser.error(f"--text: {args.checkpoint} was not trained with model.text_focus=true, so "
+                     "no label map can be drawn")
     frames_needed = model.config.max_frames
     source = Path(args.source)
     if source.is_file() and source.suffix.lower() in (".mp4", ".webm", ".avi", ".mov", ".gif"):
@@ -52,7 +57,7 @@ def focus(argv: list[str]) -> int:
             layers = [int(i) for i in args.layers.split(",")]
         except ValueError:
             parser.error(f"--layers {args.layers!r}: use all, last, rollout or e.g. 0,2")
-    path = focus_map(video, model, layers=layers).save(args.out)
+    path = focus_map(video, model, layers=layers, text=args.text).save(args.out)
     print(path)
     return 0
 

@@ -69,6 +69,12 @@ class LossConfig:
     as a negative for every label: a task embedding that one still frame already gives (the
     appearance shortcut) can no longer match its label better than that frame's still clip.
 
+    ``text_focus_weight``: the match loss of the language-queried focus (``model.text_focus``,
+    ``groundlam.model.text_focus``), from step 0. The module embeds the pixels itself, so this
+    loss trains it alone and puts no gradient on the shared encoder (issue 9: language terms
+    there swamped reconstruction); language reaches the latents only through the map's weighting
+    of the reconstruction (``focus_weight``).
+
     ``action_weight`` (0 = off): cross-entropy (discrete actions) or MSE (continuous) of the
     action head (``model.num_actions``) on the latent actions, on clips of the labelled
     ``data.action_fraction`` of episodes only; needs batches with ``actions``.
@@ -88,6 +94,7 @@ class LossConfig:
     # and cost the clean action probe 0.89 -> 0.85; at 0.3: 0.87 (issue 9)
     infonce_max_ratio: float = 0.3
     bottleneck_weight: float = 1.0  # vq commitment + codebook loss
+    text_focus_weight: float = 1.0  # model.text_focus's match loss (read only with it)
     focus_weight: float = 0.0  # task-focus share of the reconstruction weights (0 = uniform)
     change_weight: float = 0.0  # pixel-change share of the reconstruction weights (0 = uniform)
     action_weight: float = 0.0  # action head on the labelled fraction of episodes (0 = off)
@@ -101,6 +108,9 @@ class TrainConfig:
     batch_size: int = 32  # clips a rank per micro-step
     grad_accum: int = 1
     lr: float = 3e-4
+    # the language-queried focus (model.text_focus) learns at lr x this: it trains on its own
+    # loss alone, and at the encoder's rate its match had barely left chance after 300 steps
+    text_focus_lr_scale: float = 10.0
     weight_decay: float = 0.05
     warmup_steps: int = 100
     seed: int = 0
@@ -142,6 +152,18 @@ class Config:
             raise ConfigError("model.label_conditioning=true gives the encoder the label, so the "
                               "task embedding could match the label with itself: set "
                               f"loss.infonce_weight=0 (got {self.loss.infonce_weight})")
+        if self.model.text_focus and self.loss.text_focus_weight <= 0:
+            raise ConfigError("model.text_focus=true learns where the label looks from its match "
+                              f"loss alone: loss.text_focus_weight={self.loss.text_focus_weight} "
+                              "never trains it (for a focus control without language, use "
+                              "loss.focus_weight with model.text_focus=false)")
+        if not self.train.text_focus_lr_scale > 0:
+            raise ConfigError(f"train.text_focus_lr_scale={self.train.text_focus_lr_scale} must "
+                              "be positive")
+        if self.model.text_focus and self.model.label_conditioning:
+            raise ConfigError("model.text_focus=true matches the label with patches that "
+                              "model.label_conditioning=true would have encoded with that label: "
+                              "choose one")
         if self.loss.infonce_max_ratio < 0:
             raise ConfigError(f"loss.infonce_max_ratio={self.loss.infonce_max_ratio} is "
                               "negative")

@@ -22,7 +22,11 @@ frame t's patches in the clip's task embedding (the last frame's task slots). Ma
 (learned constants, no pixels) is dropped and the maps renormalised. Rollout ignores the MLPs,
 the values and the layer norms, so it is a heuristic too.
 
-Neither is attribution: a patch can be read and then ignored. Score them against ground truth
+``text=label`` adds the language-queried map of a ``model.text_focus`` model
+(``groundlam.model.text_focus``): the softmax, one a frame, of the label's match with each patch,
+exactly the weights that module pools and weights the reconstruction with.
+
+None of these is attribution: a patch can be read and then ignored. Score them against ground truth
 (``agent_mask``, see ``groundlam eval``) before trusting them.
 """
 
@@ -38,7 +42,7 @@ from einops import rearrange
 
 from groundlam.video import as_video_batch, resize_video
 
-__all__ = ["FocusMaps", "attention_rollout", "focus_map", "heatmap"]
+__all__ = ["FocusMaps", "attention_rollout", "focus_map", "heatmap", "label_focus"]
 
 # a perceptually ordered dark-to-bright ramp (black, purple, red, orange, pale yellow)
 _RAMP = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]],
@@ -60,12 +64,15 @@ class FocusMaps:
     task: np.ndarray  # float32 (T, H, W)
     layers: tuple[int, ...]  # the layers averaged (or rolled out)
     rollout: bool = False  # attention rollout through the layers, not their average
+    label: np.ndarray | None = None  # float32 (T, H, W), the label-queried map (``text=``)
+    text: str | None = None  # the label that queried it
 
     def overlay(self, alpha: float = 0.6) -> np.ndarray:
-        """uint8 (T, H, 3W, 3): frame | motion map over it | task map over it."""
+        """uint8 (T, H, 3W, 3): frame | motion map over it | task map over it (and | label map
+        over it, (T, H, 4W, 3), with a label-queried map)."""
         motion = np.concatenate([np.zeros_like(self.motion[:1]), self.motion])  # frame 0: none
         panels = [self.frames]
-        for maps in (motion, self.task):
+        for maps in (motion, self.task) + (() if self.label is None else (self.label,)):
             peak = maps.reshape(len(maps), -1).max(axis=1).clip(min=1e-12)[:, None, None]
             colours = heatmap(maps / peak).astype(np.float32)
             panels.append((alpha * colours + (1 - alpha) * self.frames).round().astype(np.uint8))
@@ -134,17 +141,24 @@ def _rollout_maps(latents, config) -> tuple[torch.Tensor, torch.Tensor]:
     return normalise(motion), normalise(task)
 
 
-def focus_map(video: np.ndarray | torch.Tensor, model, layers: str | Sequence[int] = "all"
-              ) -> FocusMaps:
+def focus_map(video: np.ndarray | torch.Tensor, model, layers: str | Sequence[int] = "all",
+              text: str | None = None) -> FocusMaps:
     """Focus maps of one clip, uint8 (T, H, W, 3), through a GroundLAM with the default encoder.
 
     ``layers``: ``"all"`` (mean over blocks), ``"last"``, a list of block indices, or
     ``"rollout"`` (attention rollout through every block, see the module's notes).
+    ``text``: a label; a ``model.text_focus`` model then also gives where that label looks
+    (``FocusMaps.label``).
     """
     config = model.config
     if config.encoder != "st_transformer":
         raise ValueError(f"focus maps read slot attention; model.encoder={config.encoder!r} "
                          "has none (use encoder='st_transformer')")
+    if text is not None and not config.text_focus:
+        raise ValueError("focus_map(..., text=) draws the language-queried map of a model "
+                         "trained with model.text_focus=true; this one was not")
+    if text is not None and not isinstance(text, str):
+        raise TypeError(f"focus_map takes one label for its one clip, got {type(text).__name__}")
     batch = as_video_batch(video, max_frames=config.max_frames)
     if batch.shape[0] != 1:
         raise ValueError(f"focus_map takes one clip (T, H, W, 3), got a batch of {batch.shape[0]}")
@@ -178,5 +192,29 @@ def focus_map(video: np.ndarray | torch.Tensor, model, layers: str | Sequence[in
         maps = maps.repeat_interleave(p, dim=1).repeat_interleave(p, dim=2) / (p * p)
         return maps.cpu().numpy().astype(np.float32)
 
+    label = None
+    if text is not None:
+        label = to_pixels(label_focus(model, frames, text)[0])
     return FocusMaps(frames[0].cpu().numpy(), to_pixels(motion), to_pixels(task), chosen,
-                     rollout=rollout)
+                     rollout=rollout, label=label, text=text)
+
+
+@torch.no_grad()
+def label_focus(model, video: np.ndarray | torch.Tensor, labels: str | Sequence[str]
+                ) -> torch.Tensor:
+    """The language-queried focus (B, T, N) of clips, uint8 (B, T, H, W, 3) or one (T, H, W, 3),
+    each under its own label (one string, or one per clip), from a ``model.text_focus`` model;
+    every frame's map sums to 1 over its N patches."""
+    if not model.config.text_focus:
+        raise ValueError("label_focus needs a model trained with model.text_focus=true")
+    frames = model.prepare(video)
+    labels = [labels] if isinstance(labels, str) else list(labels)
+    if len(labels) != len(frames):
+        raise ValueError(f"label_focus: {len(labels)} labels for {len(frames)} clips")
+    was_training = model.training
+    model.eval()
+    try:
+        frames = frames.to(model.logit_scale.dtype)
+        return model.text_focus.own_maps(frames, model.embed_text(labels)).float().cpu()
+    finally:
+        model.train(was_training)

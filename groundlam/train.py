@@ -40,6 +40,7 @@ from groundlam.losses import (
     InfoNCEBalance,
     action_loss,
     change_weights,
+    focus_match_loss,
     focus_weights,
     infonce_loss,
     label_ids,
@@ -102,13 +103,27 @@ def deepspeed_config(config: Config, bf16: bool) -> dict[str, Any]:
     }
 
 
-def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Decay matrices only: biases, norms, position tables, slots and the temperature stay free."""
-    decay, free = [], []
+def parameter_groups(model: torch.nn.Module, weight_decay: float, lr: float | None = None,
+                     text_focus_lr_scale: float = 1.0) -> list[dict[str, Any]]:
+    """Decay matrices only: biases, norms, position tables, slots and the temperature stay free.
+
+    With ``lr``, the language-queried focus (``text_focus.*``) gets ``lr * text_focus_lr_scale``
+    in groups of its own (the scheduler scales every group's rate alike).
+    """
+    # (matrix, focus) -> parameters; the first two groups always exist, in the order they always had
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {(True, False): [],
+                                                                 (False, False): []}
     for name, parameter in model.named_parameters():
         matrix = parameter.ndim >= 2 and not name.endswith(("_pos", "slots", "codebook"))
-        (decay if matrix else free).append(parameter)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": free, "weight_decay": 0.0}]
+        focus = lr is not None and name.startswith("text_focus.")
+        groups.setdefault((matrix, focus), []).append(parameter)
+    result = []
+    for (matrix, focus), parameters in groups.items():
+        group = {"params": parameters, "weight_decay": weight_decay if matrix else 0.0}
+        if focus:
+            group["lr"] = lr * text_focus_lr_scale
+        result.append(group)
+    return result
 
 
 class SafeCheckpointEngine:
@@ -294,13 +309,15 @@ def save_final(engine, model: GroundLAM, output_dir: Path, zero_stage: int, rank
 
 # ---------------------------------------------------------------------------- the loop
 def needs_attentions(config: Config) -> bool:
-    """Whether the forward pass must return attention weights (for the focus-weighted loss)."""
-    return config.loss.focus_weight > 0
+    """Whether the forward pass must return attention weights (for the focus-weighted loss of
+    the task slots; a ``text_focus`` model weights by its own map)."""
+    return config.loss.focus_weight > 0 and not config.model.text_focus
 
 
 # each loss term and the config.loss field that weights it, in the order they are summed
 LOSS_WEIGHTS = {"reconstruction": "reconstruction_weight", "infonce": "infonce_weight",
-                "bottleneck": "bottleneck_weight", "actions": "action_weight"}
+                "bottleneck": "bottleneck_weight", "actions": "action_weight",
+                "text_focus": "text_focus_weight"}
 
 
 def term_weight(name: str, config: Config, infonce_scale: float = 1.0) -> float:
@@ -321,7 +338,8 @@ def compute_losses(model: GroundLAM, output, frames: torch.Tensor, text: torch.T
 
     ``frames`` (B, T, C, H, W) as the model saw them; ``actions`` and ``episodes`` are the
     batch's (``collate_clips``), needed only with ``loss.action_weight``. With
-    ``loss.focus_weight``, ``output`` must come from ``model(frames, output_attentions=True)``.
+    ``loss.focus_weight`` on the task slots' focus (no ``model.text_focus``), ``output`` must
+    come from ``model(frames, output_attentions=True)``.
     """
     weights, model_config = config.loss, model.config
     if model_config.decoder_target == "flow":  # OpenCV on the CPU, see groundlam.losses.flow
@@ -329,7 +347,11 @@ def compute_losses(model: GroundLAM, output, frames: torch.Tensor, text: torch.T
     else:
         target = frames[:, 1:].to(output.prediction.dtype)
     pixel_weights = None
-    if weights.focus_weight:
+    if weights.focus_weight and model_config.text_focus:  # where the clip's own label looks
+        focus = model.text_focus.own_maps(frames, text.to(frames.device))
+        pixel_weights = focus_weights(focus[:, 1:], weights.focus_weight, model_config.patch_size)
+        pixel_weights = pixel_weights.to(target.dtype)
+    elif weights.focus_weight:
         if output.latents.attentions is None:
             raise ValueError("loss.focus_weight > 0 needs attention weights: call the model with "
                              "output_attentions=True")
@@ -362,6 +384,9 @@ def compute_losses(model: GroundLAM, output, frames: torch.Tensor, text: torch.T
         losses["infonce"] = infonce_loss(output.latents.task, text.to(output.latents.task.device),
                                          ids.to(output.latents.task.device), output.logit_scale,
                                          negatives=negatives)
+    if model_config.text_focus:  # reads the pixels: it trains the focus module, not the encoder
+        losses["text_focus"] = focus_match_loss(model.text_focus, frames, text, ids,
+                                                output.logit_scale)
     if output.bottleneck_loss is not None:
         losses["bottleneck"] = output.bottleneck_loss
     terms = [term_weight(name, config, infonce_scale) * losses[name]
@@ -458,7 +483,9 @@ def train(config: Config, resume: bool = False) -> Path:
 
     bf16 = use_bf16(config.train.precision, torch.device(device_type))
     engine, _, _, scheduler = deepspeed.initialize(
-        model=model, model_parameters=parameter_groups(model, config.train.weight_decay),
+        model=model,
+        model_parameters=parameter_groups(model, config.train.weight_decay, config.train.lr,
+                                          config.train.text_focus_lr_scale),
         config=deepspeed_config(config, bf16))
     engine.checkpoint_engine = SafeCheckpointEngine(engine._config)  # noqa: SLF001
     device = engine.device

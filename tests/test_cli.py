@@ -56,3 +56,24 @@ def test_focus_from_a_dataset_and_a_video_file(tmp_path, tiny_model):
     with pytest.raises(SystemExit):
         main(["focus", str(clip), "--checkpoint", str(tmp_path / "model"),
               "--out", str(tmp_path / "x.gif"), "--layers", "middle"])
+
+
+def test_focus_draws_a_label_map_from_a_text_focus_checkpoint(tmp_path, tiny_model, capsys):
+    from groundlam import GroundLAM, GroundLAMConfig
+
+    from .conftest import TINY
+
+    frames = np.random.default_rng(1).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(encode_video(frames))
+    GroundLAM(GroundLAMConfig(**TINY, text_focus=True)).save_pretrained(tmp_path / "labelled")
+    out = tmp_path / "label.png"
+    assert main(["focus", str(clip), "--checkpoint", str(tmp_path / "labelled"), "--out",
+                 str(out), "--text", "push the red circle to the left"]) == 0
+    # frame | motion map | task map | label map, a row per frame, upscaled 4 times
+    assert np.asarray(Image.open(out)).shape == (6 * 32 * 4, 4 * 32 * 4, 3)
+    tiny_model.save_pretrained(tmp_path / "plain")
+    with pytest.raises(SystemExit):
+        main(["focus", str(clip), "--checkpoint", str(tmp_path / "plain"), "--out",
+              str(tmp_path / "x.png"), "--text", "push the red circle"])
+    assert "model.text_focus" in capsys.readouterr().err

@@ -23,7 +23,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-__all__ = ["label_ids", "infonce_loss", "gather_with_grad"]
+__all__ = ["label_ids", "infonce_loss", "focus_match_loss", "gather_with_grad",
+           "distinct_labels", "label_aware_loss"]
 
 MAX_LOGIT_SCALE = 100.0
 
@@ -66,20 +67,50 @@ def infonce_loss(task: torch.Tensor, text: torch.Tensor, ids: torch.Tensor,
         text, ids = _gather(text.to(task.dtype)), _gather(ids.to(task.device))
         if negatives is not None:
             negatives = gather_with_grad(negatives)
+    unique_ids, label_index, label_text = distinct_labels(text, ids)
+    label_text = label_text.to(task.dtype)
+    scale = logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+    extra = None
+    if negatives is not None:  # (U, N): the still clips' columns, never positives
+        extra = scale * label_text @ negatives.to(task.dtype).T
+    return label_aware_loss(scale * task @ label_text.T, label_index, extra)
+
+
+def distinct_labels(text: torch.Tensor, ids: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The distinct label ids (U,), each clip's index among them (B,), and their text (U, K),
+    from the clips' text (B, K) and ids (B,)."""
     unique_ids, label_index = torch.unique(ids, return_inverse=True)  # (U,), (B,)
     # any clip of a label can supply its text embedding: a label always embeds the same way
     row_of_label = torch.zeros(len(unique_ids), dtype=torch.long, device=ids.device)
     row_of_label.scatter_(0, label_index, torch.arange(len(ids), device=ids.device))
-    label_text = text[row_of_label].to(task.dtype)  # (U, K)
-    scale = logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
-    logits = scale * task @ label_text.T  # (B, U)
+    return unique_ids, label_index, text[row_of_label]
+
+
+def label_aware_loss(logits: torch.Tensor, label_index: torch.Tensor,
+                     extra: torch.Tensor | None = None) -> torch.Tensor:
+    """The two-way loss of clip x label ``logits`` (B, U) (scaled similarities), each clip's
+    label index (B,); ``extra`` (U, N): text -> clip logits of clips that are no label's
+    positive."""
     clip_to_text = F.cross_entropy(logits, label_index)
-    positives = label_index[None, :] == torch.arange(len(unique_ids), device=ids.device)[:, None]
+    labels = torch.arange(logits.shape[1], device=label_index.device)
+    positives = label_index[None, :] == labels[:, None]  # (U, B)
     text_logits = logits.T  # (U, B)
-    if negatives is not None:  # (U, B + N): the extra columns are never positives
-        extra = scale * label_text @ negatives.to(task.dtype).T
+    if extra is not None:  # (U, B + N): the extra columns are never positives
         text_logits = torch.cat([text_logits, extra], dim=1)
-        positives = F.pad(positives, (0, len(negatives)), value=False)
+        positives = F.pad(positives, (0, extra.shape[1]), value=False)
     text_to_clip = (torch.logsumexp(text_logits, dim=1)
                     - torch.logsumexp(text_logits.masked_fill(~positives, float("-inf")), dim=1))
     return (clip_to_text + text_to_clip.mean()) / 2
+
+
+def focus_match_loss(focus, frames: torch.Tensor, text: torch.Tensor, ids: torch.Tensor,
+                     logit_scale: torch.Tensor) -> torch.Tensor:
+    """InfoNCE of the language-queried focus (``model.text_focus``): every clip ``frames``
+    (B, T, C, H, W) is scored under every distinct label of the batch by ``focus``
+    (``groundlam.model.text_focus.TextFocus``), with the label-aware two-way loss above. Each
+    rank scores its own clips (the frames are not gathered)."""
+    _, label_index, label_text = distinct_labels(text.to(frames.device), ids.to(frames.device))
+    scores, _ = focus.scores(frames, label_text)  # (B, U)
+    scale = logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+    return label_aware_loss(scale * scores, label_index)

@@ -131,6 +131,12 @@ class GroundLAMConfig:
     # labels a learned "no label" vector stands in, trained on ``label_dropout`` of the clips
     label_conditioning: bool = False
     label_dropout: float = 0.25
+    # language-queried focus (``groundlam.model.text_focus``): the label's text embedding,
+    # projected, is matched with every patch of the clip; its focus-weighted match must tell the
+    # clip's label from the batch's others (``loss.text_focus_weight``), and with
+    # ``loss.focus_weight`` that map, not the task slots', weights the reconstruction.
+    # ``focus_map(video, model, text=label)`` draws it
+    text_focus: bool = False
     # language side: a frozen text encoder whose space the task embedding is projected into
     text_encoder: str = "all-MiniLM-L6-v2"
     text_dim: int = 384

@@ -17,7 +17,8 @@ Variants (``GroundLAMConfig`` documents each): camera slots warp frame t before 
 (``groundlam.model.camera``), shift matching moves it and color matching recolours it by closed
 forms fit to frame t+1 (``camera.match_shift``, ``groundlam.model.photometric``); ``flow`` targets
 make the decoder predict optical flow; the task embedding can be pooled from the latent actions
-(``task_pooling``); an action head reads the latent actions (``num_actions``). Modules of
+(``task_pooling``); an action head reads the latent actions (``num_actions``); the label can
+query the patches (``text_focus``, ``groundlam.model.text_focus``). Modules of
 switched-off variants are not built, so a checkpoint's tensors are exactly those of the variants it
 was trained with.
 """
@@ -41,6 +42,7 @@ from groundlam.model.configuration import GroundLAMConfig
 from groundlam.model.encoders import PatchEmbed, frame_changes, make_encoder
 from groundlam.model.layers import SpatialBlock
 from groundlam.model.photometric import match_colors
+from groundlam.model.text_focus import TextFocus
 from groundlam.video import as_video_batch, resize_video, to_model_input
 
 __all__ = ["GroundLAM", "LatentActions", "GroundLAMOutput"]
@@ -191,6 +193,8 @@ class GroundLAM(nn.Module, PyTorchModelHubMixin, library_name="groundlam",
         if config.label_conditioning:
             self.label_proj = nn.Linear(config.text_dim, config.dim)
             self.no_label = nn.Parameter(torch.zeros(config.dim))  # stands in for a missing label
+        self.text_focus = (TextFocus(config.dim, config.text_dim, config.patch_size)
+                           if config.text_focus else None)
         self.action_head = (nn.Linear(config.latent_dim, config.num_actions)
                             if config.num_actions else None)
         # CLIP's initial temperature 0.07, learned in log space; shape (1,), not (), because
