@@ -190,6 +190,17 @@ ARMS: dict[str, tuple[str, ...]] = {
                              *NO_DISTRACTORS, LOOKALIKE_ON, "loss.infonce_weight=0"),
     "lookalike_only_actions": (*ALIGNED, "model.motion_dim=128", "loss.infonce_max_ratio=0.3",
                                *NO_DISTRACTORS, LOOKALIKE_ON, *ACTION_HEAD),
+    # language-queried focus (model.text_focus): the label's map over the patches, trained by its
+    # match loss on detached patches, weights the reconstruction; no other language term. Against
+    # the no-language focus control: the task slots' focus weights it, no InfoNCE
+    "lookalike_text_focus": (*LOOKALIKE, "model.text_focus=true", "loss.focus_weight=0.5",
+                             "loss.infonce_weight=0"),
+    "lookalike_slot_focus_recon": (*LOOKALIKE, "loss.focus_weight=0.5", "loss.infonce_weight=0"),
+    # the same pair at 900 steps: at 300 the label map's match loss has only begun to fall
+    "lookalike_text_focus_900": (*LOOKALIKE, "model.text_focus=true", "loss.focus_weight=0.5",
+                                 "loss.infonce_weight=0", *STEPS_900),
+    "lookalike_slot_focus_recon_900": (*LOOKALIKE, "loss.focus_weight=0.5",
+                                       "loss.infonce_weight=0", *STEPS_900),
     "mix_vq": ("model.patch_mixing=3", "model.motion_dim=128", "loss.infonce_weight=0.005",
                "model.bottleneck=vq", "model.vq_scale=false", "model.quantizer_norm=false",
                "train.vq_restart_every=100",
@@ -261,6 +272,8 @@ def score(folder: Path, max_clips: int = 128) -> dict[str, Any]:
         masks = np.concatenate([test.agent_mask[i, 1:] for i in clips])
         results[rendering] = {
             "motion_focus_lift": focus_precision(maps, masks)["lift"],
+            **({"label_focus_lift": _label_focus_lift(model, test, clips)}
+               if model.config.text_focus else {}),
             # from each clip's first frame repeated (collect encodes it): appearance alone
             "retrieval_still_top1": retrieval(test.latents.still_task, test.latents.labels, text,
                                               candidates)["top1"],
@@ -283,6 +296,23 @@ def score(folder: Path, max_clips: int = 128) -> dict[str, Any]:
     if ratios:
         results["train"]["infonce_over_reconstruction_grad"] = statistics.median(ratios)
     return results
+
+
+def _label_focus_lift(model, test, clips: range) -> float:
+    """The language-queried maps' (``model.text_focus``) share of mass on the agent, every frame
+    under the clip's own label, over a uniform map's."""
+    import numpy as np
+
+    from groundlam.evaluation.metrics import focus_precision
+    from groundlam.focus import label_focus
+
+    config = model.config
+    grid, p = config.image_size // config.patch_size, config.patch_size
+    focus = label_focus(model, test.frames[clips.start:clips.stop],
+                        test.latents.labels[clips.start:clips.stop]).numpy()  # (B, T, N)
+    maps = focus.reshape(*focus.shape[:2], grid, grid).repeat(p, axis=2).repeat(p, axis=3)
+    masks = test.agent_mask[clips.start:clips.stop]
+    return focus_precision(np.concatenate(maps) / (p * p), np.concatenate(masks))["lift"]
 
 
 def scores_name(probe_clips: int) -> str:
@@ -321,7 +351,8 @@ def summarise(scores: list[dict[str, Any]]) -> dict[str, Any]:
         row: dict[str, Any] = {"seeds": [e["seed"] for e in entries]}
         for rendering in ("clean", "distracted"):
             for metric in ("probe", "pixels", "ceiling", "controllability", "retrieval_top1",
-                           "retrieval_still_top1", "motion_focus_lift"):  # newer: may be absent
+                           # newer: may be absent
+                           "retrieval_still_top1", "motion_focus_lift", "label_focus_lift"):
                 values = [e[rendering].get(metric) for e in entries]
                 if any(v is None for v in values):
                     continue
