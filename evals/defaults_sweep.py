@@ -248,6 +248,7 @@ def score(folder: Path, max_clips: int = 128) -> dict[str, Any]:
             episodes = load_episodes("synthetic", part, rendering)
             clips = ClipDataset(episodes, data.clip_length, model.config.image_size)
             sets.append(collect(model, clips, episodes, max_clips))
+        test_clips = clips.clips  # (episode row, first frame) of each held-out clip
         fit, test = sets
         if model.config.label_conditioning:  # the latents the label lets the encoder pick
             for clips in (fit, test):
@@ -272,7 +273,7 @@ def score(folder: Path, max_clips: int = 128) -> dict[str, Any]:
         masks = np.concatenate([test.agent_mask[i, 1:] for i in clips])
         results[rendering] = {
             "motion_focus_lift": focus_precision(maps, masks)["lift"],
-            **({"label_focus_lift": _label_focus_lift(model, test, clips)}
+            **(_label_focus(model, test, clips, test_clips, test_config)
                if model.config.text_focus else {}),
             # from each clip's first frame repeated (collect encodes it): appearance alone
             "retrieval_still_top1": retrieval(test.latents.still_task, test.latents.labels, text,
@@ -298,11 +299,15 @@ def score(folder: Path, max_clips: int = 128) -> dict[str, Any]:
     return results
 
 
-def _label_focus_lift(model, test, clips: range) -> float:
-    """The language-queried maps' (``model.text_focus``) share of mass on the agent, every frame
-    under the clip's own label, over a uniform map's."""
+def _label_focus(model, test, clips: range, starts: list, world) -> dict[str, float]:
+    """Where the language-queried maps (``model.text_focus``) look, every frame under the clip's
+    own label, as lifts over a uniform map: on the agent (``agent_mask``), and on the grid cell
+    of the object the label names against the cells of the scene's other objects (from the
+    simulated state; a cell is exactly one patch at 64 px, shaken by at most a few pixels in
+    the distracted rendering)."""
     import numpy as np
 
+    from groundlam.data.synthetic import GRID_CELLS, simulate
     from groundlam.evaluation.metrics import focus_precision
     from groundlam.focus import label_focus
 
@@ -312,7 +317,22 @@ def _label_focus_lift(model, test, clips: range) -> float:
                         test.latents.labels[clips.start:clips.stop]).numpy()  # (B, T, N)
     maps = focus.reshape(*focus.shape[:2], grid, grid).repeat(p, axis=2).repeat(p, axis=3)
     masks = test.agent_mask[clips.start:clips.stop]
-    return focus_precision(np.concatenate(maps) / (p * p), np.concatenate(masks))["lift"]
+    result = {"label_focus_lift": focus_precision(np.concatenate(maps) / (p * p),
+                                                  np.concatenate(masks))["lift"]}
+    if grid != GRID_CELLS:
+        return result
+    on_target, on_others = [], []
+    for clip in clips:
+        row, start = starts[clip]
+        state = simulate(int(row), world)
+        for t in range(focus.shape[1]):
+            cells = state.object_cells[start + t]  # (K, 2)
+            shares = focus[clip, t, cells[:, 0] * grid + cells[:, 1]] * grid * grid  # lifts
+            on_target.append(shares[state.target_object])
+            on_others.extend(np.delete(shares, state.target_object))
+    result.update(label_focus_target_lift=float(np.mean(on_target)),
+                  label_focus_other_object_lift=float(np.mean(on_others)))
+    return result
 
 
 def scores_name(probe_clips: int) -> str:
@@ -352,7 +372,8 @@ def summarise(scores: list[dict[str, Any]]) -> dict[str, Any]:
         for rendering in ("clean", "distracted"):
             for metric in ("probe", "pixels", "ceiling", "controllability", "retrieval_top1",
                            # newer: may be absent
-                           "retrieval_still_top1", "motion_focus_lift", "label_focus_lift"):
+                           "retrieval_still_top1", "motion_focus_lift", "label_focus_lift",
+                           "label_focus_target_lift", "label_focus_other_object_lift"):
                 values = [e[rendering].get(metric) for e in entries]
                 if any(v is None for v in values):
                     continue
