@@ -189,3 +189,30 @@ def test_the_focus_module_learns_at_its_own_rate():
     assert {id(p) for g in groups[2:] for p in g["params"]} == focus
     assert all(g["lr"] == pytest.approx(1e-2) for g in groups[2:])
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_the_focus_groups_skip_the_warmup_and_the_rest_keep_deepspeeds_schedule():
+    from deepspeed.runtime.lr_schedules import WarmupCosineLR
+
+    from groundlam.train import skip_warmup_cosine
+
+    def optimizer():
+        return torch.optim.AdamW([{"params": [torch.nn.Parameter(torch.zeros(2))]},
+                                  {"params": [torch.nn.Parameter(torch.zeros(2))], "lr": 1e-2,
+                                   "warmup": False}], lr=1e-3)
+
+    params = dict(total_num_steps=20, warmup_num_steps=5, warmup_type="linear",
+                  cos_min_ratio=0.1)
+    ours, reference = skip_warmup_cosine(optimizer(), **params), WarmupCosineLR(optimizer(),
+                                                                               **params)
+    for step in range(25):
+        ours.step()
+        reference.step()
+        plain, focus = (group["lr"] for group in ours.optimizer.param_groups)
+        expected = reference.optimizer.param_groups[0]["lr"]
+        assert plain == pytest.approx(expected, rel=1e-12)  # unchanged for every other group
+        if step < 5:
+            assert focus == pytest.approx(1e-2)  # full rate while the others warm up
+        else:
+            assert focus == pytest.approx(10 * expected, rel=1e-12)
+    assert ours.state_dict() == reference.state_dict()  # resumes like DeepSpeed's own
