@@ -166,6 +166,8 @@ ARMS: dict[str, tuple[str, ...]] = {
     "lookalike_recon_900": (*LOOKALIKE, "loss.infonce_weight=0", *STEPS_900),
     # what the encoder can read at all there: an action head on every episode's true actions
     "lookalike_actions": (*LOOKALIKE, *ACTION_HEAD),
+    # the same at 900 steps: what a supervised encoder reads there at the longest budget run
+    "lookalike_actions_900": (*LOOKALIKE, *ACTION_HEAD, *STEPS_900),
     # InfoNCE on the clip's motion latents pooled (model.task_pooling=motion), 3 and 7 transitions
     # (8-frame clips at half the batch: the same frames a step)
     "lookalike_motion_pool": (*LOOKALIKE, "model.task_pooling=motion"),
@@ -196,7 +198,9 @@ ARMS: dict[str, tuple[str, ...]] = {
     "lookalike_text_focus": (*LOOKALIKE, "model.text_focus=true", "loss.focus_weight=0.5",
                              "loss.infonce_weight=0"),
     "lookalike_slot_focus_recon": (*LOOKALIKE, "loss.focus_weight=0.5", "loss.infonce_weight=0"),
-    # the same pair at 900 steps: at 300 the label map's match loss has only begun to fall
+    # the same pair at 900 steps: at 300 the label map's match loss has only begun to fall.
+    # The text-focus runs in evals/results/defaults_sweep_text_focus.json predate the focus
+    # groups skipping the warm-up (groundlam.train.skip_warmup_cosine)
     "lookalike_text_focus_900": (*LOOKALIKE, "model.text_focus=true", "loss.focus_weight=0.5",
                                  "loss.infonce_weight=0", *STEPS_900),
     "lookalike_slot_focus_recon_900": (*LOOKALIKE, "loss.focus_weight=0.5",
