@@ -232,8 +232,8 @@ def score(folder: Path, max_clips: int = 128) -> dict[str, Any]:
         frame_pair_features,
         no_change_ceiling,
         no_change_transitions,
+        retrieval,
     )
-    from groundlam.evaluation.probe import retrieval
     from groundlam.focus import focus_map
     from groundlam.model import GroundLAM
 

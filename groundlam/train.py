@@ -660,27 +660,31 @@ def restart_dead_codes(model: GroundLAM, features: torch.Tensor | None, rank: in
 
 
 def final_evaluation(config: Config, final: Path, output_dir: Path) -> dict[str, Any]:
-    """Probe the saved model on held-out episodes, print the numbers, write a focus-map GIF.
+    """``groundlam eval --preset quick`` of the saved model on ``data.eval``: print the numbers.
 
-    Writes ``output_dir/probe.json``. The run has finished and ``final`` is saved: a failure here
-    is logged with its traceback and written to ``probe.json`` as ``{"error": ...}``, never
-    raised, so it neither loses the model nor fails the run's exit status.
+    Writes ``output_dir/eval/`` (``metrics.json``, ``report.md``, focus maps). The run has
+    finished and ``final`` is saved: a failure here is logged with its traceback and written to
+    ``eval/metrics.json`` as ``{"error": ...}``, never raised, so it neither loses the model nor
+    fails the run's exit status.
     """
-    from groundlam.evaluation import probe
+    from groundlam.evaluation.evaluate import evaluate_checkpoint
+    from groundlam.evaluation.report import summary_text
 
+    out = output_dir / "eval"
     try:
-        results = probe.probe_checkpoint(final, config, output_dir / "focus.gif")
-        text = json.dumps(results, indent=2)
+        results = evaluate_checkpoint(final, config.data.eval, out,
+                                      config_path=output_dir / "config.yaml", preset="quick",
+                                      progress=config.train.progress)
+        print(f"{summary_text(results)}\n(every number: {out / 'report.md'})")
     except Exception as error:
         logger.exception("final evaluation failed (the model is saved in %s; `groundlam eval` "
                          "can score it)", final)
         results = {"error": f"{type(error).__name__}: {error}"}
-        text = json.dumps(results, indent=2)
-    try:
-        (output_dir / "probe.json").write_text(text)
-    except OSError:
-        logger.exception("could not write %s", output_dir / "probe.json")
-    print(text)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "metrics.json").write_text(json.dumps(results, indent=2))
+        except OSError:
+            logger.exception("could not write %s", out / "metrics.json")
     return results
 
 

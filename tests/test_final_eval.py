@@ -1,5 +1,5 @@
-"""The trainer's final evaluation: the action probe on discrete, continuous and missing actions,
-and a failing probe that must not fail a finished run."""
+"""The trainer's final evaluation (``groundlam eval --preset quick``): the action probe on
+discrete, continuous and missing actions, and failures that must not lose a finished run."""
 
 import json
 import logging
@@ -13,8 +13,7 @@ import pytest
 import torch
 
 from groundlam.config import load_config
-from groundlam.data.episodes import ClipDataset, load_episodes
-from groundlam.evaluation.probe import probe_checkpoint, probe_model
+from groundlam.evaluation.evaluate import evaluate_checkpoint
 
 from .conftest import TINY
 
@@ -45,43 +44,52 @@ def write_episodes(path, actions: str | None, episodes: int = 8, length: int = 9
     return path
 
 
-def clips(path, name: str = "episodes") -> ClipDataset:
-    return ClipDataset(load_episodes(str(path)), CLIP, TINY["image_size"], name=name)
+def quick_eval(tmp_path, model, actions: str | None, held_out: bool = True, **kwargs):
+    """Save ``model`` and evaluate it as the trainer does, with a run config whose ``data.train``
+    is one corpus and ``data.eval`` another (``held_out``) or the same."""
+    model.save_pretrained(tmp_path / "final")
+    train = write_episodes(tmp_path / "train", actions)
+    scored = write_episodes(tmp_path / "held_out", actions, seed=1) if held_out else train
+    config = tmp_path / "config.yaml"
+    config.write_text(f"data:\n  train: {train}\n  eval: {scored}\n  clip_length: {CLIP}\n")
+    return evaluate_checkpoint(tmp_path / "final", str(scored), tmp_path / "eval",
+                               preset="quick", progress=False, **kwargs)
 
 
 def test_probe_scores_discrete_actions_by_balanced_accuracy(tmp_path, tiny_model):
-    train = clips(write_episodes(tmp_path / "train", "discrete"))
-    test = clips(write_episodes(tmp_path / "test", "discrete", seed=1))
-    results = probe_model(tiny_model, train, test)
-    # the key other code and the README read
-    assert 0 <= results["action_probe_balanced_accuracy"] <= 1
-    assert results["action_chance"] == pytest.approx(0.25)  # 4 actions in the test set
-    assert "action_probe_nmse" not in results and results["test_clips"] == 16
+    results = quick_eval(tmp_path, tiny_model, "discrete")
+    [variant] = results["variants"].values()
+    probe = variant["action_probe"]["motion_linear"]
+    assert 0 <= probe["balanced_accuracy"] <= 1
+    assert probe["chance"] == pytest.approx(0.25)  # 4 actions in the test set
+    assert "nmse" not in probe and variant["test_clips"] == 16
+    assert results["preset"] == "quick" and results["split"]["held_out"] is True
+    # the quick preset leaves out what only a full evaluation needs
+    assert not {"disentanglement", "camera_shift", "plots"} & set(variant)
+    assert "motion_mlp" not in variant["action_probe"]
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["preset"] == "quick"
 
 
-def test_probe_checkpoint_scores_continuous_actions_by_nmse_and_r2(tmp_path, tiny_model):
+def test_continuous_actions_are_scored_by_nmse_and_r2(tmp_path, tiny_model):
     """Float (T-1, A) actions were flattened to T-1 * A 'labels' and crashed the probe."""
-    tiny_model.save_pretrained(tmp_path / "final")
-    train = write_episodes(tmp_path / "train", "continuous")
-    held_out = write_episodes(tmp_path / "held_out", "continuous", seed=1)
-    config = load_config(None, [f"data.train={train}", f"data.eval={held_out}",
-                                f"data.clip_length={CLIP}"])
-    results = probe_checkpoint(tmp_path / "final", config, tmp_path / "focus.gif")["eval"]
-    assert results["train_clips"] == results["test_clips"] == 16
-    assert math.isfinite(results["action_probe_nmse"]) and results["action_probe_nmse"] >= 0
-    assert math.isfinite(results["action_probe_r2"])
-    assert "action_probe_balanced_accuracy" not in results and "action_chance" not in results
-    assert results["held_out"] is True and results["retrieval"]["num_labels"] == 3
-    assert (tmp_path / "focus.gif").stat().st_size > 0
+    results = quick_eval(tmp_path, tiny_model, "continuous")["variants"]["eval"]
+    assert results["fit_clips"] == results["test_clips"] == 16
+    probe = results["action_probe"]["motion_linear"]
+    assert math.isfinite(probe["nmse"]) and probe["nmse"] >= 0 and math.isfinite(probe["r2"])
+    assert "balanced_accuracy" not in probe and "chance" not in probe
+    assert results["action_probe"]["actions"] == "continuous"
+    assert results["retrieval"]["num_labels"] == 3
+    [gif] = results["focus"]["overlays"][1:2]
+    assert (tmp_path / "eval" / gif).stat().st_size > 0
 
 
 def test_episodes_without_actions_skip_the_probe_with_a_logged_line(tmp_path, tiny_model,
                                                                      caplog):
-    path = write_episodes(tmp_path / "episodes", None)
-    with caplog.at_level(logging.INFO, logger="groundlam.evaluation.probe"):
-        results = probe_model(tiny_model, clips(path, "no-actions"), clips(path, "no-actions"))
-    assert not [key for key in results if key.startswith("action")]
-    assert "no-actions: the episodes have no 'actions' column, so no action probe" in caplog.text
+    with caplog.at_level(logging.INFO, logger="groundlam.evaluation.evaluate"):
+        results = quick_eval(tmp_path, tiny_model, None)["variants"]["eval"]
+    assert "action_probe" not in results
+    assert ("eval fit episodes: the episodes have no 'actions' column, so no action probe"
+            in caplog.text)
     assert results["retrieval"]["num_labels"] == 3
     assert set(results["retrieval_no_motion"]) >= {"top1", "top5"}
 
@@ -94,34 +102,32 @@ def test_a_failing_focus_map_keeps_the_probe_numbers(tmp_path, tiny_model, monke
         raise OSError("no GIF writer")
 
     monkeypatch.setattr(groundlam.focus, "focus_map", broken)
-    tiny_model.save_pretrained(tmp_path / "final")
-    path = write_episodes(tmp_path / "episodes", "discrete")
-    config = load_config(None, [f"data.train={path}", f"data.eval={path}",
-                                f"data.clip_length={CLIP}"])
     with caplog.at_level(logging.INFO):
-        results = probe_checkpoint(tmp_path / "final", config, tmp_path / "focus.gif")
-    assert results["focus_map_error"] == "OSError: no GIF writer"
-    assert "focus_map" not in results and "action_probe_balanced_accuracy" in results["eval"]
-    assert results["eval"]["held_out"] is False and results["eval"]["test_clips"] == 16
+        results = quick_eval(tmp_path, tiny_model, "discrete", held_out=False)
+    variant = results["variants"]["eval"]
+    assert variant["focus_error"] == "OSError: no GIF writer" and "focus" not in variant
+    assert "balanced_accuracy" in variant["action_probe"]["motion_linear"]
+    # data.eval is data.train: scored on the second half of the training episodes, and said so
+    assert results["split"]["held_out"] is False and variant["test_clips"] == 8
     assert any(record.exc_info for record in caplog.records)
 
 
 def test_a_failing_final_evaluation_is_logged_and_written_not_raised(tmp_path, monkeypatch,
                                                                       caplog):
-    import groundlam.evaluation.probe
+    import groundlam.evaluation.evaluate
     from groundlam.train import final_evaluation
 
     def broken(*args, **kwargs):
         raise RuntimeError("probe exploded")
 
-    monkeypatch.setattr(groundlam.evaluation.probe, "probe_checkpoint", broken)
+    monkeypatch.setattr(groundlam.evaluation.evaluate, "evaluate_checkpoint", broken)
     final = tmp_path / "final"
     final.mkdir()
     (final / "model.safetensors").write_bytes(b"weights")
     with caplog.at_level(logging.INFO, logger="groundlam.train"):
         results = final_evaluation(load_config(None, []), final, tmp_path)
     assert results == {"error": "RuntimeError: probe exploded"}
-    assert json.loads((tmp_path / "probe.json").read_text()) == results
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text()) == results
     [record] = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert record.exc_info is not None and "final evaluation failed" in record.getMessage()
     assert "probe exploded" in caplog.text  # the traceback, not only a message
@@ -129,7 +135,7 @@ def test_a_failing_final_evaluation_is_logged_and_written_not_raised(tmp_path, m
 
 
 @pytest.mark.slow  # DeepSpeed in this process, 2 steps of a tiny model: ~20-30 s on 2 cores
-def test_training_on_continuous_actions_ends_with_their_probe(tmp_path, monkeypatch):
+def test_training_on_continuous_actions_ends_with_their_probe(tmp_path, monkeypatch, capsys):
     from groundlam.train import main
 
     train = write_episodes(tmp_path / "train", "continuous", episodes=8)
@@ -154,7 +160,10 @@ def test_training_on_continuous_actions_ends_with_their_probe(tmp_path, monkeypa
         torch.set_num_threads(threads)
     assert code == 0
     assert (out / "final" / "model.safetensors").exists()
-    probe = json.loads((out / "probe.json").read_text())
-    assert "error" not in probe, probe
-    assert math.isfinite(probe["eval"]["action_probe_nmse"])
-    assert math.isfinite(probe["eval"]["action_probe_r2"])
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    assert "error" not in metrics, metrics
+    probe = metrics["variants"]["eval"]["action_probe"]["motion_linear"]
+    assert math.isfinite(probe["nmse"]) and math.isfinite(probe["r2"])
+    assert metrics["split"]["held_out"] is True and (out / "eval" / "report.md").is_file()
+    # the printed summary names the probe's score
+    assert "action probe linear: nmse" in capsys.readouterr().out

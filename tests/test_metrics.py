@@ -154,8 +154,7 @@ def test_task_time_features_encode_as_fit():
 def scripted_clip_set(episodes_per_label: int, labels: Sequence[str], table: np.ndarray,
                       seed: int, clip_length: int = 4, episode_length: int = 12):
     """A ClipSet of random motion latents whose actions are ``table[label, step]``."""
-    from groundlam.evaluation.evaluate import ClipSet
-    from groundlam.evaluation.probe import Latents
+    from groundlam.evaluation.evaluate import ClipSet, Latents
 
     rng = np.random.default_rng(seed)
     starts = range(0, episode_length - clip_length + 1, clip_length)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from groundlam import GroundLAM
-from groundlam.evaluation.probe import action_probe
+from groundlam.evaluation.metrics import action_probe_scores
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,17 +48,21 @@ def test_training_learns_the_benchmark_actions(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = read_metrics(out)
     assert metrics[-1]["reconstruction"] < 0.8 * metrics[0]["reconstruction"]
-    assert (out / "final" / "model.safetensors").exists() and (out / "focus.gif").exists()
+    assert (out / "final" / "model.safetensors").exists()
+    assert list((out / "eval").glob("clean_focus_0.gif"))
 
-    clean = json.loads((out / "probe.json").read_text())["clean"]
-    assert clean["test_clips"] > 0 and "distracted" not in json.loads(
-        (out / "probe.json").read_text())
-    score, chance = clean["action_probe_balanced_accuracy"], clean["action_chance"]
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    assert metrics["preset"] == "quick" and metrics["split"]["trained_on"] == "clean"
+    clean = metrics["variants"]["clean"]
+    assert clean["test_clips"] > 0
+    probe = clean["action_probe"]["motion_linear"]
+    score, chance = probe["balanced_accuracy"], probe["chance"]
     # latents collapsed to a constant score chance: the bar sits well above that
     rng = np.random.default_rng(0)
     actions = rng.integers(0, 6, 600)
-    collapsed = action_probe(np.zeros((300, 8)), actions[:300], np.zeros((300, 8)), actions[300:])
-    assert collapsed == pytest.approx(1 / 6)
+    collapsed = action_probe_scores(np.zeros((300, 8)), actions[:300], np.zeros((300, 8)),
+                                    actions[300:])
+    assert collapsed["balanced_accuracy"] == pytest.approx(1 / 6)
     assert score > chance + 0.12, f"action probe {score:.3f} vs chance {chance:.3f}"
 
 

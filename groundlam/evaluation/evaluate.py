@@ -1,7 +1,7 @@
 """``groundlam eval``: every metric of ``groundlam.evaluation.metrics`` for one checkpoint.
 
     groundlam eval --checkpoint runs/tiny/final --data synthetic --out runs/tiny/eval
-    python evals/evaluate.py --checkpoint DIR --data SPEC --out DIR [--config run.yaml] [k=v ...]
+    groundlam eval --checkpoint DIR --data SPEC --out DIR --preset quick [--config run.yaml] [k=v]
 
 Dimension keys: N clips, T frames a clip, S model image size, Z latent size, K text-embedding
 size, A action size.
@@ -32,16 +32,19 @@ gap between the two (for discrete actions the one-hot task and time columns go i
 transition that changes pixels (``metrics.no_change_ceiling``; synthetic distracted renderings
 take their no-change transitions from the clean rendering of the same trajectories).
 
-Writes ``metrics.json``, ``report.md`` (tables, latent-space plots, focus overlays) and PNG plots
-(matplotlib, imported only when plotting) to ``--out``.
+Episodes without ``actions`` (or clips taken at a frame stride above 1, which have none) get no
+action probes, and a logged line says why.
+
+Writes ``metrics.json``, ``report.md`` (tables, latent-space plots, focus overlays; drawn by
+``groundlam.evaluation.report``) and PNG plots (matplotlib, imported only when plotting) to
+``--out``. ``--preset quick`` (``PRESETS``) is what ``groundlam train`` runs on its final model.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import math
+import logging
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
@@ -55,7 +58,7 @@ import torch
 from tqdm.auto import tqdm
 
 from groundlam.config import Config, load_config
-from groundlam.data.episodes import ClipDataset, held_out_synthetic, load_episodes
+from groundlam.data.episodes import ClipDataset, collate_clips, held_out_synthetic, load_episodes
 from groundlam.data.synthetic import ACTIONS as SYNTHETIC_ACTIONS
 from groundlam.data.synthetic import Distractors
 from groundlam.evaluation.metrics import (
@@ -71,16 +74,77 @@ from groundlam.evaluation.metrics import (
     retrieval_with_chance,
     task_time_features,
 )
-from groundlam.evaluation.probe import Latents, extract_latents
+from groundlam.evaluation.report import plot_latents, write_report
 from groundlam.video import resize_video, to_model_input
 
-__all__ = ["ClipSet", "collect", "evaluate_variant", "evaluate_checkpoint", "write_report", "main"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["EvalPreset", "PRESETS", "Latents", "extract_latents", "ClipSet", "collect",
+           "evaluate_variant", "evaluate_checkpoint", "main"]
 
 # the strength of every distractor in the benchmark's distracted rendering (configs/base.yaml and
 # tiny.yaml), used when a run trained on clean episodes: it is scored on both renderings anyway
 STANDARD_DISTRACTION = 0.5
 STAGES = ("encode fit clips", "encode test clips", "action probes", "retrieval",
           "disentanglement", "camera shift", "controllability", "focus maps", "plots")
+
+
+@dataclass(frozen=True)
+class EvalPreset:
+    """How much of the evaluation ``evaluate_checkpoint`` runs, and on how many clips."""
+
+    max_clips: int  # clips a set (probe fit, scored) at most
+    focus_clips: int  # held-out clips whose focus maps are scored
+    shift_clips: int  # held-out clips shifted for the camera-shift ratio; 0 skips it
+    mlp_probe: bool  # the MLP action probe beside the linear one
+    disentanglement: bool  # the source x target probe matrix
+    plots: bool  # latent-space PNGs
+    controllability_clips: int | None = None  # held-out clips it is measured on; None: all
+
+
+PRESETS = {
+    # ``groundlam eval``'s default: every metric
+    "full": EvalPreset(max_clips=256, focus_clips=8, shift_clips=64, mlp_probe=True,
+                       disentanglement=True, plots=True),
+    # the trainer's final evaluation: the linear action probes with their references (raw
+    # pixels, frame t, task and time step, the ceiling), retrieval and its no-motion control,
+    # controllability and the focus maps of one clip. Every metric at 512 clips took 163 s on
+    # the quickstart's model (2 cores): half of it encoding, a fifth the task-and-time probes
+    "quick": EvalPreset(max_clips=256, focus_clips=1, shift_clips=0, mlp_probe=False,
+                        disentanglement=False, plots=False, controllability_clips=64),
+}
+
+
+@dataclass
+class Latents:
+    motion: np.ndarray  # (N, T-1, Z)
+    task: np.ndarray  # (N, K)
+    still_task: np.ndarray  # (N, K) task embedding of the clip's first frame repeated
+    labels: list[str]
+    # (N, T-1) int64 discrete or (N, T-1, A) float32 continuous; None where the clips have none
+    actions: np.ndarray | None
+
+
+@torch.no_grad()
+def extract_latents(model, clips: ClipDataset, batch_size: int = 64,
+                    max_clips: int | None = None) -> Latents:
+    """Encode up to ``max_clips`` clips (the first ones, in order) with a frozen model."""
+    count = len(clips) if max_clips is None else min(len(clips), max_clips)
+    motion, task, still, labels, actions = [], [], [], [], []
+    starts = range(0, count, batch_size)
+    for start in starts:
+        batch = collate_clips([clips[i] for i in range(start, min(start + batch_size, count))])
+        frames = batch["frames"]  # (B, T, H, W, 3)
+        latents = model.encode(frames)
+        motion.append(latents.motion.cpu().numpy())
+        task.append(latents.task.cpu().numpy())
+        repeated = frames[:, :1].expand_as(frames).contiguous()  # no motion at all
+        still.append(model.encode(repeated).task.cpu().numpy())
+        labels += batch["labels"]
+        if "actions" in batch:
+            actions.append(batch["actions"].numpy())
+    return Latents(np.concatenate(motion), np.concatenate(task), np.concatenate(still), labels,
+                   np.concatenate(actions) if len(actions) == len(starts) else None)
 
 
 @dataclass
@@ -281,76 +345,14 @@ def _focus(model, test: ClipSet, out: Path, name: str, focus_clips: int,
     return result
 
 
-def _embed_2d(points: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
-    if method == "pca":
-        from sklearn.decomposition import PCA
-
-        return PCA(n_components=2, random_state=seed).fit_transform(points)
-    import umap
-
-    neighbours = min(15, len(points) - 1)  # umap's default, where there are enough points
-    return umap.UMAP(n_components=2, n_neighbors=neighbours, random_state=seed
-                     ).fit_transform(points)
-
-
-def _plot_latents(test: ClipSet, out: Path, name: str,
-                  action_names: Sequence[str] | None = None) -> list[str]:
-    """PCA (and UMAP where umap-learn is installed) of motion latents coloured by true action and
-    by label, and of task embeddings coloured by label; one PNG a method."""
-    # a bare Figure renders with Agg and leaves pyplot's global backend (a notebook's) alone
-    from matplotlib import colormaps
-    from matplotlib.figure import Figure
-
-    steps = test.latents.motion.shape[1]
-    motion = _per_transition(test.latents.motion)
-    label_names = sorted(set(test.latents.labels))
-    label_ids = np.array([label_names.index(label) for label in test.latents.labels])
-    panels = []
-    if test.actions is not None and is_discrete(_per_transition(test.actions)):
-        panels.append(("motion latents by true action", motion, _per_transition(test.actions),
-                       "action"))
-    panels.append(("motion latents by label", motion, np.repeat(label_ids, steps), "label"))
-    panels.append(("task embeddings by label", test.latents.task, label_ids, "label"))
-    methods = ["pca"] + (["umap"] if importlib.util.find_spec("umap") else [])
-    files = []
-    for method in methods:
-        figure = Figure(figsize=(5 * len(panels), 4.5))
-        axes = figure.subplots(1, len(panels), squeeze=False)
-        for axis, (title, points, colours, kind) in zip(axes[0], panels, strict=True):
-            if len(points) < 3:
-                axis.set_title(f"{title}: too few points")
-                continue
-            xy = _embed_2d(points, method)
-            classes = np.unique(colours)
-            cmap = colormaps["tab10" if len(classes) <= 10 else "nipy_spectral"]
-            for k, value in enumerate(classes):
-                chosen = colours == value
-                colour = cmap(k if len(classes) <= 10 else k / max(len(classes) - 1, 1))
-                axis.scatter(xy[chosen, 0], xy[chosen, 1], s=6, color=colour, alpha=0.7,
-                             label=(action_names[value] if action_names else f"action {value}")
-                             if kind == "action" else None)
-            if kind == "action" or len(classes) <= 10:
-                handles = axis.get_legend_handles_labels()[0]
-                if handles:
-                    axis.legend(fontsize=7, markerscale=2)
-            axis.set_title(f"{title} ({len(classes)} {kind}s)", fontsize=10)
-            axis.set_xlabel(f"{method.upper()} 1")
-            axis.set_ylabel(f"{method.upper()} 2")
-        figure.suptitle(f"{name}: held-out latents, {method.upper()}")
-        figure.tight_layout()
-        path = out / f"{name}_latents_{method}.png"
-        figure.savefig(path, dpi=100)
-        files.append(path.name)
-    return files
-
-
 def evaluate_variant(model, fit_clips: ClipDataset, fit_episodes: datasets.Dataset,
                      test_clips: ClipDataset, test_episodes: datasets.Dataset, out: Path,
-                     name: str, max_clips: int = 256, focus_clips: int = 8,
-                     shift_clips: int = 64, progress: tqdm | None = None,
+                     name: str, preset: EvalPreset = PRESETS["full"],
+                     progress: tqdm | None = None,
                      action_names: Sequence[str] | None = None,
                      clean_test_clips: ClipDataset | None = None) -> dict[str, Any]:
-    """All metrics of one rendering: probes fit on ``fit_clips``, scored on ``test_clips``.
+    """The ``preset``'s metrics of one rendering: probes fit on ``fit_clips``, scored on
+    ``test_clips``.
 
     ``action_names`` name discrete action ids in the plots' legends. ``clean_test_clips``: the
     scored episodes rendered without distractors, cut like ``test_clips`` (the synthetic
@@ -367,15 +369,19 @@ def evaluate_variant(model, fit_clips: ClipDataset, fit_episodes: datasets.Datas
             progress.update(1)
 
     stage(STAGES[0])
-    fit = collect(model, fit_clips, fit_episodes, max_clips)
+    fit = collect(model, fit_clips, fit_episodes, preset.max_clips)
     done()
     stage(STAGES[1])
-    test = collect(model, test_clips, test_episodes, max_clips)
+    test = collect(model, test_clips, test_episodes, preset.max_clips)
     done()
     results: dict[str, Any] = {"fit_clips": len(fit), "test_clips": len(test)}
 
     stage(STAGES[2])
-    if fit.actions is not None and test.actions is not None:
+    missing = next(((clips, set_) for clips, set_ in ((fit_clips, fit), (test_clips, test))
+                    if set_.actions is None), None)
+    if missing is not None:
+        logger.info("%s: %s, so no action probe", missing[0].name, _no_actions_reason(missing[0]))
+    else:
         train_x, test_x = _per_transition(fit.latents.motion), _per_transition(test.latents.motion)
         train_y, test_y = _per_transition(fit.actions), _per_transition(test.actions)
         if clean_test_clips is not None:
@@ -388,7 +394,6 @@ def evaluate_variant(model, fit_clips: ClipDataset, fit_episodes: datasets.Datas
         results["action_probe"] = {
             "actions": "discrete" if is_discrete(test_y) else "continuous",
             "motion_linear": action_probe_scores(train_x, train_y, test_x, test_y, "linear"),
-            "motion_mlp": action_probe_scores(train_x, train_y, test_x, test_y, "mlp"),
             **_task_time_probes(fit, test),
             "pixels_linear": action_probe_scores(frame_pair_features(fit.frames), train_y,
                                                  frame_pair_features(test.frames), test_y,
@@ -399,6 +404,9 @@ def evaluate_variant(model, fit_clips: ClipDataset, fit_episodes: datasets.Datas
             "ceiling": {**no_change_ceiling(test_y, unchanged),
                         "no_change_from": "scored frames" if clean_test_clips is None
                         else "clean rendering"}}
+        if preset.mlp_probe:
+            results["action_probe"]["motion_mlp"] = action_probe_scores(
+                train_x, train_y, test_x, test_y, "mlp")
     done()
 
     stage(STAGES[3])
@@ -411,32 +419,53 @@ def evaluate_variant(model, fit_clips: ClipDataset, fit_episodes: datasets.Datas
     done()
 
     stage(STAGES[4])
-    results["disentanglement"] = _disentanglement(fit, test)
+    if preset.disentanglement:
+        results["disentanglement"] = _disentanglement(fit, test)
     done()
 
     stage(STAGES[5])
-    shifted = test.frames[:shift_clips]
-    shift_actions = test.actions[:shift_clips] if (
-        test.actions is not None and is_discrete(_per_transition(test.actions))) else None
-    results["camera_shift"] = camera_shift_sensitivity(
-        lambda clips: _encode_motion(model, clips), shifted, shift_actions)
-    results["camera_shift"]["reference"] = ("different true actions" if shift_actions is not None
-                                            else "different transitions")
+    if preset.shift_clips:
+        shifted = test.frames[:preset.shift_clips]
+        shift_actions = test.actions[:preset.shift_clips] if (
+            test.actions is not None and is_discrete(_per_transition(test.actions))) else None
+        results["camera_shift"] = camera_shift_sensitivity(
+            lambda clips: _encode_motion(model, clips), shifted, shift_actions)
+        results["camera_shift"]["reference"] = ("different true actions"
+                                                if shift_actions is not None
+                                                else "different transitions")
     done()
 
     stage(STAGES[6])
-    results["controllability"] = _controllability(model, test.frames)
+    results["controllability"] = _controllability(model,
+                                                  test.frames[:preset.controllability_clips])
     done()
 
     stage(STAGES[7])
     if model.config.encoder == "st_transformer":
-        results["focus"] = _focus(model, test, out, name, focus_clips)
+        try:
+            results["focus"] = _focus(model, test, out, name, preset.focus_clips)
+        except Exception as error:  # a picture that fails to draw must not lose the numbers
+            logger.exception("%s: focus maps failed", name)
+            results["focus_error"] = f"{type(error).__name__}: {error}"
     done()
 
     stage(STAGES[8])
-    results["plots"] = _plot_latents(test, out, name, action_names)
+    if preset.plots:
+        results["plots"] = plot_latents(test.latents.motion, test.latents.task,
+                                        test.latents.labels, test.actions, out, name,
+                                        action_names)
     done()
     return results
+
+
+def _no_actions_reason(clips: ClipDataset) -> str:
+    """Why ``clips`` carry no actions (the ``ClipDataset`` rules)."""
+    if clips.actions is None:
+        return "the episodes have no 'actions' column"
+    if clips.frame_stride != 1:
+        return (f"data.frame_stride is {clips.frame_stride} (actions are between consecutive "
+                "frames, kept at stride 1 only)")
+    return "some clips have no actions"
 
 
 def _clips(episodes: datasets.Dataset, config: Config, model, name: str) -> ClipDataset:
@@ -489,9 +518,13 @@ def _plan(spec: str, config: Config, config_given: bool, model, probe_fit: str =
 
 def evaluate_checkpoint(checkpoint: str | Path, data: str, out: str | Path,
                         config_path: str | Path | None = None, overrides: list[str] | None = None,
-                        max_clips: int = 256, focus_clips: int = 8,
-                        progress: bool = True, probe_fit: str = "train") -> dict[str, Any]:
+                        max_clips: int | None = None, focus_clips: int | None = None,
+                        progress: bool = True, probe_fit: str = "train",
+                        preset: str = "full") -> dict[str, Any]:
     """Evaluate a ``save_pretrained`` folder on ``data``; writes metrics.json, report.md, PNGs.
+
+    ``preset``: which metrics and how many clips (``PRESETS``: ``full``, ``quick``);
+    ``max_clips`` and ``focus_clips`` override the preset's.
 
     ``config_path``: the run's config (its ``data`` section says how clips are cut and which
     synthetic episodes and distractors the run used); by default ``config.yaml`` beside the
@@ -505,6 +538,12 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str, out: str | Path,
     """
     from groundlam.model import GroundLAM
 
+    if preset not in PRESETS:
+        raise ValueError(f"preset={preset!r} is not one of {sorted(PRESETS)}")
+    chosen = replace(PRESETS[preset], **{key: value for key, value in (
+        ("max_clips", max_clips), ("focus_clips", focus_clips)) if value is not None})
+    if chosen.max_clips < 2:
+        raise ValueError(f"max_clips={chosen.max_clips}: the metrics need at least 2 clips")
     checkpoint, out = Path(checkpoint), Path(out)
     if config_path is None and (checkpoint.parent / "config.yaml").is_file():
         config_path = checkpoint.parent / "config.yaml"
@@ -516,7 +555,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str, out: str | Path,
     metrics: dict[str, Any] = {
         "checkpoint": str(checkpoint), "data": data,
         "config": str(config_path) if config_path is not None else None,
-        "overrides": list(overrides or []),
+        "overrides": list(overrides or []), "preset": preset,
         "model": {"encoder": model.config.encoder, "bottleneck": model.config.bottleneck,
                   "decoder_target": model.config.decoder_target},
         "clip_length": min(config.data.clip_length, model.config.max_frames),
@@ -529,7 +568,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str, out: str | Path,
             metrics["variants"][variant] = evaluate_variant(
                 model, _clips(fit_episodes, config, model, f"{variant} fit episodes"),
                 fit_episodes, _clips(test_episodes, config, model, f"{variant} scored episodes"),
-                test_episodes, out, variant, max_clips, focus_clips, progress=bar,
+                test_episodes, out, variant, chosen, progress=bar,
                 action_names=SYNTHETIC_ACTIONS if data == "synthetic" else None,
                 clean_test_clips=_clips(clean, config, model, "clean scored episodes")
                 if clean is not None and variant == "distracted" else None)
@@ -544,143 +583,6 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-# ---------------------------------------------------------------------------------- report
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
-def _get(tree: dict[str, Any], *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(tree, dict) or key not in tree:
-            return None
-        tree = tree[key]
-    return tree
-
-
-def _summary_rows(results: dict[str, Any]) -> list[tuple[str, Any]]:
-    probe = results.get("action_probe") or {}
-    score = "balanced_accuracy" if probe.get("actions") == "discrete" else "nmse"
-    rows = []
-    for key, name in (("motion_linear", "linear"), ("motion_mlp", "MLP"),
-                      ("motion_task_time_linear", "latent + task + time step, linear"),
-                      ("task_time_linear", "task + time step alone, linear (no latent)"),
-                      ("pixels_linear", "raw pixels, linear (floor)"),
-                      ("current_frame_linear", "frame t alone, raw pixels, linear "
-                       "(what the scene gives away)")):
-        rows.append((f"action probe {name}: {score.replace('_', ' ')}", _get(probe, key, score)))
-    if score == "balanced_accuracy":
-        rows.append(("action probe chance", _get(probe, "motion_linear", "chance")))
-    else:
-        rows.append(("action probe linear: R^2", _get(probe, "motion_linear", "r2")))
-    rows.append(("action probe ceiling: oracle right wherever pixels change, "
-                 f"{score.replace('_', ' ')}", _get(probe, "ceiling", score)))
-    rows.append(("share of transitions that change no pixel",
-                 _get(probe, "ceiling", "no_change_share")))
-    for key, name in (("retrieval", "task retrieval"), ("retrieval_no_motion",
-                                                         "no-motion control")):
-        for k in ("top1", "top5"):
-            rows.append((f"{name} {k} (chance {_fmt(_get(results, key, f'chance_{k}'))})",
-                         _get(results, key, k)))
-    rows.append(("camera-shift ratio, mean over 1-4 px (0 = ignores the camera)",
-                 _get(results, "camera_shift", "mean_ratio")))
-    for kind in ("motion", "task", "rollout_motion", "rollout_task"):
-        uniform = _fmt(_get(results, "focus", kind, "uniform"))
-        what = kind.replace("rollout_", "") + (" maps, rollout" if "rollout" in kind else " maps")
-        rows.append((f"focus precision, {what} (uniform map: {uniform})",
-                     _get(results, "focus", kind, "precision")))
-    rows.append(("controllability: delta PSNR dB (inferred - other clip's latent)",
-                 _get(results, "controllability", "delta_psnr")))
-    return rows
-
-
-def write_report(metrics: dict[str, Any], path: str | Path) -> Path:
-    """Markdown: split statement, a summary table (metric x variant), the disentanglement
-    matrices, latent-space plots and focus overlays (files beside ``path``)."""
-    path = Path(path)
-    variants = metrics["variants"]
-    names = list(variants)
-    split = metrics["split"]
-    lines = [f"# groundlam eval: `{metrics['checkpoint']}`", "",
-             f"Data `{metrics['data']}`, clips of {metrics['clip_length']} frames; model: "
-             + ", ".join(f"{k} `{v}`" for k, v in metrics["model"].items())
-             + f"; run config: `{metrics['config'] or 'defaults'}`"
-             + (f" with {' '.join(metrics['overrides'])}" if metrics["overrides"] else "") + ".",
-             "",
-             f"Probes are fit on {split['fit']} and scored on {split['scored']}."]
-    if split["held_out"] is False:
-        lines += ["", "**Warning: the scored episodes are training data of this run; these are "
-                      "not held-out numbers.**"]
-    elif split["held_out"] is None:
-        lines += ["", "**Warning: without the run's config it is unknown whether the model "
-                      "trained on the scored episodes.**"]
-    if "distractors" in split:  # synthetic: which rendering the model saw in training
-        trained = (f"The model was trained on the **{split['trained_on']}** rendering"
-                   if split["trained_on"] else "Which rendering the model was trained on is "
-                                                 "unknown (no run config, or other training data)")
-        on = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in split["distractors"].items() if v)
-        lines += ["", f"{trained}; the distracted rendering has {on} "
-                      f"({split['distractors_from']} distractors)."]
-    if any("action_probe" in v for v in variants.values()):
-        lines += ["", "Action probes: `latent + task + time step` against `task + time step "
-                      "alone` is what the latent adds over knowing the task and how far into the "
-                      "episode the transition is (one-hot; a task unseen in fitting is all "
-                      "zeros). The ceiling is an oracle that knows every action that changes "
-                      "pixels and makes the best single guess where none change (a blocked move, "
-                      "a grab with nothing to grab): a probe of what changed cannot beat it."]
-    lines += ["", "## Summary", "", "| metric | " + " | ".join(names) + " |",
-              "|---|" + "---|" * len(names)]
-    rows = {name: _summary_rows(variants[name]) for name in names}
-    for i, (label, _) in enumerate(rows[names[0]]):
-        lines.append(f"| {label} | " + " | ".join(_fmt(rows[n][i][1]) for n in names) + " |")
-    lines += ["", "Probe counts: " + ", ".join(
-        f"{n}: fit on {variants[n]['fit_clips']} clips, scored on {variants[n]['test_clips']}"
-        for n in names) + "."]
-    seen = [(n, _get(variants[n], "action_probe", "task_labels_seen")) for n in names]
-    if any(share is not None for _, share in seen):
-        lines += ["", "Scored transitions whose task label occurs in the fit clips: " + ", ".join(
-            f"{n} {_fmt(share)}" for n, share in seen) + "."]
-    lines += ["", "## Disentanglement", "",
-              "Linear probes from each source to each target. Cells are balanced accuracy for "
-              "discrete targets (actions, label) and R^2 for continuous ones (camera shift and "
-              "background shift per transition); n/a where the target is constant (e.g. clean "
-              "renderings). Motion should predict the actions and not the camera; the task "
-              "embedding should predict the label.", ""]
-    for name in names:
-        matrix = variants[name]["disentanglement"]
-        targets = list(matrix["score"])
-        lines += [f"**{name}**", "", "| source | " + " | ".join(
-            f"{t} ({matrix['score'][t].replace('_', ' ')})" for t in targets) + " |",
-            "|---|" + "---|" * len(targets)]
-        for source, cells in matrix["cells"].items():
-            lines.append(f"| {source} | " + " | ".join(_fmt(cells[t]) for t in targets) + " |")
-        chance = ", ".join(f"{t} {_fmt(c)}" for t, c in matrix["chance"].items() if c)
-        counts = ", ".join(f"{t} {n}" for t, n in matrix["scored"].items())
-        lines += ["", f"Chance: {chance}. " if chance else "", f"Test samples scored: {counts} "
-                  "(a discrete target only on classes the probe was fit on).", ""]
-    lines += ["## Latent space", ""]
-    for name in names:
-        lines += [f"![{name} {plot}]({plot})" for plot in variants[name]["plots"]] + [""]
-    if any("focus" in variants[n] for n in names):
-        lines += ["## Focus maps", "",
-                  "Each row: frame | motion-slot map | task-slot map, for the first held-out "
-                  "clips; the maps averaged over the blocks, then with attention rollout "
-                  "(`groundlam.focus` says what each does and does not mean). Precision scores "
-                  "the maps against `agent_mask` (see the summary).", ""]
-        for name in names:
-            for key in ("overlays", "rollout_overlays"):
-                for overlay in _get(variants[name], "focus", key) or []:
-                    if overlay.endswith(".png"):
-                        gif = overlay[:-4] + ".gif"
-                        lines.append(f"[![{name} focus]({overlay})]({gif}) ")
-                lines.append("")
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 # ---------------------------------------------------------------------------------- command
@@ -701,10 +603,15 @@ def main(argv: list[str] | None = None) -> int:
                                                                 "report.md and plots")
     parser.add_argument("--config", type=Path, help="the run's config.yaml (default: beside the "
                                                     "checkpoint folder, else the defaults)")
-    parser.add_argument("--max-clips", type=int, default=256,
-                        help="clips a set (probe fit, scored) at most")
-    parser.add_argument("--focus-clips", type=int, default=8,
-                        help="held-out clips whose focus maps are scored")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="full",
+                        help="full: every metric; quick: the linear probes, retrieval, "
+                             "controllability and one clip's focus maps (what training runs)")
+    parser.add_argument("--max-clips", type=int, default=None,
+                        help="clips a set (probe fit, scored) at most (default: the preset's, "
+                             f"full {PRESETS['full'].max_clips})")
+    parser.add_argument("--focus-clips", type=int, default=None,
+                        help="held-out clips whose focus maps are scored (default: the "
+                             "preset's)")
     parser.add_argument("--probe-fit", choices=("train", "half"), default="train",
                         help="fit the probes on the run's training episodes (train; when --data "
                              "is other episodes) or on the first half of --data (half)")
@@ -712,13 +619,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*",
                         help="dotted key=value on the config, e.g. data.eval_episodes=64")
     args = parser.parse_args(argv)
-    if args.max_clips < 2:
+    if args.max_clips is not None and args.max_clips < 2:
         parser.error(f"--max-clips {args.max_clips}: the metrics need at least 2 clips")
     if not args.checkpoint or not Path(args.checkpoint).is_dir():
         parser.error(f"--checkpoint {args.checkpoint}: not a folder (save_pretrained output)")
     metrics = evaluate_checkpoint(args.checkpoint, args.data, args.out, args.config,
                                   args.overrides, args.max_clips, args.focus_clips,
-                                  progress=not args.no_progress, probe_fit=args.probe_fit)
+                                  progress=not args.no_progress, probe_fit=args.probe_fit,
+                                  preset=args.preset)
     print(f"wrote {args.out / 'metrics.json'} and {args.out / 'report.md'} "
           f"({', '.join(metrics['variants'])})")
     return 0

@@ -23,7 +23,7 @@ on the set a probe was fit on.
 - ``task_time_features``: one-hot task identity and time step of each transition; a probe on them
   alone is what the task and the time step predict of the actions without any latent (a scripted
   expert's actions follow from both), the baseline a motion latent must add to.
-- ``retrieval`` (from ``groundlam.evaluation.probe``) and ``retrieval_with_chance``: task
+- ``retrieval`` and ``retrieval_with_chance``: task
   embedding -> label, top-1 / top-5 over the distinct labels; applied to clips of one repeated
   frame it is the no-motion control.
 - ``disentanglement_matrix``: probes from {motion latents, task embedding} to {actions, label,
@@ -48,12 +48,11 @@ import torch
 import torch.nn.functional as F
 from sklearn.compose import ColumnTransformer, TransformedTargetRegressor
 from sklearn.linear_model import LogisticRegression, RidgeCV
+from sklearn.metrics import r2_score, recall_score
 from sklearn.model_selection import KFold
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
-from groundlam.evaluation.probe import retrieval
 
 __all__ = ["PROBES", "balanced_accuracy", "is_discrete", "fit_probe", "action_probe_scores",
            "frame_pair_features", "no_change_transitions", "no_change_ceiling",
@@ -84,14 +83,16 @@ def balanced_accuracy(truth: np.ndarray, predicted: np.ndarray) -> float:
     """Mean over the classes present in ``truth`` (N,) of the share of them ``predicted`` (N,).
 
     Chance is 1 / number of classes whatever their frequencies; predicting a class that is not in
-    ``truth`` only costs the recall of the classes it was predicted for.
+    ``truth`` only costs the recall of the classes it was predicted for (scikit-learn's macro
+    recall over ``truth``'s classes, which is its balanced accuracy without the warning about
+    predicted classes the truth lacks).
     """
     truth, predicted = np.asarray(truth), np.asarray(predicted)
     if truth.shape != predicted.shape or truth.ndim != 1 or len(truth) == 0:
         raise ValueError(f"balanced_accuracy needs two equal (N,) arrays, N > 0, got "
                          f"{truth.shape} and {predicted.shape}")
-    recalls = [np.mean(predicted[truth == c] == c) for c in np.unique(truth)]
-    return float(np.mean(recalls))
+    return float(recall_score(truth, predicted, labels=np.unique(truth), average="macro",
+                              zero_division=0))
 
 
 def fit_probe(x: np.ndarray, y: np.ndarray, probe: str = "linear", seed: int = 0,
@@ -176,15 +177,18 @@ def action_probe_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.nda
 
 
 def _regression_scores(truth: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
-    """``nmse`` and ``r2`` of continuous predictions of (N,) or (N, A) ``truth``."""
+    """``nmse`` and ``r2`` of continuous predictions of (N,) or (N, A) ``truth``.
+
+    ``nmse`` is the squared error summed over dimensions over the variance summed likewise, which
+    is 1 - scikit-learn's variance-weighted R^2; ``r2`` is the plain mean over dimensions.
+    """
     truth = np.asarray(truth, dtype=np.float64).reshape(len(truth), -1)  # (N, A)
     predicted = np.asarray(predicted, dtype=np.float64).reshape(truth.shape)
-    squared = ((predicted - truth) ** 2).sum(0)  # (A,)
-    spread = ((truth - truth.mean(0)) ** 2).sum(0)  # (A,)
-    if not (spread > 0).all():
+    if not (truth.var(axis=0) > 0).all():
         raise ValueError("a continuous action dimension is constant in the test set: its "
                          "normalised MSE and R^2 are undefined")
-    return {"nmse": float(squared.sum() / spread.sum()), "r2": float(np.mean(1 - squared / spread))}
+    return {"nmse": float(1 - r2_score(truth, predicted, multioutput="variance_weighted")),
+            "r2": float(r2_score(truth, predicted, multioutput="uniform_average"))}
 
 
 def frame_pair_features(frames: np.ndarray, size: int = 16, change: bool = True) -> np.ndarray:
@@ -280,6 +284,21 @@ def task_time_features(fit_labels: Sequence[str], fit_steps: np.ndarray,
     encoder = OneHotEncoder(handle_unknown="ignore", sparse_output=False, dtype=np.float32)
     fit = encoder.fit_transform(table(fit_labels, fit_steps))
     return fit, encoder.transform(table(test_labels, test_steps))
+
+
+def retrieval(task: np.ndarray, labels: Sequence[str], text_embeddings: np.ndarray,
+              candidates: Sequence[str]) -> dict[str, float]:
+    """Top-1 / top-5 accuracy of ranking ``candidates`` (U, K embeddings) for each clip.
+
+    ``task``: (N, K) task embeddings; ``labels``: (N,) each clip's own label, one of
+    ``candidates``. Ranked by dot product (the embeddings are unit vectors, so cosine).
+    """
+    index = {label: i for i, label in enumerate(candidates)}
+    truth = np.array([index[label] for label in labels])  # (N,)
+    ranking = np.argsort(-(task @ text_embeddings.T), axis=1)  # (N, U)
+    hits = ranking == truth[:, None]
+    return {"top1": float(hits[:, :1].any(1).mean()), "top5": float(hits[:, :5].any(1).mean()),
+            "chance_top1": 1.0 / len(candidates), "num_labels": len(candidates)}
 
 
 def retrieval_with_chance(task: np.ndarray, labels: Sequence[str], text_embeddings: np.ndarray,
