@@ -224,7 +224,7 @@ class Bench:
                                  betas=(0.9, 0.95), eps=1e-8)
 
     def forward_losses(self, model_call: Callable, module: torch.nn.Module) -> torch.Tensor:
-        from groundlam.train import compute_losses
+        from groundlam.losses import compute_losses
         from groundlam.video import to_model_input
 
         frames = to_model_input(self.video)  # (B, T, C, H, W) in [-1, 1]

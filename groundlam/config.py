@@ -50,7 +50,7 @@ class DataConfig:
 
 @dataclass
 class LossConfig:
-    """Loss weights; the trainer sums the weighted losses (``groundlam.train.compute_losses``).
+    """Loss weights; the trainer sums the weighted losses (``groundlam.losses.compute_losses``).
 
     ``focus_weight`` (a in [0, 1], 0 = off): focus-weighted reconstruction. Each pixel's
     reconstruction error is weighted by ``(1 - a) * uniform + a * focus``, the focus being the

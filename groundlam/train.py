@@ -17,10 +17,8 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -34,21 +32,24 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from groundlam.checkpointing import (
+    CHECKPOINTS,
+    FINAL,
+    SafeCheckpointEngine,
+    latest_checkpoint,
+    save_checkpoint,
+    save_final,
+)
 from groundlam.config import Config, ConfigError, config_to_dict, load_config
-from groundlam.data.episodes import ClipDataset, collate_clips, load_episodes
-from groundlam.data.streaming import ClipStream, StreamingLoader, open_episode_stream
+from groundlam.data.episodes import load_episodes
+from groundlam.data.loader import TrainLoader
+from groundlam.data.streaming import open_episode_stream
 from groundlam.losses import (
     InfoNCEBalance,
-    action_loss,
-    change_weights,
-    focus_match_loss,
-    focus_weights,
-    infonce_loss,
+    compute_losses,
+    encoder_gradient_norms,
     label_ids,
-    labelled_episodes,
-    optical_flow,
-    reconstruction_loss,
-    task_focus,
+    needs_attentions,
 )
 from groundlam.model import GroundLAM
 from groundlam.video import to_model_input
@@ -56,7 +57,6 @@ from groundlam.video import to_model_input
 __all__ = ["main", "train", "TrainingDiverged", "latent_spread", "CHECKPOINTS", "FINAL"]
 
 logger = logging.getLogger("groundlam.train")
-CHECKPOINTS, FINAL, LATEST = "checkpoints", "final", "latest"
 
 
 class TrainingDiverged(RuntimeError):
@@ -150,72 +150,6 @@ def skip_warmup_cosine(optimizer, **params):
     return SkipWarmupCosineLR(optimizer, **params)
 
 
-class SafeCheckpointEngine:
-    """DeepSpeed's torch checkpoint engine, loading with ``weights_only=True``.
-
-    No pickled code runs on load: besides tensors and containers, only the three plain DeepSpeed
-    record types that ZeRO optimiser states hold are allowed.
-    """
-
-    def __new__(cls, engine_config: Any):
-        from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import (
-            TorchCheckpointEngine,
-        )
-        from deepspeed.runtime.fp16.loss_scaler import LossScaler
-        from deepspeed.runtime.zero.config import ZeroStageEnum
-        from deepspeed.utils.tensor_fragment import fragment_address
-
-        allowed = [LossScaler, ZeroStageEnum, fragment_address]
-
-        class _Engine(TorchCheckpointEngine):
-            def load(self, path: str, map_location=None):
-                with torch.serialization.safe_globals(allowed):
-                    return torch.load(path, map_location=map_location, weights_only=True)
-
-        return _Engine(engine_config)
-
-
-class ResumableSampler(torch.utils.data.DistributedSampler):
-    """A DistributedSampler that can start an epoch part-way, to resume mid-epoch."""
-
-    skip = 0
-
-    def __iter__(self):
-        indices = list(super().__iter__())
-        skip, self.skip = self.skip, 0
-        return iter(indices[skip:])
-
-
-# ---------------------------------------------------------------------------- streamed data
-def even_batches(loader: StreamingLoader) -> Iterator[dict[str, Any]]:
-    """The loader's batches while every rank still has one: ranks stream different numbers of
-    clips, and one rank stepping alone would hang the others in the gradient all-reduce."""
-    iterator = iter(loader)
-    while True:
-        batch = next(iterator, None)
-        have = torch.tensor(float(batch is not None))
-        dist.all_reduce(have, op=dist.ReduceOp.MIN)
-        if not have.item():
-            if batch is not None:
-                logger.info("epoch ends: another rank ran out of clips first; the rest of this "
-                            "rank's epoch is not trained on")
-            return
-        yield batch
-
-
-def checkpoint_state(epoch: int, batches_done: int, loader: Any, world: int,
-                     balance: InfoNCEBalance) -> dict[str, Any]:
-    """Client state of a checkpoint: the data position and InfoNCE's balance; with streaming,
-    every rank's stream position (DeepSpeed writes rank 0's client state only, so the positions
-    are gathered there first)."""
-    state = {"epoch": epoch, "batches_done": batches_done, "balance": balance.state_dict()}
-    if isinstance(loader, StreamingLoader):
-        streams: list[Any] = [None] * world
-        dist.all_gather_object(streams, loader.state_dict())
-        state["stream"] = streams
-    return state
-
-
 # ---------------------------------------------------------------------------- monitoring
 def latent_spread(motion: torch.Tensor) -> float:
     """How much latent actions vary across transitions, relative to their size.
@@ -274,174 +208,7 @@ class Logger:
             self.run.finish()
 
 
-# ---------------------------------------------------------------------------- checkpoints
-def save_checkpoint(engine, root: Path, step: int, client_state: dict[str, Any], keep: int,
-                    rank: int) -> None:
-    """Write ``root/step_N`` through a temporary tag, then point ``root/latest`` at it.
-
-    A kill at any moment leaves ``latest`` naming a complete checkpoint: the folder is renamed
-    into place only after every rank has written, and ``latest`` is replaced atomically.
-    """
-    tag = f"step_{step:08d}"
-    if rank == 0 and (root / f"{tag}.tmp").exists():
-        shutil.rmtree(root / f"{tag}.tmp")
-    dist.barrier()
-    engine.save_checkpoint(str(root), tag=f"{tag}.tmp", client_state=client_state,
-                           save_latest=False)
-    dist.barrier()
-    if rank == 0:
-        if (root / tag).exists():
-            shutil.rmtree(root / tag)
-        os.replace(root / f"{tag}.tmp", root / tag)
-        pointer = root / f"{LATEST}.tmp"
-        pointer.write_text(tag)
-        os.replace(pointer, root / LATEST)
-        finished = sorted(p for p in root.glob("step_*") if not p.name.endswith(".tmp"))
-        for old in finished[:-keep] if keep > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
-    dist.barrier()
-
-
-def latest_checkpoint(root: Path) -> str | None:
-    pointer = root / LATEST
-    if not pointer.is_file():
-        return None
-    tag = pointer.read_text().strip()
-    return tag if (root / tag).is_dir() else None
-
-
-def save_final(engine, model: GroundLAM, output_dir: Path, zero_stage: int, rank: int) -> Path:
-    """``save_pretrained`` to ``output_dir/final`` (through a temporary folder and a rename)."""
-    final, staging = output_dir / FINAL, output_dir / f"{FINAL}.tmp"
-    if zero_stage == 3:  # parameters are partitioned: gather them on every rank first
-        import deepspeed
-
-        with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
-            state = {k: v.detach().float().cpu().clone() for k, v in model.state_dict().items()}
-    else:
-        state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
-    if rank == 0:
-        export = GroundLAM(model.config)
-        export.load_state_dict(state)
-        shutil.rmtree(staging, ignore_errors=True)
-        export.save_pretrained(staging)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(staging, final)
-    dist.barrier()
-    return final
-
-
 # ---------------------------------------------------------------------------- the loop
-def needs_attentions(config: Config) -> bool:
-    """Whether the forward pass must return attention weights (for the focus-weighted loss of
-    the task slots; a ``text_focus`` model weights by its own map)."""
-    return config.loss.focus_weight > 0 and not config.model.text_focus
-
-
-# each loss term and the config.loss field that weights it, in the order they are summed
-LOSS_WEIGHTS = {"reconstruction": "reconstruction_weight", "infonce": "infonce_weight",
-                "bottleneck": "bottleneck_weight", "actions": "action_weight",
-                "text_focus": "text_focus_weight"}
-
-
-def term_weight(name: str, config: Config, infonce_scale: float = 1.0) -> float:
-    """The weight of loss term ``name`` in the sum (InfoNCE's scaled by the balance)."""
-    weight = getattr(config.loss, LOSS_WEIGHTS[name])
-    return weight * infonce_scale if name == "infonce" else weight
-
-
-def compute_losses(model: GroundLAM, output, frames: torch.Tensor, text: torch.Tensor,
-                   ids: torch.Tensor, config: Config, *, actions: torch.Tensor | None = None,
-                   episodes: torch.Tensor | None = None, step: int | None = None,
-                   infonce_scale: float = 1.0) -> dict[str, torch.Tensor]:
-    """Named losses of one batch, and their weighted sum under ``"loss"``.
-
-    ``step`` (the optimiser step, None = past every start) leaves InfoNCE out before
-    ``loss.infonce_start``. ``infonce_scale`` multiplies ``loss.infonce_weight``
-    (``InfoNCEBalance.scale``).
-
-    ``frames`` (B, T, C, H, W) as the model saw them; ``actions`` and ``episodes`` are the
-    batch's (``collate_clips``), needed only with ``loss.action_weight``. With
-    ``loss.focus_weight`` on the task slots' focus (no ``model.text_focus``), ``output`` must
-    come from ``model(frames, output_attentions=True)``.
-    """
-    weights, model_config = config.loss, model.config
-    if model_config.decoder_target == "flow":  # OpenCV on the CPU, see groundlam.losses.flow
-        target = optical_flow(frames).to(output.prediction.dtype)
-    else:
-        target = frames[:, 1:].to(output.prediction.dtype)
-    pixel_weights = None
-    if weights.focus_weight and model_config.text_focus:  # where the clip's own label looks
-        focus = model.text_focus.own_maps(frames, text.to(frames.device))
-        pixel_weights = focus_weights(focus[:, 1:], weights.focus_weight, model_config.patch_size)
-        pixel_weights = pixel_weights.to(target.dtype)
-    elif weights.focus_weight:
-        if output.latents.attentions is None:
-            raise ValueError("loss.focus_weight > 0 needs attention weights: call the model with "
-                             "output_attentions=True")
-        first = model_config.num_motion_slots
-        focus = task_focus(output.latents.attentions,
-                           slice(first, first + model_config.num_task_slots),
-                           model_config.num_slots)[:, 1:]  # (B, T-1, N): the predicted frames
-        pixel_weights = focus_weights(focus, weights.focus_weight, model_config.patch_size)
-        pixel_weights = pixel_weights.to(target.dtype)
-    if weights.change_weight:
-        current = output.warped if output.warped is not None else frames[:, :-1]
-        change = change_weights(current, target, weights.change_weight).to(target.dtype)
-        pixel_weights = change if pixel_weights is None else pixel_weights * change
-    losses = {"reconstruction": reconstruction_loss(output.prediction, target,
-                                                    model_config.decoder_target,
-                                                    model_config.shift_tolerance, pixel_weights)}
-    if weights.action_weight:
-        if output.action_logits is None:
-            raise ValueError("loss.action_weight > 0 needs the action head: model.num_actions")
-        if actions is None or episodes is None:
-            raise ValueError("loss.action_weight > 0 needs batches with 'actions' and "
-                             "'episodes': the episodes have no 'actions' column, or "
-                             "data.frame_stride > 1 (actions are kept at stride 1 only)")
-        labelled = labelled_episodes(episodes, config.data.action_fraction, config.train.seed)
-        losses["actions"] = action_loss(output.action_logits, actions, labelled)
-    if weights.infonce_weight and (step is None or step >= weights.infonce_start):
-        negatives = None
-        if weights.static_negatives:  # each clip's first frame, repeated: appearance, no motion
-            negatives = model.task_embedding(frames[:, :1].expand_as(frames))
-        losses["infonce"] = infonce_loss(output.latents.task, text.to(output.latents.task.device),
-                                         ids.to(output.latents.task.device), output.logit_scale,
-                                         negatives=negatives)
-    if model_config.text_focus:  # reads the pixels: it trains the focus module, not the encoder
-        losses["text_focus"] = focus_match_loss(model.text_focus, frames, text, ids,
-                                                output.logit_scale)
-    if output.bottleneck_loss is not None:
-        losses["bottleneck"] = output.bottleneck_loss
-    terms = [term_weight(name, config, infonce_scale) * losses[name]
-             for name in LOSS_WEIGHTS if name in losses]
-    losses["loss"] = sum(terms[1:], start=terms[0])
-    return losses
-
-
-def encoder_gradient_norms(losses: dict[str, torch.Tensor], config: Config,
-                           encoder: torch.nn.Module, infonce_scale: float = 1.0
-                           ) -> dict[str, float]:
-    """The gradient norm each weighted loss term puts on the shared encoder's parameters.
-
-    With Adam the overall scale of the loss does not matter, but the ratio between terms on
-    shared parameters does: a term whose gradient there is 40x another's is the one being
-    optimised. Costs one extra backward pass a term (call it on logging steps only). Under ZeRO-3
-    parameters are partitioned and these local norms would be wrong, so it returns nothing.
-    """
-    parameters = [p for p in encoder.parameters() if p.requires_grad and p.numel()]
-    norms = {}
-    for name in LOSS_WEIGHTS:
-        weight = term_weight(name, config, infonce_scale)
-        if name not in losses or not weight or not losses[name].requires_grad:
-            continue
-        grads = torch.autograd.grad(weight * losses[name], parameters, retain_graph=True,
-                                    allow_unused=True)
-        total = sum(float(g.detach().float().pow(2).sum()) for g in grads if g is not None)
-        norms[f"encoder_grad_{name}"] = total ** 0.5
-    return norms
-
-
 def all_ranks_finite(loss: torch.Tensor) -> bool:
     finite = torch.tensor(float(torch.isfinite(loss.detach()).all()))
     dist.all_reduce(finite, op=dist.ReduceOp.MIN)
@@ -483,27 +250,7 @@ def train(config: Config, resume: bool = False) -> Path:
                                  strict=config.data.strict)
     if rank == 0:
         dist.barrier()
-    if config.data.streaming:
-        sampler = None
-        stream = ClipStream(episodes, config.data.clip_length, config.model.image_size,
-                            config.data.frame_stride, rank=rank, world_size=world,
-                            seed=config.train.seed,
-                            buffer_episodes=config.data.stream_buffer_episodes,
-                            name=config.data.train, strict=config.data.strict)
-        loader = StreamingLoader(stream, config.train.batch_size, config.data.num_workers)
-    else:
-        clips = ClipDataset(episodes, config.data.clip_length, config.model.image_size,
-                            config.data.frame_stride, name=config.data.train,
-                            strict=config.data.strict)
-        sampler = ResumableSampler(clips, num_replicas=world, rank=rank, shuffle=True,
-                                   seed=config.train.seed, drop_last=True)
-        loader = torch.utils.data.DataLoader(clips, batch_size=config.train.batch_size,
-                                             sampler=sampler, collate_fn=collate_clips,
-                                             num_workers=config.data.num_workers, drop_last=True)
-        if len(loader) == 0:
-            raise ValueError(f"{len(clips)} clips give no full batch of "
-                             f"{config.train.batch_size} on each of {world} ranks; lower "
-                             "train.batch_size")
+    loader = TrainLoader.build(config, episodes, rank, world)
 
     bf16 = use_bf16(config.train.precision, torch.device(device_type))
     engine_config, client_scheduler = deepspeed_config(config, bf16), None
@@ -518,25 +265,21 @@ def train(config: Config, resume: bool = False) -> Path:
     engine.checkpoint_engine = SafeCheckpointEngine(engine._config)  # noqa: SLF001
     device = engine.device
 
-    epoch, batches_done = 0, 0
     balance = InfoNCEBalance(config.loss.infonce_max_ratio)
     if resume:
         tag = latest_checkpoint(checkpoint_root)
         if tag is None:
             raise FileNotFoundError(f"--resume: no complete checkpoint in {checkpoint_root}")
         _, state = engine.load_checkpoint(str(checkpoint_root), tag=tag)
-        epoch, batches_done = state["epoch"], state["batches_done"]
+        loader.load_state_dict(state, checkpoint_root / tag)
         if "balance" in state:  # checkpoints from before the balance start at scale 1
             balance.load_state_dict(state["balance"])
-        if sampler is None:  # streaming: continue each rank's stream where it stopped
-            if "stream" not in state:
-                raise ValueError(f"--resume with data.streaming: {checkpoint_root / tag} holds "
-                                 "no stream position (saved without data.streaming)")
-            if len(state["stream"]) != world:
-                raise ValueError(f"--resume with data.streaming: {checkpoint_root / tag} was "
-                                 f"saved by {len(state['stream'])} ranks, this run has {world}")
-            loader.load_state_dict(state["stream"][rank])
         logger.info("resumed from %s (step %d)", checkpoint_root / tag, engine.global_steps)
+
+    def checkpoint(step: int) -> None:  # a collective call: every rank makes it
+        save_checkpoint(engine, checkpoint_root, step,
+                        {**loader.state_dict(), "balance": balance.state_dict()},
+                        config.train.keep_checkpoints, rank)
 
     metrics_log = Logger.create(config, output_dir, rank)
     max_steps = config.train.max_steps
@@ -546,19 +289,8 @@ def train(config: Config, resume: bool = False) -> Path:
     bad_in_row, bad_total, window_start, window_steps = 0, 0, time.perf_counter(), 0
     last_saved = engine.global_steps if resume else -1
     recent_features: torch.Tensor | None = None
-    passed_over: list[str] = []  # bad episodes met this epoch (each clip replaced by a good one)
     while engine.global_steps < max_steps:
-        if sampler is None:
-            loader.set_epoch(epoch)  # keeps a resumed epoch's position
-            batches = even_batches(loader)
-        else:
-            sampler.set_epoch(epoch)
-            sampler.skip = batches_done * config.train.batch_size
-            batches = loader
-        for batch in batches:
-            if engine.global_steps >= max_steps:
-                break
-            passed_over += batch.get("skipped", [])
+        for batch in loader:  # the rest of this epoch
             frames = to_model_input(batch["frames"]).to(device)  # (B, T, C, H, W)
             text = text_encoder(batch["labels"])  # (B, K)
             conditioned = {"text": text} if config.model.label_conditioning else {}
@@ -567,7 +299,6 @@ def train(config: Config, resume: bool = False) -> Path:
                                     label_ids(batch["labels"]), config,
                                     actions=batch.get("actions"), episodes=batch.get("episodes"),
                                     step=engine.global_steps, infonce_scale=balance.scale)
-            batches_done += 1
             if not all_ranks_finite(losses["loss"]):
                 bad_in_row, bad_total = bad_in_row + 1, bad_total + 1
                 logger.warning("step %d: non-finite loss, step skipped (%d in a row, %d in all)",
@@ -619,24 +350,13 @@ def train(config: Config, resume: bool = False) -> Path:
                 balance.update(gradient_norms)  # for the steps up to the next logging step
                 window_start, window_steps = time.perf_counter(), 0
             if step % config.train.save_every == 0 or step == max_steps:
-                save_checkpoint(engine, checkpoint_root, step,
-                                checkpoint_state(epoch, batches_done, loader, world, balance),
-                                config.train.keep_checkpoints, rank)
+                checkpoint(step)
                 last_saved = step
-        else:
-            if sampler is None and batches_done == 0:
-                raise ValueError(f"{config.data.train}: the stream gave no batch of clips "
-                                 f"(clip_length {config.data.clip_length}, stride "
-                                 f"{config.data.frame_stride}) on some rank in epoch {epoch}")
-            if passed_over:
-                logger.warning("epoch %d: rank %d passed over %d clips of bad episodes: %s",
-                               epoch, rank, len(passed_over), "; ".join(passed_over[:10]))
-            epoch, batches_done, passed_over = epoch + 1, 0, []
+            if step >= max_steps:
+                break
     progress.close()
     if last_saved != engine.global_steps:
-        save_checkpoint(engine, checkpoint_root, engine.global_steps,
-                        checkpoint_state(epoch, batches_done, loader, world, balance),
-                        config.train.keep_checkpoints, rank)
+        checkpoint(engine.global_steps)
     final = save_final(engine, engine.module, output_dir, config.train.zero_stage, rank)
     if rank == 0:
         logger.info("saved %s", final)

@@ -87,7 +87,7 @@ def test_encoder_gradient_norms_measure_each_weighted_term():
     for reconstruction while the residual head is still zero (no signal reaches the encoder)."""
     from groundlam import GroundLAM, GroundLAMConfig
     from groundlam.config import load_config
-    from groundlam.train import compute_losses, encoder_gradient_norms
+    from groundlam.losses import compute_losses, encoder_gradient_norms
 
     from .conftest import TINY
 
@@ -115,7 +115,7 @@ def test_encoder_gradient_norms_measure_each_weighted_term():
 def test_infonce_joins_at_its_start_step_and_the_total_is_the_weighted_sum():
     from groundlam import GroundLAM, GroundLAMConfig
     from groundlam.config import ConfigError, load_config
-    from groundlam.train import compute_losses
+    from groundlam.losses import compute_losses
 
     from .conftest import TINY
 
@@ -182,7 +182,7 @@ def test_a_clip_that_embeds_like_its_still_frame_pays_log_two():
 def test_static_negatives_train_the_encoder_and_leave_the_bottleneck_statistics():
     from groundlam import GroundLAM, GroundLAMConfig
     from groundlam.config import load_config
-    from groundlam.train import compute_losses
+    from groundlam.losses import compute_losses
 
     from .conftest import TINY
 

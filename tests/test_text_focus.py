@@ -11,10 +11,15 @@ import torch.nn.functional as F
 from groundlam import GroundLAM, GroundLAMConfig, focus_map
 from groundlam.config import ConfigError, load_config
 from groundlam.focus import label_focus
-from groundlam.losses import focus_match_loss, focus_weights, label_ids
+from groundlam.losses import (
+    compute_losses,
+    focus_match_loss,
+    focus_weights,
+    label_ids,
+    needs_attentions,
+)
 from groundlam.losses.reconstruction import reconstruction_loss
 from groundlam.model.text_focus import TextFocus
-from groundlam.train import compute_losses, needs_attentions
 
 from .conftest import TINY
 

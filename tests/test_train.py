@@ -79,7 +79,7 @@ def test_checkpoints_resume_and_nan_stops_keeping_the_last_good(tmp_path):
     assert (root / "latest").read_text() == "step_00000004"
     assert not list(root.glob("*.tmp"))
     # DeepSpeed states load without pickled code
-    from groundlam.train import SafeCheckpointEngine
+    from groundlam.checkpointing import SafeCheckpointEngine
 
     engine = SafeCheckpointEngine(None)
     for state_file in (root / "step_00000004").glob("*.pt"):

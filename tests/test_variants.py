@@ -1,6 +1,6 @@
 """The design notes' open questions as config switches: each trains a few steps, and behaves.
 
-The few-step runs go through ``groundlam.train.compute_losses`` and the forward call the trainer
+The few-step runs go through ``groundlam.losses.compute_losses`` and the forward call the trainer
 makes, on a batch of synthetic clips, in process (no DeepSpeed); one slow test runs the trainer.
 """
 
@@ -16,16 +16,17 @@ from groundlam.data.episodes import ClipDataset, collate_clips
 from groundlam.data.synthetic import ACTIONS, Distractors, SyntheticConfig, generate_dataset
 from groundlam.losses import (
     action_loss,
+    compute_losses,
     focus_weights,
     label_ids,
     labelled_episodes,
+    needs_attentions,
     reconstruction_loss,
     task_focus,
 )
 from groundlam.model.camera import camera_flow, warp_frames, warp_matrix
 from groundlam.model.encoders import frame_changes
 from groundlam.model.modeling import ForwardDynamicsDecoder
-from groundlam.train import compute_losses, needs_attentions
 from groundlam.video import to_model_input
 
 from .conftest import TINY
