@@ -1,8 +1,8 @@
 """What a model could read of BabyAI's actions, per rendering: the measurement behind the default
 BabyAI corpus of ``evals/compare.py`` (see ``data_cards/babyai.md``).
 
-    python evals/babyai_rendering.py                      # all candidates (~10 CPU-minutes)
-    python evals/babyai_rendering.py --only goto_room_64  # one; the others in the file are kept
+    python -m evals.babyai_rendering                      # all candidates (~10 CPU-minutes)
+    python -m evals.babyai_rendering --only goto_room_64  # one; the others in the file are kept
 
 Per candidate rendering (a level, a ``view`` and an ``image_size``; clean, seed 0) the script
 generates episodes 0, 1, ... until ``--transitions`` fit transitions, then more episodes until
@@ -144,7 +144,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     names = args.only.split(",") if args.only else list(CANDIDATES)
-    command = (f"python evals/babyai_rendering.py --transitions {args.transitions} "
+    command = (f"python -m evals.babyai_rendering --transitions {args.transitions} "
                f"--seed {args.seed}")
     # {"runs": {command: {candidate: result}}}: candidates measured earlier (with these settings or
     # others) are kept, and the file is written after each candidate, so an interrupted run loses

@@ -1,8 +1,8 @@
 """How fast episodes reach the training loop, how flat memory stays, and what training consumes.
 
-    python evals/bench_data.py            # ~6-12 min on 2 shared cores
-    python evals/bench_data.py --quick    # smaller corpora and fewer steps, ~3 min
-    python evals/bench_data.py --only stream_parquet_shuffled rss_long_stream
+    python -m evals.bench_data            # ~6-12 min on 2 shared cores
+    python -m evals.bench_data --quick    # smaller corpora and fewer steps, ~3 min
+    python -m evals.bench_data --only stream_parquet_shuffled rss_long_stream
 
 Prints one JSON object to stdout (progress goes to stderr): ``measurements`` maps each name to
 its result, plus ``loader_over_training`` (the issue asks for >= 10). Every corpus is written to
@@ -70,13 +70,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-for path in (ROOT, ROOT / "evals"):  # run as a script from anywhere; bench_train beside it
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 SHARDS = 8
 
@@ -428,7 +425,7 @@ def rss_long_stream(context: Context) -> dict[str, Any]:
 
 
 def train_base_consumption(context: Context) -> dict[str, Any]:
-    from bench_train import Bench, timed_steps
+    from evals.bench_train import Bench, timed_steps
 
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, os.cpu_count() or 1))  # every core, as the trainer on one rank
@@ -485,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench_train import contention, machine_cpu_seconds, own_cpu_seconds
+    from evals.bench_train import contention, machine_cpu_seconds, own_cpu_seconds
 
     args = build_parser().parse_args(argv)
     # the loaders run on one intra-op thread, as in a DataLoader worker: on an oversubscribed

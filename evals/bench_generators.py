@@ -1,7 +1,7 @@
 """Generator throughput: frames/s of each episode generator, clean and distracted, on one core.
 
-    python evals/bench_generators.py                      # all installed sources, 64 px
-    python evals/bench_generators.py --sources babyai --episodes 20 --image-size 128
+    python -m evals.bench_generators                      # all installed sources, 64 px
+    python -m evals.bench_generators --sources babyai --episodes 20 --image-size 128
 
 Prints one JSON object to stdout. The process is pinned to one CPU core (and torch to one thread)
 before anything is measured, so the numbers are per core; a corpus is generated in parallel by

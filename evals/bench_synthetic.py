@@ -5,7 +5,7 @@ every distractor at strength 1.0, against the 5,000 frames/s requirement; and th
 data card quotes (action frequencies, task mix, distinct labels, how often the expert finishes,
 how visible the task stays after it is done).
 
-    python evals/bench_synthetic.py [--episodes 400] [--stats-episodes 2000]
+    python -m evals.bench_synthetic [--episodes 400] [--stats-episodes 2000]
 """
 
 from __future__ import annotations

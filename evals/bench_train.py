@@ -1,8 +1,8 @@
 """Training and encoding throughput of the named configs on this machine, judged against a matmul.
 
-    python evals/bench_train.py    # tiny and base: ~1.5 min on 2 idle cores, longer when shared
-    python evals/bench_train.py --configs tiny --steps 5 --batch 16
-    python evals/bench_train.py --no-bf16 --deepspeed    # fp32 only, no DeepSpeed row
+    python -m evals.bench_train    # tiny and base: ~1.5 min on 2 idle cores, longer when shared
+    python -m evals.bench_train --configs tiny --steps 5 --batch 16
+    python -m evals.bench_train --no-bf16 --deepspeed    # fp32 only, no DeepSpeed row
 
 Prints one JSON object to stdout (progress goes to stderr). Each config is measured in a fresh
 subprocess (this file re-invoked with ``--worker``), so peak memory of one does not mix with
@@ -70,12 +70,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script from anywhere
-    sys.path.insert(0, str(ROOT))
+import torch
+from torch.utils import flop_counter
 
-import torch  # noqa: E402
-from torch.utils import flop_counter  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 # Per config: (batch size, timed steps) when --batch / --steps are not given; None = the config's
 # batch. base takes 10-30 s for one clip of 16 frames on 2 shared cores: one clip a step.
@@ -217,7 +215,7 @@ class Bench:
         return self.batch * self.clip_length
 
     def torch_optimizer(self) -> torch.optim.Optimizer:
-        from groundlam.train import parameter_groups
+        from groundlam.engine import parameter_groups
 
         train = self.config.train
         return torch.optim.AdamW(parameter_groups(self.model, train.weight_decay), lr=train.lr,
@@ -358,7 +356,7 @@ def deepspeed_worker(args: argparse.Namespace) -> dict[str, Any]:
                       MASTER_PORT=free_port())
     import deepspeed
 
-    from groundlam.train import deepspeed_config, parameter_groups
+    from groundlam.engine import deepspeed_config, parameter_groups
 
     matmul_start = matmul_flops_per_s(args.matmul_size, args.matmul_reps, torch.float32)
     bench = Bench(args.config, args.batch)
@@ -401,7 +399,7 @@ def run_worker(kind: str, name: str, batch: int | None, steps: int, args: argpar
                flops: int | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         result = Path(folder) / "result.json"
-        command = [sys.executable, str(Path(__file__).resolve()), "--worker", kind,
+        command = [sys.executable, "-m", "evals.bench_train", "--worker", kind,
                    "--config", name, "--steps", str(steps), "--warmup", str(args.warmup),
                    "--matmul-size", str(args.matmul_size), "--matmul-reps", str(args.matmul_reps),
                    "--result", str(result)]

@@ -1,7 +1,7 @@
 """The comparison table: the reconstruction-only baseline against the GroundLAM variants.
 
     python -m evals.compare --preset cpu                       # writes evals/RESULTS.md
-    python evals/compare.py --preset gpu --datasets synthetic,babyai,metaworld
+    python -m evals.compare --preset gpu --datasets synthetic,babyai,metaworld
     python -m evals.compare --preset cpu --dry-run             # the plan and the time estimate
 
 Every row (``ROWS``: a name and the dotted overrides that switch the variant on) is trained by
@@ -838,6 +838,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    if __package__ in (None, ""):  # run as a file: make the repository importable
-        sys.path.insert(0, str(ROOT))
     sys.exit(main())

@@ -200,7 +200,7 @@ ARMS: dict[str, tuple[str, ...]] = {
     "lookalike_slot_focus_recon": (*LOOKALIKE, "loss.focus_weight=0.5", "loss.infonce_weight=0"),
     # the same pair at 900 steps: at 300 the label map's match loss has only begun to fall.
     # The text-focus runs in evals/results/defaults_sweep_text_focus.json predate the focus
-    # groups skipping the warm-up (groundlam.train.skip_warmup_cosine)
+    # groups skipping the warm-up (groundlam.engine.skip_warmup_cosine)
     "lookalike_text_focus_900": (*LOOKALIKE, "model.text_focus=true", "loss.focus_weight=0.5",
                                  "loss.infonce_weight=0", *STEPS_900),
     "lookalike_slot_focus_recon_900": (*LOOKALIKE, "loss.focus_weight=0.5",

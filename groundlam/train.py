@@ -2,13 +2,15 @@
 
     deepspeed groundlam/train.py --config configs/base.yaml [key=value ...]
     deepspeed --num_gpus 2 groundlam/train.py --config configs/tiny.yaml train.max_steps=50
-    python groundlam/train.py --config configs/tiny.yaml          # one process
-    groundlam train --config configs/tiny.yaml --resume           # continue from the latest
+    python -m groundlam.train --config configs/tiny.yaml          # one process
+    groundlam train --config configs/tiny.yaml --resume           # the same, continuing
 
-The model knows nothing of ranks; this file wraps it: DeepSpeed ZeRO (stage from the config),
-torch AdamW, gradient clipping, bf16 where the device has it, atomic checkpoints, the collapse
-monitor, logging (progress bar, ``metrics.jsonl``, wandb when asked) and, at the end,
-``save_pretrained`` to ``<output_dir>/final``.
+The model knows nothing of ranks; this file wraps it. The loop is here; around it, each in its
+room: DeepSpeed ZeRO, AdamW, the schedule and bf16 (``groundlam.engine``), the batches
+(``groundlam.data.loader``), the weighted loss terms (``groundlam.losses.objective``), atomic
+checkpoints and ``save_pretrained`` to ``<output_dir>/final`` (``groundlam.checkpointing``), the
+collapse monitor and ``metrics.jsonl`` (``groundlam.monitoring``) and, at the end, ``groundlam
+eval --preset quick`` on held-out episodes.
 """
 
 from __future__ import annotations
@@ -19,13 +21,8 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):  # run as a script: make the package importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 import torch
@@ -34,8 +31,6 @@ from tqdm.auto import tqdm
 
 from groundlam.checkpointing import (
     CHECKPOINTS,
-    FINAL,
-    SafeCheckpointEngine,
     latest_checkpoint,
     save_checkpoint,
     save_final,
@@ -44,6 +39,7 @@ from groundlam.config import Config, ConfigError, config_to_dict, load_config
 from groundlam.data.episodes import load_episodes
 from groundlam.data.loader import TrainLoader
 from groundlam.data.streaming import open_episode_stream
+from groundlam.engine import build_engine, set_single_process_defaults
 from groundlam.losses import (
     InfoNCEBalance,
     compute_losses,
@@ -52,160 +48,16 @@ from groundlam.losses import (
     needs_attentions,
 )
 from groundlam.model import GroundLAM
+from groundlam.monitoring import Logger, collapse_remedies, latent_spread
 from groundlam.video import to_model_input
 
-__all__ = ["main", "train", "TrainingDiverged", "latent_spread", "CHECKPOINTS", "FINAL"]
+__all__ = ["main", "train", "TrainingDiverged", "final_evaluation"]
 
 logger = logging.getLogger("groundlam.train")
 
 
 class TrainingDiverged(RuntimeError):
     """The loss was not finite for ``train.max_bad_steps`` steps in a row."""
-
-
-# ---------------------------------------------------------------------------- distributed setup
-def set_single_process_defaults() -> None:
-    """``python train.py`` without a launcher: describe a world of one, or DeepSpeed tries MPI."""
-    defaults = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
-    if "MASTER_PORT" not in os.environ and "RANK" not in os.environ:
-        import socket
-
-        with socket.socket() as sock:  # a free port, so two runs on one machine do not collide
-            sock.bind(("127.0.0.1", 0))
-            defaults["MASTER_PORT"] = str(sock.getsockname()[1])
-    for key, value in defaults.items():
-        os.environ.setdefault(key, value)
-
-
-def use_bf16(precision: str, device: torch.device) -> bool:
-    if precision != "auto":
-        return precision == "bf16"
-    return device.type == "cuda" and torch.cuda.is_bf16_supported()
-
-
-def deepspeed_config(config: Config, bf16: bool) -> dict[str, Any]:
-    train = config.train
-    return {
-        "train_micro_batch_size_per_gpu": train.batch_size,
-        "gradient_accumulation_steps": train.grad_accum,
-        "gradient_clipping": train.grad_clip,
-        "optimizer": {"type": "AdamW", "params": {
-            "lr": train.lr, "betas": [0.9, 0.95], "eps": 1e-8,
-            "weight_decay": train.weight_decay,
-            "torch_adam": True}},  # torch's AdamW: no DeepSpeed CPU-Adam build (~90 s)
-        "scheduler": {"type": "WarmupCosineLR", "params": {
-            "total_num_steps": max(train.max_steps, 1),
-            "warmup_num_steps": min(train.warmup_steps, max(train.max_steps - 1, 0)),
-            "warmup_type": "linear", "cos_min_ratio": 0.1}},
-        "zero_optimization": {"stage": train.zero_stage},
-        "bf16": {"enabled": bf16},
-        "steps_per_print": 10**9,
-        "wall_clock_breakdown": False,
-    }
-
-
-def parameter_groups(model: torch.nn.Module, weight_decay: float, lr: float | None = None,
-                     text_focus_lr_scale: float = 1.0) -> list[dict[str, Any]]:
-    """Decay matrices only: biases, norms, position tables, slots and the temperature stay free.
-
-    With ``lr``, the language-queried focus (``text_focus.*``) gets ``lr * text_focus_lr_scale``
-    in groups of its own, marked to skip the warm-up (``skip_warmup_cosine``).
-    """
-    # (matrix, focus) -> parameters; the first two groups always exist, in the order they always had
-    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {(True, False): [],
-                                                                 (False, False): []}
-    for name, parameter in model.named_parameters():
-        matrix = parameter.ndim >= 2 and not name.endswith(("_pos", "slots", "codebook"))
-        focus = lr is not None and name.startswith("text_focus.")
-        groups.setdefault((matrix, focus), []).append(parameter)
-    result = []
-    for (matrix, focus), parameters in groups.items():
-        group = {"params": parameters, "weight_decay": weight_decay if matrix else 0.0}
-        if focus:
-            group.update(lr=lr * text_focus_lr_scale, warmup=False)
-        result.append(group)
-    return result
-
-
-def skip_warmup_cosine(optimizer, **params):
-    """DeepSpeed's ``WarmupCosineLR`` over ``optimizer`` (``params`` as in its config), except
-    that param groups marked ``warmup: False`` start at their full rate and only follow the
-    cosine.
-
-    The language-queried focus needs it: trained alone under the 25-step warm-up its map stayed
-    flat (lift on the named object 0.4-0.7 after 600 steps, 2 seeds), without it the map found
-    the object (4.5-14; ``evals/text_focus_alone.py``).
-    """
-    from deepspeed.runtime.lr_schedules import WarmupCosineLR
-
-    class SkipWarmupCosineLR(WarmupCosineLR):
-        def get_lr(self):
-            if self.last_batch_iteration < 0:
-                return [0.0] * len(self.org_lrs)
-            ratio = self.get_lr_ratio()
-            after = 1.0 if self.last_batch_iteration < self.warmup_num_steps else ratio
-            return [org * (ratio if group.get("warmup", True) else after)
-                    for org, group in zip(self.org_lrs, self.optimizer.param_groups, strict=True)]
-
-    return SkipWarmupCosineLR(optimizer, **params)
-
-
-# ---------------------------------------------------------------------------- monitoring
-def latent_spread(motion: torch.Tensor) -> float:
-    """How much latent actions vary across transitions, relative to their size.
-
-    Mean distance of each latent to the batch mean over the mean latent norm: about 0 when the
-    latents have collapsed to a constant (the decoder copies frame t and ignores them), whatever
-    the loss does.
-    """
-    z = motion.detach().float().reshape(-1, motion.shape[-1])  # (B*(T-1), Z)
-    spread = (z - z.mean(dim=0)).norm(dim=-1).mean()
-    return float(spread / z.norm(dim=-1).mean().clamp(min=1e-8))
-
-
-def collapse_remedies(config: Config) -> str:
-    """What to try when the latents collapse, for this config (the collapse warning's advice)."""
-    remedies = []
-    if config.model.decoder_target != "residual":
-        remedies.append("model.decoder_target=residual")
-    if not config.loss.change_weight and config.model.decoder_target != "flow":
-        # BabyAI trained clean: the agent changes ~30 of 4096 pixels a frame; the latents
-        # collapsed (probe 0.36) and came back with change weighting (0.74-0.80, issue 9)
-        remedies.append("loss.change_weight=0.5 when what moves is small")
-    remedies += ["a lower train.lr", "more train.max_steps (a collapse can end late)"]
-    return ", ".join(remedies)
-
-
-@dataclass
-class Logger:
-    """Rank-0 metrics: ``metrics.jsonl`` always, wandb when ``train.wandb`` is not disabled."""
-
-    path: Path
-    run: Any = None
-
-    @classmethod
-    def create(cls, config: Config, output_dir: Path, rank: int) -> Logger | None:
-        if rank != 0:
-            return None
-        run = None
-        if config.train.wandb != "disabled":
-            # set the mode before import: with no network an unset WANDB_MODE hangs in init
-            os.environ["WANDB_MODE"] = config.train.wandb
-            import wandb
-
-            run = wandb.init(project=config.train.wandb_project, dir=str(output_dir),
-                             config=config_to_dict(config), mode=config.train.wandb)
-        return cls(output_dir / "metrics.jsonl", run)
-
-    def log(self, step: int, metrics: dict[str, float]) -> None:
-        with self.path.open("a") as file:
-            file.write(json.dumps({"step": step, **metrics}) + "\n")
-        if self.run is not None:
-            self.run.log(metrics, step=step)
-
-    def close(self) -> None:
-        if self.run is not None:
-            self.run.finish()
 
 
 # ---------------------------------------------------------------------------- the loop
@@ -252,17 +104,7 @@ def train(config: Config, resume: bool = False) -> Path:
         dist.barrier()
     loader = TrainLoader.build(config, episodes, rank, world)
 
-    bf16 = use_bf16(config.train.precision, torch.device(device_type))
-    engine_config, client_scheduler = deepspeed_config(config, bf16), None
-    if config.model.text_focus:  # its groups skip the warm-up: the same schedule, built here
-        schedule = engine_config.pop("scheduler")["params"]
-        client_scheduler = partial(skip_warmup_cosine, **schedule)
-    engine, _, _, scheduler = deepspeed.initialize(
-        model=model,
-        model_parameters=parameter_groups(model, config.train.weight_decay, config.train.lr,
-                                          config.train.text_focus_lr_scale),
-        config=engine_config, lr_scheduler=client_scheduler)
-    engine.checkpoint_engine = SafeCheckpointEngine(engine._config)  # noqa: SLF001
+    engine, scheduler = build_engine(model, config, device_type)
     device = engine.device
 
     balance = InfoNCEBalance(config.loss.infonce_max_ratio)

@@ -76,7 +76,7 @@ def test_smoke_preset_writes_the_table_and_skips_finished_runs(tmp_path, capsys)
     metrics = runs / "synthetic" / "groundlam" / "seed0" / "eval" / "metrics.json"
     before = metrics.stat().st_mtime_ns
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    again = subprocess.run([sys.executable, "evals/compare.py", *argv], cwd=ROOT, env=env,
+    again = subprocess.run([sys.executable, "-m", "evals.compare", *argv], cwd=ROOT, env=env,
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "2 of 2 runs already finished: skipped" in again.stderr

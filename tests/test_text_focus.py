@@ -182,7 +182,7 @@ def test_focus_map_draws_the_label_map_and_survives_a_round_trip(video, tmp_path
 
 
 def test_the_focus_module_learns_at_its_own_rate():
-    from groundlam.train import parameter_groups
+    from groundlam.engine import parameter_groups
 
     model = _model()
     plain = parameter_groups(model, 0.05)
@@ -199,7 +199,7 @@ def test_the_focus_module_learns_at_its_own_rate():
 def test_the_focus_groups_skip_the_warmup_and_the_rest_keep_deepspeeds_schedule():
     from deepspeed.runtime.lr_schedules import WarmupCosineLR
 
-    from groundlam.train import skip_warmup_cosine
+    from groundlam.engine import skip_warmup_cosine
 
     def optimizer():
         return torch.optim.AdamW([{"params": [torch.nn.Parameter(torch.zeros(2))]},

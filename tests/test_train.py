@@ -23,7 +23,7 @@ CLEAN = [f"data.synthetic.distractors.{name}=0"
          for name in ("camera_shake", "background", "sprites", "color_jitter")]
 
 
-def run_train(overrides, *, launcher=(sys.executable, "groundlam/train.py"), resume=False,
+def run_train(overrides, *, launcher=(sys.executable, "-m", "groundlam.train"), resume=False,
               timeout=600):
     env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="2")
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
@@ -134,7 +134,7 @@ def test_unknown_override_fails_fast(tmp_path):
 
 def test_collapse_warning_advises_what_this_config_has_not_tried():
     from groundlam.config import load_config
-    from groundlam.train import collapse_remedies
+    from groundlam.monitoring import collapse_remedies
 
     tiny = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
     default = collapse_remedies(load_config(tiny, []))
