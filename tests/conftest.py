@@ -1,4 +1,5 @@
 import os
+import socket
 
 import numpy as np
 import pytest
@@ -27,3 +28,27 @@ def tiny_model(tiny_config) -> GroundLAM:
 @pytest.fixture
 def video() -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, (2, 5, 40, 48, 3), dtype=np.uint8)
+
+
+@pytest.fixture
+def train_in_process(monkeypatch):
+    """``groundlam.train.main`` in this process, as a world of one: the environment (RANK, a
+    free MASTER_PORT, ...) and torch's thread count are restored after the test."""
+    from groundlam.train import main
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0",
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    threads = torch.get_num_threads()
+
+    def run(argv: list[str]) -> int:
+        try:
+            return main(argv)
+        finally:
+            torch.set_num_threads(threads)
+
+    return run

@@ -4,13 +4,11 @@ discrete, continuous and missing actions, and failures that must not lose a fini
 import json
 import logging
 import math
-import socket
 from pathlib import Path
 
 import datasets
 import numpy as np
 import pytest
-import torch
 
 from groundlam.config import load_config
 from groundlam.evaluation.evaluate import evaluate_checkpoint
@@ -135,29 +133,17 @@ def test_a_failing_final_evaluation_is_logged_and_written_not_raised(tmp_path, m
 
 
 @pytest.mark.slow  # DeepSpeed in this process, 2 steps of a tiny model: ~20-30 s on 2 cores
-def test_training_on_continuous_actions_ends_with_their_probe(tmp_path, monkeypatch, capsys):
-    from groundlam.train import main
-
+def test_training_on_continuous_actions_ends_with_their_probe(tmp_path, train_in_process,
+                                                              capsys):
     train = write_episodes(tmp_path / "train", "continuous", episodes=8)
     held_out = write_episodes(tmp_path / "held_out", "continuous", episodes=8, seed=1)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    # a world of one, set here so the test's environment is restored after it
-    for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0",
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     out = tmp_path / "run"
-    threads = torch.get_num_threads()
-    try:
-        code = main(["--config", str(ROOT / "configs" / "tiny.yaml"), *TINY_OVERRIDES,
-                     f"data.train={train}", f"data.eval={held_out}", f"data.clip_length={CLIP}",
-                     "data.num_workers=0", f"train.output_dir={out}", "train.max_steps=2",
-                     "train.batch_size=4", "train.warmup_steps=1", "train.zero_stage=0",
-                     "train.log_every=1", "train.save_every=100", "train.progress=false"])
-    finally:
-        torch.set_num_threads(threads)
+    code = train_in_process(["--config", str(ROOT / "configs" / "tiny.yaml"), *TINY_OVERRIDES,
+                             f"data.train={train}", f"data.eval={held_out}",
+                             f"data.clip_length={CLIP}", "data.num_workers=0",
+                             f"train.output_dir={out}", "train.max_steps=2", "train.batch_size=4",
+                             "train.warmup_steps=1", "train.zero_stage=0", "train.log_every=1",
+                             "train.save_every=100", "train.progress=false"])
     assert code == 0
     assert (out / "final" / "model.safetensors").exists()
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
