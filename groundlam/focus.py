@@ -32,6 +32,7 @@ None of these is attribution: a patch can be read and then ignored. Score them a
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,7 @@ from einops import rearrange
 
 from groundlam.video import as_video_batch, resize_video
 
-__all__ = ["FocusMaps", "attention_rollout", "focus_map", "heatmap", "label_focus"]
+__all__ = ["FocusMaps", "attention_rollout", "focus_map", "heatmap", "label_focus", "main"]
 
 # a perceptually ordered dark-to-bright ramp (black, purple, red, orange, pale yellow)
 _RAMP = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]],
@@ -218,3 +219,58 @@ def label_focus(model, video: np.ndarray | torch.Tensor, labels: str | Sequence[
         return model.text_focus.own_maps(frames, model.embed_text(labels)).float().cpu()
     finally:
         model.train(was_training)
+
+
+# ---------------------------------------------------------------------------- command
+def main(argv: list[str] | None = None) -> int:
+    """``groundlam focus``: draw one clip's focus maps (``argv`` without the subcommand)."""
+    from groundlam.data.sources import VIDEO_EXTENSIONS, is_hub_id
+
+    parser = argparse.ArgumentParser(
+        prog="groundlam focus",
+        description="Write the motion and task focus maps of one clip beside its frames.")
+    parser.add_argument("source", help=f"a video file ({', '.join(VIDEO_EXTENSIONS)}) or a "
+                                       "dataset spec (a save_to_disk folder, Parquet files, or "
+                                       "'synthetic')")
+    parser.add_argument("--checkpoint", required=True, help="a save_pretrained folder or Hub id")
+    parser.add_argument("--out", required=True, type=Path, help="output .gif, .mp4 or .png")
+    parser.add_argument("--episode", type=int, default=0, help="dataset row to draw")
+    parser.add_argument("--layers", default="all",
+                        help="'all' (mean of the blocks' maps), 'last', 'rollout' (attention "
+                             "rollout through every block) or block indices, e.g. '0,2'")
+    parser.add_argument("--text", help="a label: also draw where it looks (a checkpoint trained "
+                                       "with model.text_focus=true)")
+    args = parser.parse_args(argv)
+    if not (Path(args.checkpoint).is_dir() or is_hub_id(args.checkpoint)):
+        parser.error(f"--checkpoint {args.checkpoint}: not a save_pretrained folder, nor a Hub "
+                     "id (org/name)")
+
+    from groundlam.model import GroundLAM
+
+    model = GroundLAM.from_pretrained(args.checkpoint)
+    if args.text is not None and not model.config.text_focus:
+        parser.error(f"--text: {args.checkpoint} was not trained with model.text_focus=true, so "
+                     "no label map can be drawn")
+    frames_needed = model.config.max_frames
+    source = Path(args.source)
+    if source.is_file() and source.suffix.lower() in VIDEO_EXTENSIONS:
+        from groundlam.data.video_io import decode_video
+
+        video = decode_video(source, max_frames=frames_needed)
+    else:
+        from groundlam.data.episodes import load_episodes, read_episode
+
+        episodes = load_episodes(args.source)
+        if not 0 <= args.episode < len(episodes):
+            parser.error(f"--episode {args.episode} is out of range ({len(episodes)} episodes)")
+        video = read_episode(episodes, args.episode, frames_needed)
+    if args.layers in ("all", "last", "rollout"):
+        layers = args.layers
+    else:
+        try:
+            layers = [int(i) for i in args.layers.split(",")]
+        except ValueError:
+            parser.error(f"--layers {args.layers!r}: use all, last, rollout or e.g. 0,2")
+    path = focus_map(video, model, layers=layers, text=args.text).save(args.out)
+    print(path)
+    return 0

@@ -77,3 +77,44 @@ def test_focus_draws_a_label_map_from_a_text_focus_checkpoint(tmp_path, tiny_mod
         main(["focus", str(clip), "--checkpoint", str(tmp_path / "plain"), "--out",
               str(tmp_path / "x.png"), "--text", "push the red circle"])
     assert "model.text_focus" in capsys.readouterr().err
+
+
+def test_every_subcommand_runs_from_the_module_beside_its_code():
+    import importlib
+
+    from groundlam.cli import COMMANDS
+
+    for name, (module, _) in COMMANDS.items():
+        assert callable(importlib.import_module(module).main), name
+
+
+@pytest.mark.parametrize("command", ["eval", "focus"])
+def test_checkpoints_are_folders_or_hub_ids(tmp_path, monkeypatch, capsys, command):
+    """``eval`` took only a folder while ``focus`` took Hub ids: both take both, and refuse by
+    name what is neither."""
+    from groundlam import GroundLAM
+
+    asked = []
+
+    def from_pretrained(spec, *args, **kwargs):  # no hub is reached in tests
+        asked.append(spec)
+        raise ConnectionError(f"offline: {spec}")
+
+    monkeypatch.setattr(GroundLAM, "from_pretrained", from_pretrained)
+
+    def argv(spec: str) -> list[str]:
+        if command == "eval":
+            return ["eval", "--checkpoint", spec, "--data", "synthetic", "--out",
+                    str(tmp_path / "out")]
+        return ["focus", "synthetic", "--checkpoint", spec, "--out", str(tmp_path / "x.png")]
+
+    with pytest.raises(ConnectionError, match="offline: org/my-lam"):
+        main(argv("org/my-lam"))
+    assert asked == ["org/my-lam"]
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"not a folder")
+    for spec in (str(weights), str(tmp_path / "missing" / "final")):
+        with pytest.raises(SystemExit):
+            main(argv(spec))
+        assert "not a save_pretrained folder, nor a Hub id" in capsys.readouterr().err
+    assert asked == ["org/my-lam"]

@@ -46,14 +46,21 @@ import pyarrow.parquet as pq
 from groundlam.data.video_io import VideoDecodeError, probe_video, read_frames
 
 __all__ = ["SOURCE_KINDS", "VIDEO_EXTENSIONS", "BadDataError", "Skip", "SkipReport",
-           "detect_source", "open_source", "open_video_folder", "open_lerobot", "lerobot_cameras",
-           "probe_video", "read_frames"]
+           "detect_source", "is_hub_id", "open_source", "open_video_folder", "open_lerobot",
+           "lerobot_cameras", "probe_video", "read_frames"]
 
 logger = logging.getLogger(__name__)
 
 SOURCE_KINDS = ("synthetic", "save_to_disk", "parquet", "arrow", "video_folder", "lerobot", "hub")
-VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mov", ".mkv")
+# what PyAV decodes and this project reads as video: video folders, `groundlam focus`
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mov", ".mkv", ".gif")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def is_hub_id(spec: str) -> bool:
+    """Whether ``spec`` names a Hub repository (``org/name``) rather than a local path: it has
+    that shape and nothing exists at that path."""
+    return bool(_HUB_ID.match(spec)) and not Path(spec).exists()
 
 
 class BadDataError(ValueError):
@@ -133,7 +140,7 @@ def detect_source(spec: str) -> str:
         if suffixes:
             raise FileNotFoundError(f"glob {spec!r} matches {sorted(suffixes)} files; expected "
                                     "only .parquet or only .arrow")
-    elif not path.exists() and _HUB_ID.match(spec):
+    elif is_hub_id(spec):
         return "hub"
     raise FileNotFoundError(
         f"no episodes at {spec!r}: expected 'synthetic', a folder written by save_to_disk, "

@@ -59,6 +59,7 @@ from tqdm.auto import tqdm
 
 from groundlam.config import Config, load_config
 from groundlam.data.episodes import ClipDataset, collate_clips, held_out_synthetic, load_episodes
+from groundlam.data.sources import is_hub_id
 from groundlam.data.synthetic import ACTIONS as SYNTHETIC_ACTIONS
 from groundlam.data.synthetic import Distractors
 from groundlam.evaluation.metrics import (
@@ -595,7 +596,8 @@ def main(argv: list[str] | None = None) -> int:
         description="Held-out metrics of a GroundLAM checkpoint: action probes, task retrieval "
                     "with the no-motion control, disentanglement, camera-shift sensitivity, "
                     "focus precision, controllability, latent-space plots.")
-    parser.add_argument("--checkpoint", required=True, help="a save_pretrained folder")
+    parser.add_argument("--checkpoint", required=True,
+                        help="a save_pretrained folder or a Hub id (org/name)")
     parser.add_argument("--data", required=True,
                         help="'synthetic' (the run's synthetic config, held-out seed), a "
                              "save_to_disk folder, or Parquet files")
@@ -621,8 +623,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.max_clips is not None and args.max_clips < 2:
         parser.error(f"--max-clips {args.max_clips}: the metrics need at least 2 clips")
-    if not args.checkpoint or not Path(args.checkpoint).is_dir():
-        parser.error(f"--checkpoint {args.checkpoint}: not a folder (save_pretrained output)")
+    if not (Path(args.checkpoint).is_dir() or is_hub_id(args.checkpoint)):
+        parser.error(f"--checkpoint {args.checkpoint}: not a save_pretrained folder, nor a Hub "
+                     "id (org/name)")
     metrics = evaluate_checkpoint(args.checkpoint, args.data, args.out, args.config,
                                   args.overrides, args.max_clips, args.focus_clips,
                                   progress=not args.no_progress, probe_fit=args.probe_fit,
