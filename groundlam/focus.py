@@ -85,14 +85,16 @@ class FocusMaps:
         frames = self.overlay().repeat(scale, axis=1).repeat(scale, axis=2)
         suffix = path.suffix.lower()
         path.parent.mkdir(parents=True, exist_ok=True)
-        import imageio.v3 as iio
+        import imageio.v3 as iio  # still images and GIFs; video goes through VideoWriter
 
         if suffix == ".png":
             iio.imwrite(path, np.concatenate(list(frames), axis=0))  # one row per frame
         elif suffix == ".gif":
             iio.imwrite(path, frames, duration=1000 / fps, loop=0)
         elif suffix == ".mp4":
-            iio.imwrite(path, frames, plugin="pyav", codec="libx264", fps=fps)
+            from groundlam.data.video_io import write_video
+
+            write_video(frames, path, fps=fps)
         else:
             raise ValueError(f"cannot write focus maps as {suffix!r}: use .png, .gif or .mp4")
         return path

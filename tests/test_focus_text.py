@@ -92,6 +92,10 @@ def test_rollout_is_the_product_of_the_blocks_token_mixing(tiny_model, video):
 def test_focus_maps_save(tmp_path, tiny_model, video, suffix):
     path = focus_map(video[0], tiny_model).save(tmp_path / f"focus{suffix}")
     assert path.stat().st_size > 0
+    if suffix == ".mp4":  # through groundlam's one encoder: every frame | motion | task, x4
+        from groundlam.data.video_io import decode_video
+
+        assert decode_video(path).shape == (5, 32 * 4, 3 * 32 * 4, 3)
     with pytest.raises(ValueError, match="webp"):
         FocusMaps(np.zeros((2, 8, 8, 3), np.uint8), np.ones((1, 8, 8), np.float32) / 64,
                   np.ones((2, 8, 8), np.float32) / 64, (0,)).save(tmp_path / "x.webp")

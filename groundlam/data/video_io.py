@@ -1,4 +1,4 @@
-"""Encoded video in and out with PyAV, on the CPU.
+"""Encoded video in and out with PyAV, on the CPU: decoding, and ``VideoWriter``, the one encoder.
 
 ``datasets``' ``Video()`` feature and torchcodec need a CUDA build here, so groundlam decodes
 with PyAV (``av``) itself. Frames are uint8 (T, H, W, 3) RGB throughout.
@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import av
 import numpy as np
 
-__all__ = ["VideoDecodeError", "decode_video", "encode_video", "episode_frames", "probe_video",
-           "read_frames"]
+__all__ = ["VIDEO_CODECS", "VideoDecodeError", "VideoWriter", "check_frames", "decode_video",
+           "encode_video", "episode_frames", "probe_video", "read_frames", "write_video"]
 
 
 class VideoDecodeError(ValueError):
@@ -104,21 +104,121 @@ def read_frames(video: Any, first: int = 0, count: int | None = None, *,
 def encode_video(frames: np.ndarray, fps: float = 10.0, codec: str = "libx264",
                  crf: int = 18) -> bytes:
     """Encode uint8 (T, H, W, 3) frames to mp4 bytes (H.264, yuv420p; H and W must be even)."""
+    buffer = io.BytesIO()
+    with VideoWriter(buffer, fps, codec, crf=crf, container="mp4") as video:
+        video.write(frames)
+    return buffer.getvalue()
+
+
+# the encoder each container gets by default; all ship with PyAV's wheels
+VIDEO_CODECS = {".mp4": "libx264", ".mkv": "libx264", ".mov": "libx264", ".avi": "mpeg4",
+                ".webm": "libvpx-vp9"}
+_BIT_RATE = 4_000_000  # for codecs without crf: the default (~200 kbit/s) blurs small videos
+
+
+def check_frames(frames: Any, where: str) -> np.ndarray:
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
-    if frames.shape[1] % 2 or frames.shape[2] % 2:
-        raise ValueError(f"H.264 needs an even height and width, got {frames.shape[1:3]}")
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="mp4") as container:
-        stream = container.add_stream(codec, rate=round(fps))
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf)}
+        raise ValueError(f"{where}: frames must be uint8 (T, H, W, 3), got {frames.dtype} "
+                         f"{frames.shape}")
+    if len(frames) == 0:
+        raise ValueError(f"{where}: no frames")
+    return frames
+
+
+class VideoWriter:
+    """An open video that frames are appended to, so a long video never sits in memory: groundlam's
+    one video encoder (files, ``encode_video``'s bytes, focus-map mp4s).
+
+    ``target``: a file path, or a binary file object with ``container`` naming the format
+    (``"mp4"``). ``codec``: default from the suffix or container (``VIDEO_CODECS``). H.264 is
+    written at constant quality (``crf``, 18 is visually lossless), other codecs at
+    ``bit_rate``. Use as a context manager::
+
+        with VideoWriter("out.mp4", fps=10) as video:
+            video.write(frames)  # uint8 (T, H, W, 3), any number of calls
+    """
+
+    def __init__(self, target: str | Path | BinaryIO, fps: float = 10.0,
+                 codec: str | None = None, crf: int = 18, bit_rate: int = _BIT_RATE,
+                 container: str | None = None) -> None:
+        self.target = target if hasattr(target, "write") else Path(target)
+        suffix = f".{container}" if container else getattr(self.target, "suffix", "")
+        if not container and not isinstance(self.target, Path):
+            raise ValueError("a VideoWriter on a file object needs container=, e.g. 'mp4'")
+        self.path = self.target if isinstance(self.target, Path) else f"<{container} buffer>"
+        self.container_format = container
+        codec = codec or VIDEO_CODECS.get(suffix.lower())
+        if codec is None:
+            raise ValueError(f"{self.path}: no default codec for {suffix!r}; pass "
+                             f"codec= or use one of {sorted(VIDEO_CODECS)}")
+        self.fps, self.codec, self.crf, self.bit_rate = fps, codec, crf, bit_rate
+        self.frames_written = 0
+        self._container: Any = None
+        self._stream: Any = None
+        self._size: tuple[int, int] | None = None
+
+    def open(self) -> VideoWriter:
+        """Create the file (and its folder); ``with`` does this and ``close`` for you."""
+        if isinstance(self.target, Path):
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            self._container = av.open(str(self.target), mode="w")
+        else:
+            self._container = av.open(self.target, mode="w", format=self.container_format)
+        return self
+
+    def __enter__(self) -> VideoWriter:
+        return self.open()
+
+    def write(self, frames: np.ndarray) -> None:
+        """Append uint8 (T, H, W, 3) frames; every call must have the first call's H and W."""
+        frames = check_frames(frames, str(self.path))
+        if self._container is None:
+            raise RuntimeError(f"{self.path}: write() outside a 'with VideoWriter(...)' block")
+        if self._stream is None:
+            self._open_stream(frames.shape[1], frames.shape[2])
+        if frames.shape[1:3] != self._size:
+            raise ValueError(f"{self.path}: frames of {frames.shape[1:3]} after frames of "
+                             f"{self._size}; a video has one size")
         for image in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        container.mux(stream.encode())
-    return buffer.getvalue()
+            packets = self._stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24"))
+            self._container.mux(packets)
+        self.frames_written += len(frames)
+
+    def _open_stream(self, height: int, width: int) -> None:
+        if height % 2 or width % 2:
+            raise ValueError(f"{self.path}: yuv420p video needs an even height and width, got "
+                             f"{(height, width)}")
+        stream = self._container.add_stream(self.codec, rate=round(self.fps))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if self.codec == "libx264":
+            stream.options = {"crf": str(self.crf)}
+        else:
+            stream.bit_rate = self.bit_rate
+        self._stream, self._size = stream, (height, width)
+
+    def close(self) -> None:
+        """Flush the encoder and close the file; a second call does nothing."""
+        if self._container is None:
+            return
+        try:
+            if self._stream is not None:
+                self._container.mux(self._stream.encode())  # flush the encoder
+        finally:
+            self._container.close()
+            self._container = None
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+def write_video(frames: np.ndarray, path: str | Path, fps: float = 10.0,
+                codec: str | None = None, **options: Any) -> Path:
+    """Write uint8 (T, H, W, 3) ``frames`` to the video file ``path`` (container from the suffix;
+    ``codec`` and ``options`` as ``VideoWriter``). Returns ``path``."""
+    with VideoWriter(path, fps, codec, **options) as video:
+        video.write(frames)
+    return Path(path)
 
 
 def episode_frames(row: dict[str, Any], name: str = "episode") -> np.ndarray:

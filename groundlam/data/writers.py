@@ -19,111 +19,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from groundlam.data.video_io import VIDEO_CODECS, VideoWriter, check_frames, write_video
+
+# the video encoder lives in groundlam.data.video_io; exported here too, beside its users
 __all__ = ["VIDEO_CODECS", "VideoWriter", "write_video", "write_video_folder", "write_lerobot"]
-
-# the encoder each container gets by default; all ship with PyAV's wheels
-VIDEO_CODECS = {".mp4": "libx264", ".mkv": "libx264", ".mov": "libx264", ".avi": "mpeg4",
-                ".webm": "libvpx-vp9"}
-_BIT_RATE = 4_000_000  # for codecs without crf: the default (~200 kbit/s) blurs small videos
-
-
-def _check_frames(frames: Any, where: str) -> np.ndarray:
-    frames = np.asarray(frames)
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"{where}: frames must be uint8 (T, H, W, 3), got {frames.dtype} "
-                         f"{frames.shape}")
-    if len(frames) == 0:
-        raise ValueError(f"{where}: no frames")
-    return frames
-
-
-class VideoWriter:
-    """An open video file that frames are appended to, so a long video never sits in memory.
-
-    ``codec``: default from the suffix (``VIDEO_CODECS``). H.264 is written at constant quality
-    (``crf``, 18 is visually lossless), other codecs at ``bit_rate``. Use as a context manager::
-
-        with VideoWriter("out.mp4", fps=10) as video:
-            video.write(frames)  # uint8 (T, H, W, 3), any number of calls
-    """
-
-    def __init__(self, path: str | Path, fps: float = 10.0, codec: str | None = None,
-                 crf: int = 18, bit_rate: int = _BIT_RATE) -> None:
-        self.path = Path(path)
-        codec = codec or VIDEO_CODECS.get(self.path.suffix.lower())
-        if codec is None:
-            raise ValueError(f"{self.path}: no default codec for {self.path.suffix!r}; pass "
-                             f"codec= or use one of {sorted(VIDEO_CODECS)}")
-        self.fps, self.codec, self.crf, self.bit_rate = fps, codec, crf, bit_rate
-        self.frames_written = 0
-        self._container: Any = None
-        self._stream: Any = None
-        self._size: tuple[int, int] | None = None
-
-    def open(self) -> VideoWriter:
-        """Create the file (and its folder); ``with`` does this and ``close`` for you."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._container = av.open(str(self.path), mode="w")
-        return self
-
-    def __enter__(self) -> VideoWriter:
-        return self.open()
-
-    def write(self, frames: np.ndarray) -> None:
-        """Append uint8 (T, H, W, 3) frames; every call must have the first call's H and W."""
-        frames = _check_frames(frames, str(self.path))
-        if self._container is None:
-            raise RuntimeError(f"{self.path}: write() outside a 'with VideoWriter(...)' block")
-        if self._stream is None:
-            self._open_stream(frames.shape[1], frames.shape[2])
-        if frames.shape[1:3] != self._size:
-            raise ValueError(f"{self.path}: frames of {frames.shape[1:3]} after frames of "
-                             f"{self._size}; a video has one size")
-        for image in frames:
-            packets = self._stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24"))
-            self._container.mux(packets)
-        self.frames_written += len(frames)
-
-    def _open_stream(self, height: int, width: int) -> None:
-        if height % 2 or width % 2:
-            raise ValueError(f"{self.path}: yuv420p video needs an even height and width, got "
-                             f"{(height, width)}")
-        stream = self._container.add_stream(self.codec, rate=round(self.fps))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        if self.codec == "libx264":
-            stream.options = {"crf": str(self.crf)}
-        else:
-            stream.bit_rate = self.bit_rate
-        self._stream, self._size = stream, (height, width)
-
-    def close(self) -> None:
-        """Flush the encoder and close the file; a second call does nothing."""
-        if self._container is None:
-            return
-        try:
-            if self._stream is not None:
-                self._container.mux(self._stream.encode())  # flush the encoder
-        finally:
-            self._container.close()
-            self._container = None
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.close()
-
-
-def write_video(frames: np.ndarray, path: str | Path, fps: float = 10.0,
-                codec: str | None = None, **options: Any) -> Path:
-    """Write uint8 (T, H, W, 3) ``frames`` to the video file ``path`` (container from the suffix;
-    ``codec`` and ``options`` as ``VideoWriter``). Returns ``path``."""
-    with VideoWriter(path, fps, codec, **options) as video:
-        video.write(frames)
-    return Path(path)
 
 
 def _transition_actions(episode: Mapping[str, Any], num_frames: int, where: str
@@ -162,7 +66,7 @@ def write_video_folder(episodes: Iterable[Mapping[str, Any]], path: str | Path, 
         if name in names:
             raise ValueError(f"{where}: a second video named {name!r}")
         names.add(name)
-        frames = _check_frames(episode["frames"], where)
+        frames = check_frames(episode["frames"], where)
         label = episode.get("label")
         if not isinstance(label, str) or not label.strip():
             raise ValueError(f"{where}: empty label {label!r}")
@@ -265,8 +169,8 @@ def write_lerobot(episodes: Iterable[Mapping[str, Any]], path: str | Path, *,
     try:
         for index, episode in enumerate(episodes):
             where = f"write_lerobot {root}: episode {index}"
-            frames = _check_frames(episode["frames"], where)
-            views = {camera: frames, **{key: _check_frames(view, f"{where} camera {key}")
+            frames = check_frames(episode["frames"], where)
+            views = {camera: frames, **{key: check_frames(view, f"{where} camera {key}")
                                         for key, view in (episode.get("views") or {}).items()}}
             if cameras is None:
                 cameras, frame_shape = list(views), frames.shape[1:]
