@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from groundlam.config import Config, ConfigError, load_config, parse_overrides
@@ -8,6 +10,8 @@ def test_shipped_configs_load():
     base = load_config("configs/base.yaml")
     assert isinstance(tiny, Config) and tiny.model.dim < base.model.dim
     assert tiny.train.zero_stage == 2 and tiny.data.train == "synthetic"
+    smoke = load_config("configs/smoke.yaml")  # the tests' and compare's smallest run
+    assert smoke.model.dim < tiny.model.dim and smoke.loss == tiny.loss
 
 
 def test_overrides_are_typed_and_nested():
@@ -67,3 +71,41 @@ def test_label_conditioning_refuses_infonce():
         load_config(None, ["model.label_conditioning=true"])
     config = load_config(None, ["model.label_conditioning=true", "loss.infonce_weight=0"])
     assert config.model.label_conditioning and config.model.label_dropout == 0.25
+
+
+@pytest.mark.parametrize("key, value, allowed", [
+    ("train.save_every", "0", "greater than 0"),  # was a ZeroDivisionError at step 1
+    ("train.log_every", "0", "greater than 0"),
+    ("train.batch_size", "0", "greater than 0"),
+    ("train.grad_accum", "0", "greater than 0"),
+    ("train.max_steps", "-5", "greater than 0"),
+    ("train.lr", ".nan", "finite number"),
+    ("train.lr", "-1", "greater than 0"),
+    ("train.warmup_steps", "-3", "greater than or equal to 0"),
+    ("train.max_steps", "true", "valid integer"),  # a bool is not a count
+    ("train.zero_stage", "4", "0, 1, 2 or 3"),
+    ("train.precision", "fp16", "'auto', 'bf16' or 'fp32'"),
+    ("data.clip_length", "1", "greater than or equal to 2"),
+    ("model.encoder", "vit", "'st_transformer', 'conv' or 'linear'"),
+])
+def test_values_that_would_fail_later_are_refused_at_load(tmp_path, key, value, allowed):
+    """Each names the key, the value, what is allowed and the file."""
+    section, field = key.split(".")
+    path = tmp_path / "run.yaml"
+    path.write_text(f"{section}:\n  {field}: {value}\n")
+    with pytest.raises(ConfigError, match=rf"{re.escape(key)}=.*{re.escape(allowed)}.*run\.yaml"):
+        load_config(path)
+
+
+def test_a_config_built_in_python_is_checked_like_a_file():
+    from groundlam.config import TrainConfig
+
+    with pytest.raises(ConfigError, match=r"train\.save_every=0: .*greater than 0"):
+        Config(train=TrainConfig(save_every=0))
+
+
+def test_broken_yaml_names_the_file_and_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("train:\n  max_steps: 5\n  lr: [1e-3\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml, line \d+, column \d+: not valid YAML"):
+        load_config(path)

@@ -24,11 +24,11 @@ CLEAN = [f"data.synthetic.distractors.{name}=0"
 
 
 def run_train(overrides, *, launcher=(sys.executable, "-m", "groundlam.train"), resume=False,
-              timeout=600):
+              timeout=600, config="configs/tiny.yaml"):
     env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="2")
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
-    command = [*launcher, "--config", "configs/tiny.yaml", *overrides]
+    command = [*launcher, "--config", config, *overrides]
     if resume:
         command.append("--resume")
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,

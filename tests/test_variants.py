@@ -451,18 +451,18 @@ def test_bottleneck_none_passes_the_features_through(batch):
 @pytest.mark.slow
 def test_trainer_runs_with_the_switches_on(tmp_path):
     pytest.importorskip("cv2", reason="decoder_target flow needs groundlam[flow]")
-    from .test_train import FAST, read_metrics, run_train
+    from .test_train import read_metrics, run_train
 
     out = tmp_path / "run"
     switches = ["model.num_camera_slots=1", "model.camera_warp=affine",
                 "model.decoder_target=flow", "model.task_pooling=both", "model.num_actions=6",
                 "loss.action_weight=1.0", "data.action_fraction=0.5", "loss.focus_weight=0.5",
                 "loss.infonce_start=0", "model.decoder_history=true"]
-    overrides = [*FAST, *switches, f"train.output_dir={out}", "data.synthetic.num_episodes=48",
-                 "data.synthetic.image_size=32", "model.image_size=32", "train.max_steps=5",
-                 "train.log_every=1", "train.final_eval=false", "train.save_every=1000"]
-    load_config("configs/tiny.yaml", overrides)  # the overrides are valid before launching
-    result = run_train(overrides)
+    overrides = [*switches, f"train.output_dir={out}", "data.synthetic.num_episodes=48",
+                 "train.max_steps=5", "train.log_every=1", "train.final_eval=false",
+                 "train.progress=false"]
+    load_config("configs/smoke.yaml", overrides)  # the overrides are valid before launching
+    result = run_train(overrides, config="configs/smoke.yaml")
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = read_metrics(out)
     assert [m["step"] for m in metrics] == [1, 2, 3, 4, 5]

@@ -8,16 +8,24 @@ field existed still loads (the default is the behaviour that checkpoint was trai
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 __all__ = ["GroundLAMConfig", "ENCODERS", "BOTTLENECKS", "DECODER_TARGETS", "CAMERA_WARPS",
            "TASK_POOLINGS", "MOTION_POOLINGS"]
 
-ENCODERS = ("st_transformer", "conv", "linear")
-BOTTLENECKS = ("continuous", "vq", "fsq", "none")
-DECODER_TARGETS = ("pixels", "residual", "shift_tolerant", "flow")
-CAMERA_WARPS = ("translation", "affine")
-TASK_POOLINGS = ("slots", "motion", "both")
-MOTION_POOLINGS = ("mean", "concat")
+# the choices of the architecture's switches: the fields' types, and tuples of them
+Encoder = Literal["st_transformer", "conv", "linear"]
+Bottleneck = Literal["continuous", "vq", "fsq", "none"]
+DecoderTarget = Literal["pixels", "residual", "shift_tolerant", "flow"]
+CameraWarp = Literal["translation", "affine"]
+TaskPooling = Literal["slots", "motion", "both"]
+MotionPooling = Literal["mean", "concat"]
+ENCODERS = get_args(Encoder)
+BOTTLENECKS = get_args(Bottleneck)
+DECODER_TARGETS = get_args(DecoderTarget)
+CAMERA_WARPS = get_args(CameraWarp)
+TASK_POOLINGS = get_args(TaskPooling)
+MOTION_POOLINGS = get_args(MotionPooling)
 
 
 @dataclass
@@ -69,7 +77,7 @@ class GroundLAMConfig:
     patch_size: int = 8
     max_frames: int = 8  # the longest clip the temporal position table covers
     # encoder (inverse dynamics): "st_transformer" | "conv" | "linear"
-    encoder: str = "st_transformer"
+    encoder: Encoder = "st_transformer"
     dim: int = 256
     depth: int = 4
     heads: int = 4
@@ -78,7 +86,7 @@ class GroundLAMConfig:
     num_task_slots: int = 4  # learned tokens per frame; the last frame's are pooled for the task
     # how the motion slots of a frame make its motion feature: "mean" (width D) or "concat"
     # (width num_motion_slots x D, so slots that follow different movers stay apart)
-    motion_pooling: str = "mean"
+    motion_pooling: MotionPooling = "mean"
     difference_input: bool = True  # st_transformer patches also see the change from frame t-1
     # st_transformer: each frame's channels scaled to zero mean and unit variance before the
     # patch embedding, so a global colour change (lighting, jitter) does not drown what moved;
@@ -102,7 +110,7 @@ class GroundLAMConfig:
     # with its neighbours in view the direction is local (issue 9: probe 0.47 -> 0.85)
     patch_mixing: int = 3
     # bottleneck between encoder and decoder: "continuous" | "vq" | "fsq" | "none"
-    bottleneck: str = "continuous"
+    bottleneck: Bottleneck = "continuous"
     motion_dim: int = 128  # size of one latent action (continuous and vq)
     codebook_size: int = 64  # vq
     vq_scale: bool = True  # vq codes reach the decoder at norm sqrt(Z), not 1 (see bottleneck.py)
@@ -110,7 +118,7 @@ class GroundLAMConfig:
     latent_norm: bool = False  # continuous latents standardised per channel over the batch
     fsq_levels: list[int] = field(default_factory=lambda: [8, 5, 5, 5])  # fsq; motion size = len
     # decoder (forward dynamics): "pixels" | "residual" | "shift_tolerant" | "flow"
-    decoder_target: str = "residual"
+    decoder_target: DecoderTarget = "residual"
     decoder_dim: int = 256
     decoder_depth: int = 2
     # decoder: also given the change into frame t (frame t minus frame t-1, matched like
@@ -121,9 +129,9 @@ class GroundLAMConfig:
     shift_tolerance: int = 2  # pixels a "shift_tolerant" reconstruction may be off by
     # camera model: slots that predict a global warp of frame t before decoding (0 = off)
     num_camera_slots: int = 0
-    camera_warp: str = "translation"  # "translation" (2 numbers) | "affine" (6)
+    camera_warp: CameraWarp = "translation"  # "translation" (2 numbers) | "affine" (6)
     # where the task embedding is pooled from: "slots" | "motion" | "both"
-    task_pooling: str = "slots"
+    task_pooling: TaskPooling = "slots"
     num_actions: int = 0  # action head on the latent actions (0 = none)
     # st_transformer: the label's text embedding, projected, is added to every motion slot, so
     # the encoder can tell which mover the label is about (issue 10: a look-alike of the agent
