@@ -112,3 +112,17 @@ def test_continuous_actions_reach_the_batch_and_the_action_loss():
     labelled = torch.ones(len(items), dtype=torch.bool)
     assert action_loss(batch["actions"].clone(), batch["actions"], labelled) == 0
     assert action_loss(torch.zeros_like(batch["actions"]), batch["actions"], labelled) > 0.5
+
+
+def test_the_data_package_exports_what_the_readme_uses():
+    import groundlam.data as data
+
+    for name in ("load_episodes", "ClipDataset", "collate_clips", "ClipStream", "TrainLoader",
+                 "write_video_folder", "write_lerobot", "VideoWriter", "SyntheticConfig"):
+        assert name in data.__all__ and getattr(data, name) is not None, name
+    assert all(hasattr(data, name) for name in data.__all__)
+    episodes = data.load_episodes("synthetic", data.SyntheticConfig(num_episodes=2,
+                                                                    episode_length=6,
+                                                                    image_size=32))
+    batch = data.collate_clips([data.ClipDataset(episodes, 4, 32)[0]])
+    assert tuple(batch["frames"].shape) == (1, 4, 32, 32, 3)

@@ -354,3 +354,38 @@ def test_video_shorter_than_its_header_says(tmp_path, frames):
 def test_read_frames_of_bytes_without_stream():
     with pytest.raises(sources.VideoDecodeError, match="cannot"):
         read_frames(io.BytesIO(b"junk").getvalue())
+
+
+def test_every_kind_has_one_opener_and_synthetic_is_one_of_them(tmp_path, monkeypatch):
+    from groundlam.data.streaming import open_episode_stream
+    from groundlam.data.synthetic import SyntheticConfig
+
+    assert set(sources.SOURCES) == set(sources.SOURCE_KINDS)
+    config = SyntheticConfig(num_episodes=3, episode_length=4, image_size=32)
+    clean = sources.open_source("synthetic", synthetic=config, variant="clean")
+    assert len(clean) == 3 and clean[0]["label"] == load_episodes("synthetic", config, "clean")[0][
+        "label"]
+    # a spec is told apart once, however many layers open it
+    calls = []
+    detect = sources.detect_source
+
+    def counted(spec):
+        calls.append(spec)
+        return detect(spec)
+
+    for module in ("groundlam.data.sources", "groundlam.data.streaming"):
+        monkeypatch.setattr(f"{module}.detect_source", counted)
+    clean.save_to_disk(str(tmp_path / "disk"))
+    open_episode_stream(str(tmp_path / "disk"))  # was detected by the stream, then the loader
+    assert calls == [str(tmp_path / "disk")]
+
+
+def test_episode_files_of_a_file_a_folder_and_a_glob(tmp_path):
+    for name in ("b.parquet", "a.parquet", "sub/c.parquet", "notes.txt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    folder = sources.episode_files(str(tmp_path), "parquet")
+    assert folder == sorted(str(tmp_path / n) for n in ("a.parquet", "b.parquet", "sub/c.parquet"))
+    assert sources.episode_files(str(tmp_path / "*.parquet"), "parquet") == folder[:2]
+    assert sources.episode_files(str(tmp_path / "a.parquet"), "parquet") == folder[:1]
+    assert sources.episode_files(str(tmp_path / "notes.txt"), "parquet") == []

@@ -27,7 +27,7 @@ from groundlam.data.sources import (
     probe_video,
     read_frames,
 )
-from groundlam.data.synthetic import SyntheticConfig, generate_dataset
+from groundlam.data.synthetic import SyntheticConfig
 from groundlam.data.video_io import VideoDecodeError
 from groundlam.video import resize_video
 
@@ -47,28 +47,27 @@ def held_out_synthetic(config: SyntheticConfig, num_episodes: int) -> SyntheticC
 
 def load_episodes(spec: str, synthetic: SyntheticConfig | None = None,
                   variant: str = "distracted", *, camera: str | None = None, split: str = "train",
-                  strict: bool = False, report: SkipReport | None = None
-                  ) -> datasets.Dataset | datasets.IterableDataset:
+                  strict: bool = False, report: SkipReport | None = None,
+                  kind: str | None = None) -> datasets.Dataset | datasets.IterableDataset:
     """Load episodes from ``spec`` and check the schema.
 
     ``spec``: ``"synthetic"`` (generated from ``synthetic``; ``variant`` "clean" or
     "distracted"), a folder written by ``Dataset.save_to_disk``, Parquet or Arrow files (a path, a
     glob, or a folder), a video folder (videos + ``metadata.csv`` / ``metadata.jsonl``), a LeRobot
     dataset folder (v2.x or v3.0; ``camera`` picks the video key), or a Hub dataset id
-    ``org/name`` (streamed: an ``IterableDataset``). See ``groundlam.data.sources``.
+    ``org/name`` (streamed: an ``IterableDataset``). See ``groundlam.data.sources``; ``kind``
+    skips detecting what the caller has detected already.
 
     Rows hold ``frames`` uint8 (T, H, W, 3) or encoded ``video`` (decoded on access by
     ``ClipDataset``), and ``label``. Unreadable files and rows are skipped, counted in ``report``
     and logged; with ``strict`` the first one raises ``BadDataError``. A source without a
     ``label`` column, or with neither ``frames`` nor ``video``, is an error naming the column.
     """
-    if spec == "synthetic":
-        dataset = generate_dataset(synthetic or SyntheticConfig(), variant=variant)
-    else:
-        report = report if report is not None else SkipReport(spec)
-        dataset = open_source(spec, camera=camera, split=split, strict=strict, report=report)
-        if len(report):
-            logger.warning("%s", report.summary())
+    report = report if report is not None else SkipReport(spec)
+    dataset = open_source(spec, kind=kind, synthetic=synthetic, variant=variant, camera=camera,
+                          split=split, strict=strict, report=report)
+    if len(report):
+        logger.warning("%s", report.summary())
     columns = dataset.column_names
     if columns is None:  # a stream whose features are unknown until read: checked per row
         return dataset

@@ -33,7 +33,9 @@ import json
 import logging
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +45,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from groundlam.data.synthetic import SyntheticConfig, generate_dataset
 from groundlam.data.video_io import VideoDecodeError, probe_video, read_frames
 
-__all__ = ["SOURCE_KINDS", "VIDEO_EXTENSIONS", "BadDataError", "Skip", "SkipReport",
-           "detect_source", "is_hub_id", "open_source", "open_video_folder", "open_lerobot",
-           "lerobot_cameras", "probe_video", "read_frames"]
+__all__ = ["SOURCE_KINDS", "SOURCES", "VIDEO_EXTENSIONS", "BadDataError", "Skip", "SkipReport",
+           "detect_source", "episode_files", "is_hub_id", "open_source", "open_video_folder",
+           "open_lerobot", "lerobot_cameras", "probe_video", "read_frames"]
 
 logger = logging.getLogger(__name__)
 
@@ -148,46 +151,60 @@ def detect_source(spec: str) -> str:
         "metadata.jsonl, a LeRobot dataset folder (meta/info.json), or a Hub id 'org/name'")
 
 
-def open_source(spec: str, *, camera: str | None = None, split: str = "train",
+def open_source(spec: str, *, kind: str | None = None, synthetic: SyntheticConfig | None = None,
+                variant: str = "distracted", camera: str | None = None, split: str = "train",
                 strict: bool = False, report: SkipReport | None = None
                 ) -> datasets.Dataset | datasets.IterableDataset:
-    """Open any non-synthetic ``spec`` (see ``detect_source``) as rows of the episode schema.
+    """Open ``spec`` as rows of the episode schema, by its kind (``detect_source``, or ``kind``
+    when the caller has detected it already): the opener ``SOURCES`` registers for that kind.
 
+    ``synthetic`` and ``variant`` ("clean" or "distracted"): what the built-in generator makes.
     ``camera``: the LeRobot video key (default: the first in ``meta/info.json``). ``split``: the
     split of a ``DatasetDict`` folder or a Hub dataset. Unreadable files and rows are skipped into
     ``report`` (``strict``: ``BadDataError``). A Hub id gives a streamed ``IterableDataset``.
     """
+    kind = kind or detect_source(spec)
+    if kind not in SOURCES:
+        raise ValueError(f"{spec!r}: no opener for sources of kind {kind!r} (known: "
+                         f"{', '.join(SOURCES)})")
     report = report if report is not None else SkipReport(spec)
-    kind = detect_source(spec)
-    if kind == "save_to_disk":
-        loaded = datasets.load_from_disk(spec)
-        if isinstance(loaded, datasets.DatasetDict):
-            if split not in loaded:
-                raise ValueError(f"dataset {spec} has splits {list(loaded)} and no {split!r}")
-            loaded = loaded[split]
-        return loaded
-    if kind in ("parquet", "arrow"):
-        return _open_files(spec, kind, strict, report)
-    if kind == "video_folder":
-        return open_video_folder(spec, strict=strict, report=report)
-    if kind == "lerobot":
-        return open_lerobot(spec, camera=camera, strict=strict, report=report)
-    if kind == "hub":
-        try:
-            return datasets.load_dataset(spec, split=split, streaming=True)
-        except Exception as error:  # the Hub's errors name neither the id nor our reading of it
-            raise FileNotFoundError(f"{spec!r} is no local path, and opening it as the Hub dataset "
-                                    f"id {spec!r} (split {split!r}) failed: {error}") from error
-    raise ValueError(f"{spec!r}: open_source does not open {kind!r} sources")
+    return SOURCES[kind](spec, synthetic=synthetic, variant=variant, camera=camera, split=split,
+                         strict=strict, report=report)
 
 
-def _files(spec: str, suffix: str) -> list[str]:
+def _open_synthetic(spec: str, *, synthetic: SyntheticConfig | None, variant: str,
+                    **_: Any) -> datasets.Dataset:
+    return generate_dataset(synthetic or SyntheticConfig(), variant=variant)
+
+
+def _open_save_to_disk(spec: str, *, split: str, **_: Any) -> datasets.Dataset:
+    loaded = datasets.load_from_disk(spec)
+    if isinstance(loaded, datasets.DatasetDict):
+        if split not in loaded:
+            raise ValueError(f"dataset {spec} has splits {list(loaded)} and no {split!r}")
+        loaded = loaded[split]
+    return loaded
+
+
+def _open_hub(spec: str, *, split: str, **_: Any) -> datasets.IterableDataset:
+    try:
+        return datasets.load_dataset(spec, split=split, streaming=True)
+    except Exception as error:  # the Hub's errors name neither the id nor our reading of it
+        raise FileNotFoundError(f"{spec!r} is no local path, and opening it as the Hub dataset "
+                                f"id {spec!r} (split {split!r}) failed: {error}") from error
+
+
+def episode_files(spec: str, suffix: str) -> list[str]:
+    """The ``.suffix`` files ``spec`` names: a file, a folder (searched recursively) or a glob;
+    sorted, so every rank and every run sees one order."""
     path = Path(spec)
     if path.is_dir():
-        return sorted(str(p) for p in path.rglob(f"*.{suffix}"))
-    if path.is_file():
-        return [spec]
-    return sorted(glob.glob(spec))
+        files = [str(p) for p in path.rglob(f"*.{suffix}")]
+    elif path.is_file():
+        files = [spec]
+    else:
+        files = glob.glob(spec)
+    return sorted(f for f in files if f.endswith(f".{suffix}"))
 
 
 def _check_file(file: str, kind: str) -> None:
@@ -208,9 +225,10 @@ def _check_file(file: str, kind: str) -> None:
             pass
 
 
-def _open_files(spec: str, kind: str, strict: bool, report: SkipReport) -> datasets.Dataset:
+def _open_files(spec: str, *, kind: str, strict: bool, report: SkipReport,
+                **_: Any) -> datasets.Dataset:
     good = []
-    for file in _files(spec, kind):
+    for file in episode_files(spec, kind):
         try:
             _check_file(file, kind)
         except (pa.ArrowException, OSError) as error:
@@ -480,3 +498,18 @@ def open_lerobot(folder: str, *, camera: str | None = None, strict: bool = False
     else:
         del rows["actions"]
     return datasets.Dataset.from_dict(rows, features=datasets.Features(features))
+
+
+# kind -> opener(spec, *, synthetic, variant, camera, split, strict, report): a new source kind is
+# an opener here and a test in detect_source
+SOURCES: dict[str, Callable[..., datasets.Dataset | datasets.IterableDataset]] = {
+    "synthetic": _open_synthetic,
+    "save_to_disk": _open_save_to_disk,
+    "parquet": partial(_open_files, kind="parquet"),
+    "arrow": partial(_open_files, kind="arrow"),
+    "video_folder": lambda spec, *, strict, report, **_: open_video_folder(
+        spec, strict=strict, report=report),
+    "lerobot": lambda spec, *, camera, strict, report, **_: open_lerobot(
+        spec, camera=camera, strict=strict, report=report),
+    "hub": _open_hub,
+}

@@ -31,7 +31,6 @@ it hands out, so its ``state_dict`` is exact with ``num_workers > 0`` too.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import logging
 from collections.abc import Iterator
@@ -46,7 +45,7 @@ import torch
 from datasets.distributed import split_dataset_by_node
 
 from groundlam.data.episodes import clip_actions, collate_clips, load_episodes
-from groundlam.data.sources import BadDataError, detect_source
+from groundlam.data.sources import BadDataError, detect_source, episode_files
 from groundlam.data.synthetic import SyntheticConfig
 from groundlam.data.video_io import episode_frames
 from groundlam.video import resize_video
@@ -90,16 +89,11 @@ def as_episode_stream(episodes: str | datasets.Dataset | datasets.IterableDatase
 
 
 def parquet_files(spec: str) -> list[str]:
-    """The Parquet episode files ``spec`` names (a file, a glob, or a folder searched
-    recursively), or [] (also for a LeRobot folder, whose Parquet files hold frames' rows)."""
-    path = Path(spec)
-    if any(c in spec for c in "*?["):
-        return sorted(f for f in glob.glob(spec) if f.endswith(".parquet"))
-    if path.is_dir():
-        if (path / "meta" / "info.json").is_file():
-            return []
-        return sorted(str(p) for p in path.rglob("*.parquet"))
-    return [spec] if path.is_file() and path.suffix == ".parquet" else []
+    """The Parquet episode files ``spec`` names (``episode_files``), or [] for a LeRobot folder,
+    whose Parquet files hold frames' rows, not episodes."""
+    if Path(spec).is_dir() and (Path(spec) / "meta" / "info.json").is_file():
+        return []
+    return episode_files(spec, "parquet")
 
 
 def open_episode_stream(spec: str, synthetic: SyntheticConfig | None = None,
@@ -117,7 +111,8 @@ def open_episode_stream(spec: str, synthetic: SyntheticConfig | None = None,
     kind = detect_source(spec)
     if kind == "parquet":
         return as_episode_stream(spec, world_size=world_size)
-    episodes = load_episodes(spec, synthetic, camera=camera, split=split, strict=strict)
+    episodes = load_episodes(spec, synthetic, camera=camera, split=split, strict=strict,
+                             kind=kind)
     return as_episode_stream(episodes, world_size=world_size)
 
 
