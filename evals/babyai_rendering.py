@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from groundlam.data.generators.babyai import ACTIONS
+
 # name -> (level, view, image_size, extra config fields)
 CANDIDATES = {
     "goto_full_64": ("BabyAI-GoTo-v0", "full", 64, {}),
@@ -46,7 +48,6 @@ CANDIDATES = {
     "putnextlocal_full_64": ("BabyAI-PutNextLocal-v0", "full", 64, {}),
     "gotolocal_full_64": ("BabyAI-GoToLocal-v0", "full", 64, {"min_frames": 2}),
 }
-ACTIONS = ("left", "right", "forward", "pickup", "drop", "toggle")
 
 
 def _episodes(generator, start: int, transitions: int) -> tuple[list[dict], int, float]:

@@ -32,6 +32,8 @@ import datasets
 import numpy as np
 import pyarrow.parquet as pq
 
+from groundlam.data.generators.babyai import ACTIONS as BABYAI_ACTIONS  # minigrid: lazily
+
 __all__ = ["CorpusStats", "build_generator", "generate_corpus", "main"]
 
 SOURCES = ("synthetic", "babyai", "metaworld")
@@ -42,32 +44,6 @@ SOFTWARE = {  # source -> (package, licence) of the software that generates its 
     "babyai": [("minigrid", "Apache-2.0"), ("gymnasium", "MIT")],
     "metaworld": [("metaworld", "MIT"), ("mujoco", "Apache-2.0"), ("gymnasium", "MIT")],
 }
-BABYAI_ACTIONS = ("left", "right", "forward", "pickup", "drop", "toggle")
-
-
-class SyntheticGenerator:
-    """The built-in benchmark behind the generators' interface (``episode``, ``pair``)."""
-
-    def __init__(self, config) -> None:
-        self.config = config
-
-    def features(self) -> datasets.Features:
-        from groundlam.data.synthetic import episode_features
-
-        return episode_features(self.config.image_size)
-
-    def episode(self, index: int, distracted: bool = True) -> dict:
-        from groundlam.data.synthetic import generate_episode
-
-        return generate_episode(index, self.config, distracted)
-
-    def pair(self, index: int) -> tuple[dict, dict]:
-        from groundlam.data.synthetic import generate_pair
-
-        return generate_pair(index, self.config)
-
-    def close(self) -> None:
-        pass
 
 
 def build_generator(source: str, episodes: int, seed: int, image_size: int,
@@ -85,6 +61,8 @@ def build_generator(source: str, episodes: int, seed: int, image_size: int,
         from groundlam.data.synthetic import SyntheticConfig
 
         image, _ = parse_distractors(distractors)
+        from groundlam.data.generators.synthetic import SyntheticGenerator
+
         return SyntheticGenerator(SyntheticConfig(**common, **options, distractors=image))
     if source == "babyai":
         from groundlam.data.generators.babyai import BabyAIConfig, BabyAIGenerator

@@ -449,9 +449,10 @@ def test_datagen_leaves_no_partial_shard_on_a_crash(tmp_path, monkeypatch):
     import pyarrow.parquet as pq
 
     from groundlam import datagen
+    from groundlam.data.generators import SyntheticGenerator
     from groundlam.data.synthetic import SyntheticConfig
 
-    class Crashing(datagen.SyntheticGenerator):
+    class Crashing(SyntheticGenerator):
         def episode(self, index: int, distracted: bool = True) -> dict:
             if index == 3:
                 raise RuntimeError("simulator crashed")
@@ -471,7 +472,7 @@ def test_datagen_leaves_no_partial_shard_on_a_crash(tmp_path, monkeypatch):
 
     monkeypatch.setattr(datagen.pq, "write_table", write_half_then_fail)
     with pytest.raises(OSError, match="disk full"):
-        datagen.generate_corpus(datagen.SyntheticGenerator(config), tmp_path / "b", "clean",
+        datagen.generate_corpus(SyntheticGenerator(config), tmp_path / "b", "clean",
                                 shard_size=4, progress=False)
     assert list((tmp_path / "b" / "clean").iterdir()) == []
 

@@ -42,6 +42,13 @@ __all__ = [
     "SyntheticConfig",
     "WorldTrajectory",
     "all_labels",
+    # the distractors' pieces, shared with the other generators (generators/common.py)
+    "apply_color_jitter",
+    "background_strip",
+    "camera_offsets",
+    "shape_masks",
+    "sprite_positions",
+    "stamp_shape",
     "episode_features",
     "generate_dataset",
     "generate_episode",
@@ -583,7 +590,7 @@ def simulate(index: int, config: SyntheticConfig) -> WorldTrajectory:
 
 
 @lru_cache(maxsize=8)
-def _shape_masks(cell_px: int) -> dict[str, np.ndarray]:
+def shape_masks(cell_px: int) -> dict[str, np.ndarray]:
     """Bool (cell_px, cell_px) masks of every shape and of the agent.
 
     Shapes fill a box that starts after the cell's grid line (pixel 0) and, from 6 px cells up,
@@ -610,7 +617,7 @@ def _shape_masks(cell_px: int) -> dict[str, np.ndarray]:
     return masks
 
 
-def _camera_offsets(
+def camera_offsets(
     strength: float, image_size: int, num_frames: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, int]:
     """Integer (T, 2) (dx, dy) pixel shifts of the world in the frame, and their bound."""
@@ -627,7 +634,7 @@ def _camera_offsets(
     return offsets, max_shift
 
 
-def _background_strip(
+def background_strip(
     strength: float, canvas_px: int, num_frames: int, rng: np.random.Generator
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """A textured floor to scroll under the world, or None when off.
@@ -655,7 +662,7 @@ def _background_strip(
     return strip, window_starts, phase
 
 
-def _sprite_positions(
+def sprite_positions(
     strength: float, image_size: int, num_frames: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, list[tuple[str, tuple[int, int, int]]]]:
     """Integer (T, S, 2) (y, x) world-pixel corners of free-moving sprites and their looks."""
@@ -750,7 +757,7 @@ def _lookalike_cells(
     return cells
 
 
-def _color_jitter(frames: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+def apply_color_jitter(frames: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
     """Independent brightness, contrast and hue shift per frame of uint8 (T, H, W, 3) frames."""
     num_frames = frames.shape[0]
     brightness = strength * rng.uniform(-0.2, 0.2, num_frames) * 255
@@ -782,7 +789,7 @@ def _color_jitter(frames: np.ndarray, strength: float, rng: np.random.Generator)
     return out.reshape(frames.shape)
 
 
-def _stamp(layers: np.ndarray, corners: np.ndarray, mask: np.ndarray, value: object) -> None:
+def stamp_shape(layers: np.ndarray, corners: np.ndarray, mask: np.ndarray, value: object) -> None:
     """Paint ``mask`` at a (top, left) corner per frame, all frames in one indexed assignment.
 
     ``layers`` is (T, H, W, ...), ``corners`` integer (T, 2) and ``value`` anything that
@@ -805,15 +812,15 @@ def _render(
     """Pixels, task mask and distractor state of a trajectory."""
     num_frames = trajectory.agent_cells.shape[0]
     cell_px = image_size // GRID_CELLS
-    masks = _shape_masks(cell_px)
-    offsets, margin = _camera_offsets(distractors.camera_shake, image_size, num_frames, rng)
+    masks = shape_masks(cell_px)
+    offsets, margin = camera_offsets(distractors.camera_shake, image_size, num_frames, rng)
     # The world is drawn in the middle of a canvas `margin` px wider on every side, then a
     # shifted window is cropped: camera shake never wraps pixels around the frame edges.
     canvas_px = image_size + 2 * margin
-    background, window_starts, background_phase = _background_strip(
+    background, window_starts, background_phase = background_strip(
         distractors.background, canvas_px, num_frames, rng
     )
-    sprite_corners, sprite_looks = _sprite_positions(
+    sprite_corners, sprite_looks = sprite_positions(
         distractors.sprites, image_size, num_frames, rng
     )
     lookalikes = np.zeros((num_frames, 0, 2), dtype=np.int64)
@@ -837,25 +844,25 @@ def _render(
     # true to the pixels.
     for sprite, (shape, color) in enumerate(sprite_looks):
         corners = sprite_corners[:, sprite] + margin  # (T, 2) (top, left)
-        _stamp(canvas, corners, masks[shape], color)
+        stamp_shape(canvas, corners, masks[shape], color)
     for k, (shape, color) in enumerate(
         zip(trajectory.object_shapes, trajectory.object_colors, strict=True)
     ):
         corners = trajectory.object_cells[:, k] * cell_px + margin  # (T, 2)
-        _stamp(canvas, corners, masks[shape], COLORS[color])
+        stamp_shape(canvas, corners, masks[shape], COLORS[color])
         if k == trajectory.target_object:
-            _stamp(task_mask, corners, masks[shape], True)
+            stamp_shape(task_mask, corners, masks[shape], True)
     # Look-alikes are drawn exactly like an agent that carries nothing.
     for actor in range(lookalikes.shape[1]):
         corners = lookalikes[:, actor] * cell_px + margin  # (T, 2)
-        _stamp(canvas, corners, masks["agent"], AGENT_COLOR)
-        _stamp(canvas, corners, masks["agent_centre"], AGENT_CENTRE_COLOR)
+        stamp_shape(canvas, corners, masks["agent"], AGENT_COLOR)
+        stamp_shape(canvas, corners, masks["agent_centre"], AGENT_CENTRE_COLOR)
     corners = trajectory.agent_cells * cell_px + margin  # (T, 2)
     holding = (trajectory.held_object >= 0)[:, None, None]  # (T, 1, 1)
     agent_colors = np.where(holding, AGENT_HOLDING_COLOR, AGENT_COLOR).astype(np.uint8)  # (T, 1, 3)
-    _stamp(canvas, corners, masks["agent"], agent_colors)
-    _stamp(canvas, corners, masks["agent_centre"], AGENT_CENTRE_COLOR)
-    _stamp(task_mask, corners, masks["agent"], True)
+    stamp_shape(canvas, corners, masks["agent"], agent_colors)
+    stamp_shape(canvas, corners, masks["agent_centre"], AGENT_CENTRE_COLOR)
+    stamp_shape(task_mask, corners, masks["agent"], True)
 
     if margin:
         # Window origin margin - offset puts world pixel (x, y) at frame pixel (x + dx, y + dy).
@@ -869,7 +876,7 @@ def _render(
     else:
         frames, agent_mask = canvas, task_mask
     if distractors.color_jitter > 0:
-        frames = _color_jitter(frames, distractors.color_jitter, rng)
+        frames = apply_color_jitter(frames, distractors.color_jitter, rng)
     return {
         "frames": frames,
         "agent_mask": agent_mask,

@@ -1,4 +1,4 @@
-"""Corpora generators beyond the built-in synthetic benchmark: BabyAI and Meta-World.
+"""Corpora generators: the built-in synthetic benchmark (``synthetic``), BabyAI and Meta-World.
 
 Each generator renders episodes of the episode schema (``data_cards/README.md``) from a typed
 config, deterministically per ``(seed, index)``, clean or with the image-space distractors of
@@ -7,5 +7,6 @@ generator is built: ``pip install 'groundlam[babyai]'`` or ``'groundlam[metaworl
 """
 
 from groundlam.data.generators.common import apply_distractors, clean_parameters, parse_distractors
+from groundlam.data.generators.synthetic import SyntheticGenerator
 
-__all__ = ["apply_distractors", "clean_parameters", "parse_distractors"]
+__all__ = ["SyntheticGenerator", "apply_distractors", "clean_parameters", "parse_distractors"]

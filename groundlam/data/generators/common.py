@@ -28,12 +28,12 @@ import numpy as np
 from groundlam.data.synthetic import (
     STRENGTH_SWITCHES,
     Distractors,
-    _background_strip,
-    _camera_offsets,
-    _color_jitter,
-    _shape_masks,
-    _sprite_positions,
-    _stamp,
+    apply_color_jitter,
+    background_strip,
+    camera_offsets,
+    shape_masks,
+    sprite_positions,
+    stamp_shape,
 )
 
 __all__ = [
@@ -176,10 +176,10 @@ def apply_distractors(
     size = height
     # Every random quantity is drawn up front, in a fixed order: the same seed and strengths give
     # the same distractor motion whatever the scene looks like.
-    offsets, margin = _camera_offsets(distractors.camera_shake, size, num_frames, rng)
-    strip, window_starts, phase = _background_strip(distractors.background, size, num_frames,
+    offsets, margin = camera_offsets(distractors.camera_shake, size, num_frames, rng)
+    strip, window_starts, phase = background_strip(distractors.background, size, num_frames,
                                                      rng)
-    sprite_corners, sprite_looks = _sprite_positions(distractors.sprites, size, num_frames, rng)
+    sprite_corners, sprite_looks = sprite_positions(distractors.sprites, size, num_frames, rng)
 
     # Camera shake moves the scene; the padding is background (edge pixels repeated), and it is
     # where a background texture shows too.
@@ -203,14 +203,14 @@ def apply_distractors(
     if sprite_looks:
         # Sprites pass under the task's pixels: drawn everywhere, then the task drawn back on top.
         cell_px = size // 8
-        masks = _shape_masks(cell_px)
+        masks = shape_masks(cell_px)
         with_sprites = frames.copy()
         for sprite, (shape, color) in enumerate(sprite_looks):
-            _stamp(with_sprites, sprite_corners[:, sprite], masks[shape], color)
+            stamp_shape(with_sprites, sprite_corners[:, sprite], masks[shape], color)
         frames = np.where(keep[..., None], frames, with_sprites)
 
     if distractors.color_jitter > 0:
-        frames = _color_jitter(np.ascontiguousarray(frames), distractors.color_jitter, rng)
+        frames = apply_color_jitter(np.ascontiguousarray(frames), distractors.color_jitter, rng)
     return {
         "frames": np.ascontiguousarray(frames, dtype=np.uint8),
         "agent_mask": agent_mask,
