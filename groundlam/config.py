@@ -175,11 +175,22 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         source = str(path)
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping with model/data/loss/train sections")
-    file_config = _validate(data, source)
+    file_config = _validate(_render_at_model_size(data), source)
     if not overrides:
         return file_config
-    return _validate(_merge(config_to_dict(file_config), parse_overrides(overrides)),
+    return _validate(_render_at_model_size(_merge(data, parse_overrides(overrides))),
                      "the command-line overrides")
+
+
+def _render_at_model_size(data: dict[str, Any]) -> dict[str, Any]:
+    """``data.synthetic.image_size`` is ``model.image_size`` unless the config sets it: the
+    benchmark is rendered at the size the model reads, and a config names that size once."""
+    model, section = data.get("model"), data.get("data")
+    synthetic = section.get("synthetic") if isinstance(section, dict) else None
+    if not isinstance(model, dict) or "image_size" not in model or (
+            isinstance(synthetic, dict) and "image_size" in synthetic):
+        return data
+    return _merge(data, {"data": {"synthetic": {"image_size": model["image_size"]}}})
 
 
 @functools.cache

@@ -109,3 +109,12 @@ def test_broken_yaml_names_the_file_and_line(tmp_path):
     path.write_text("train:\n  max_steps: 5\n  lr: [1e-3\n")
     with pytest.raises(ConfigError, match=r"broken\.yaml, line \d+, column \d+: not valid YAML"):
         load_config(path)
+
+
+def test_the_benchmark_renders_at_the_model_size_unless_a_config_says_otherwise():
+    assert load_config("configs/tiny.yaml").data.synthetic.image_size == 64
+    assert load_config("configs/tiny.yaml", ["model.image_size=32"]).data.synthetic.image_size == 32
+    both = load_config("configs/tiny.yaml", ["model.image_size=32", "data.synthetic.image_size=64"])
+    assert both.model.image_size == 32 and both.data.synthetic.image_size == 64
+    for name in ("tiny", "base", "smoke"):  # each shipped config names the size once
+        assert open(f"configs/{name}.yaml").read().count("image_size") == 1, name

@@ -6,6 +6,8 @@ from groundlam import GroundLAM, GroundLAMConfig, focus_map
 from groundlam.focus import FocusMaps, attention_rollout, heatmap
 from groundlam.text import load_text_encoder
 
+from .conftest import TINY
+
 
 def test_focus_maps_shapes_and_mass(tiny_model, video):
     maps = focus_map(video[0], tiny_model)
@@ -47,8 +49,7 @@ def test_focus_maps_follow_attention(tiny_model, video, monkeypatch, layers):
 def test_focus_map_errors(tiny_model, video):
     with pytest.raises(ValueError, match="one clip"):
         focus_map(video, tiny_model)
-    conv = GroundLAM(GroundLAMConfig(image_size=32, dim=32, depth=1, heads=2, decoder_dim=32,
-                                     decoder_depth=1, encoder="conv"))
+    conv = GroundLAM(GroundLAMConfig(**{**TINY, "encoder": "conv"}))
     with pytest.raises(ValueError, match="st_transformer"):
         focus_map(video[0], conv)
     with pytest.raises(ValueError, match="out of range"):

@@ -21,6 +21,8 @@ from groundlam.evaluation.metrics import (
     task_time_features,
 )
 
+from .conftest import TINY
+
 
 def one_hot(actions: np.ndarray, classes: int) -> np.ndarray:
     return np.eye(classes)[actions]
@@ -351,8 +353,7 @@ def test_controllability_scores_flow_and_camera_decoders_on_what_they_predict(va
     from groundlam.video import to_model_input
 
     torch.manual_seed(0)
-    model = GroundLAM(GroundLAMConfig(image_size=32, dim=32, depth=1, heads=2, decoder_dim=32,
-                                      decoder_depth=1, **variant)).eval()
+    model = GroundLAM(GroundLAMConfig(**{**TINY, **variant})).eval()
     with torch.no_grad():  # a decoder that reads the latent (a fresh one's head is zero)
         for parameter in model.decoder.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.05)
