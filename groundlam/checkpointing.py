@@ -6,7 +6,9 @@
 
 A kill at any moment leaves ``latest`` naming a complete checkpoint (written under a temporary
 tag, renamed into place after every rank has written, the pointer replaced atomically), and
-loading runs no pickled code (``SafeCheckpointEngine``).
+loading runs no pickled code (``SafeCheckpointEngine``). A checkpoint is known good once the step
+after it had a finite loss; when training diverges, ``latest`` is pointed back at the last one
+known good, so ``--resume`` never starts from weights an exploding update wrote.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch.distributed as dist
 from groundlam.model import GroundLAM
 
 __all__ = ["CHECKPOINTS", "FINAL", "LATEST", "SafeCheckpointEngine", "save_checkpoint",
-           "latest_checkpoint", "save_final"]
+           "point_latest", "weights_finite", "latest_checkpoint", "save_final"]
 
 CHECKPOINTS, FINAL, LATEST = "checkpoints", "final", "latest"
 
@@ -53,11 +55,13 @@ class SafeCheckpointEngine:
 
 
 def save_checkpoint(engine, root: Path, step: int, client_state: dict[str, Any], keep: int,
-                    rank: int) -> None:
-    """Write ``root/step_N`` through a temporary tag, then point ``root/latest`` at it.
+                    rank: int, protect: str | None = None) -> str:
+    """Write ``root/step_N`` through a temporary tag, then point ``root/latest`` at it; returns
+    the tag.
 
     A kill at any moment leaves ``latest`` naming a complete checkpoint: the folder is renamed
-    into place only after every rank has written, and ``latest`` is replaced atomically.
+    into place only after every rank has written, and ``latest`` is replaced atomically. Of the
+    older checkpoints, ``keep`` are kept, and ``protect`` (the last one known good) always.
     """
     tag = f"step_{step:08d}"
     if rank == 0 and (root / f"{tag}.tmp").exists():
@@ -70,13 +74,28 @@ def save_checkpoint(engine, root: Path, step: int, client_state: dict[str, Any],
         if (root / tag).exists():
             shutil.rmtree(root / tag)
         os.replace(root / f"{tag}.tmp", root / tag)
-        pointer = root / f"{LATEST}.tmp"
-        pointer.write_text(tag)
-        os.replace(pointer, root / LATEST)
+        point_latest(root, tag)
         finished = sorted(p for p in root.glob("step_*") if not p.name.endswith(".tmp"))
         for old in finished[:-keep] if keep > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
+            if old.name != protect:
+                shutil.rmtree(old, ignore_errors=True)
     dist.barrier()
+    return tag
+
+
+def point_latest(root: Path, tag: str) -> None:
+    """Make ``root/latest`` name ``tag``, atomically (rank 0 only)."""
+    pointer = root / f"{LATEST}.tmp"
+    pointer.write_text(tag)
+    os.replace(pointer, root / LATEST)
+
+
+def weights_finite(model: torch.nn.Module) -> bool:
+    """Whether every parameter is finite on every rank (under ZeRO-3 each checks its shard)."""
+    finite = torch.tensor(float(all(bool(torch.isfinite(p.detach()).all())
+                                    for p in model.parameters() if p.numel())))
+    dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    return bool(finite.item())
 
 
 def latest_checkpoint(root: Path) -> str | None:

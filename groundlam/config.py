@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,21 @@ from groundlam.model.configuration import GroundLAMConfig
 
 __all__ = ["Config", "DataConfig", "LossConfig", "TrainConfig", "ConfigError", "load_config",
            "parse_overrides", "config_to_dict"]
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.safe_load``, except that ``3e-4`` and ``1e30`` are numbers, as in YAML 1.2 (YAML
+    1.1 wants a dot, ``3.0e-4``, and reads these as strings, which strict validation refuses)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d[\d_]*\.?[\d_]*|\.\d[\d_]*)[eE][-+]?\d+$"),
+    list("-+0123456789."))
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader with one more resolver
 
 
 class ConfigError(ValueError):
@@ -140,7 +156,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r} conflicts with another override")
-        value = yaml.safe_load(raw)
+        value = _load_yaml(raw)
         # YAML spells them .nan and .inf; on a command line nan and inf mean the numbers too
         if isinstance(value, str) and value.strip().lower() in ("nan", "inf", "+inf", "-inf"):
             value = float(value)
@@ -159,7 +175,7 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config (``yaml.safe_load``), apply overrides, and validate every key."""
+    """Read a YAML config (a safe loader; ``3e-4`` is a number), apply overrides, validate."""
     data: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
@@ -167,7 +183,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} does not exist")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = _load_yaml(path.read_text()) or {}
         except yaml.MarkedYAMLError as error:  # where it broke, not a raw parser traceback
             mark = error.problem_mark
             where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else path

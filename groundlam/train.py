@@ -32,8 +32,10 @@ from tqdm.auto import tqdm
 from groundlam.checkpointing import (
     CHECKPOINTS,
     latest_checkpoint,
+    point_latest,
     save_checkpoint,
     save_final,
+    weights_finite,
 )
 from groundlam.config import Config, ConfigError, config_to_dict, load_config
 from groundlam.data.episodes import load_episodes
@@ -118,10 +120,17 @@ def train(config: Config, resume: bool = False) -> Path:
             balance.load_state_dict(state["balance"])
         logger.info("resumed from %s (step %d)", checkpoint_root / tag, engine.global_steps)
 
+    # the newest checkpoint whose next step had a finite loss, and the newest saved since
+    good, unconfirmed = None, latest_checkpoint(checkpoint_root) if resume else None
+
     def checkpoint(step: int) -> None:  # a collective call: every rank makes it
-        save_checkpoint(engine, checkpoint_root, step,
-                        {**loader.state_dict(), "balance": balance.state_dict()},
-                        config.train.keep_checkpoints, rank)
+        nonlocal unconfirmed
+        if not weights_finite(engine.module):  # the update itself overflowed: never saved
+            logger.warning("step %d: non-finite weights, not saved", step)
+            return
+        unconfirmed = save_checkpoint(engine, checkpoint_root, step,
+                                      {**loader.state_dict(), "balance": balance.state_dict()},
+                                      config.train.keep_checkpoints, rank, protect=good)
 
     metrics_log = Logger.create(config, output_dir, rank)
     max_steps = config.train.max_steps
@@ -146,13 +155,18 @@ def train(config: Config, resume: bool = False) -> Path:
                 logger.warning("step %d: non-finite loss, step skipped (%d in a row, %d in all)",
                                engine.global_steps, bad_in_row, bad_total)
                 if bad_in_row >= config.train.max_bad_steps:
-                    tag = latest_checkpoint(checkpoint_root)
+                    if rank == 0 and good is not None:  # --resume starts from it, not later
+                        point_latest(checkpoint_root, good)
                     raise TrainingDiverged(
                         f"loss was not finite for {bad_in_row} steps in a row at step "
                         f"{engine.global_steps}; stopping. Last good checkpoint: "
-                        f"{checkpoint_root / tag if tag else 'none yet'}")
+                        f"{checkpoint_root / good if good else 'none yet'}"
+                        + (f" ({unconfirmed}, saved after it, gave these losses)"
+                           if unconfirmed else ""))
                 continue
             bad_in_row = 0
+            if unconfirmed is not None:  # its weights gave a finite loss: known good
+                good, unconfirmed = unconfirmed, None
             logging_step = (engine.global_steps + 1) % config.train.log_every == 0 or (
                 engine.global_steps + 1 == max_steps)
             gradient_norms = (encoder_gradient_norms(losses, config, engine.module.encoder,

@@ -118,3 +118,13 @@ def test_the_benchmark_renders_at_the_model_size_unless_a_config_says_otherwise(
     assert both.model.image_size == 32 and both.data.synthetic.image_size == 64
     for name in ("tiny", "base", "smoke"):  # each shipped config names the size once
         assert open(f"configs/{name}.yaml").read().count("image_size") == 1, name
+
+
+def test_numbers_in_scientific_notation_are_numbers(tmp_path):
+    """YAML 1.1 reads 3e-4 as a string; strict validation would refuse the usual way to write a
+    learning rate."""
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  lr: 3e-4\n  weight_decay: 1E-2\n")
+    config = load_config(path, ["loss.infonce_weight=5e-3"])
+    assert config.train.lr == 3e-4 and config.train.weight_decay == 1e-2
+    assert config.loss.infonce_weight == 5e-3

@@ -1,7 +1,9 @@
 """The training entry point end to end, in subprocesses, as users run it."""
 
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -124,6 +126,35 @@ def test_two_ranks_zero2_with_deepspeed_launcher(tmp_path):
     assert sorted(p.name for p in (out / "checkpoints" / "step_00000005").iterdir()) == [
         "mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_optim_states.pt",
         "zero_pp_rank_1_mp_rank_00_optim_states.pt"]
+
+
+def test_an_exploding_update_is_never_named_the_last_good_checkpoint(tmp_path):
+    """At lr 1e30 the third update took the weights to ~1e29 and the fourth loss was not
+    finite; the run named step 3, written after that update, and --resume from it gave
+    non-finite steps at once (issue 12). The last good checkpoint is the newest whose next step
+    had a finite loss; latest points at it."""
+    from groundlam.checkpointing import SafeCheckpointEngine
+
+    out = tmp_path / "run"
+    common = [*FAST, f"train.output_dir={out}", "train.lr=1e30", "train.save_every=1",
+              "train.keep_checkpoints=100", "train.max_bad_steps=3", "train.log_every=1",
+              "train.final_eval=false", "data.eval=null", "data.synthetic.num_episodes=24",
+              "data.synthetic.episode_length=12", "train.batch_size=8", "train.warmup_steps=5"]
+    broken = run_train([*common, "train.max_steps=15"])
+    assert broken.returncode == 1 and "not finite for 3 steps in a row" in broken.stderr
+    named = re.search(r"Last good checkpoint: \S*(step_\d+)", broken.stderr).group(1)
+    root = out / "checkpoints"
+    assert (root / "latest").read_text() == named
+    saved = sorted(p.name for p in root.glob("step_*"))
+    assert named != saved[-1], "the checkpoint after the exploding update was named"
+    state = SafeCheckpointEngine(None).load(str(root / named / "mp_rank_00_model_states.pt"))
+    largest = max(float(w.abs().max()) for w in state["module"].values() if w.numel())
+    assert math.isfinite(largest) and largest < 1e3, largest
+    # resumed from it, the next step's loss is finite again (the one after it need not be)
+    step = int(named.split("_")[1])
+    resumed = run_train([*common, f"train.max_steps={step + 1}"], resume=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert math.isfinite(read_metrics(out)[-1]["loss"])
 
 
 def test_unknown_override_fails_fast(tmp_path):
