@@ -389,3 +389,39 @@ def test_episode_files_of_a_file_a_folder_and_a_glob(tmp_path):
     assert sources.episode_files(str(tmp_path / "*.parquet"), "parquet") == folder[:2]
     assert sources.episode_files(str(tmp_path / "a.parquet"), "parquet") == folder[:1]
     assert sources.episode_files(str(tmp_path / "notes.txt"), "parquet") == []
+
+
+@pytest.mark.parametrize("version", ["v2.1", "v3.0"])
+def test_lerobot_episode_without_data_rows_is_skipped_or_strict(tmp_path, frames, version):
+    """It crashed the load in clip_actions ('need at least one array to stack'), strict or not."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(1)
+    write_lerobot([{"frames": f, "label": LABELS[i],
+                    "actions": rng.normal(size=(len(f) - 1, 2)).astype(np.float32)}
+                   for i, f in enumerate(frames)], tmp_path / "robot", version=version, fps=FPS)
+    data = sorted((tmp_path / "robot" / "data").rglob("*.parquet"))
+    table = pq.read_table(data[0])  # episode 0's rows removed, its metadata kept
+    pq.write_table(table.filter(pc.not_equal(table.column("episode_index"), 0)), data[0])
+    report = SkipReport("robot")
+    episodes = load_episodes(str(tmp_path / "robot"), report=report)
+    assert episodes["label"] == [LABELS[1]] and report.counts() == {"empty": 1}
+    assert "episode 0" in report.entries[0].where
+    clips = ClipDataset(episodes, 4, 16)
+    assert clips[0]["actions"].shape == (3, 2)
+    with pytest.raises(BadDataError, match=r"episode 0 .*no data rows"):
+        load_episodes(str(tmp_path / "robot"), strict=True)
+
+
+def test_zero_row_parquet_shard_is_skipped_or_strict(tmp_path, frames):
+    """Beside good shards it failed the whole load with DatasetGenerationError."""
+    folder = tmp_path / "pq"
+    frames_dataset(frames).to_parquet(str(folder / "part-0.parquet"))
+    frames_dataset(frames).select([]).to_parquet(str(folder / "part-1.parquet"))
+    report = SkipReport("pq")
+    episodes = load_episodes(str(folder), report=report)
+    assert len(episodes) == 2 and report.counts() == {"empty": 1}
+    assert "part-1.parquet" in report.entries[0].where
+    with pytest.raises(BadDataError, match=r"part-1.parquet: parquet file with no rows"):
+        load_episodes(str(folder), strict=True)

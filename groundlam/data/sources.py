@@ -207,22 +207,19 @@ def episode_files(spec: str, suffix: str) -> list[str]:
     return sorted(f for f in files if f.endswith(f".{suffix}"))
 
 
-def _check_file(file: str, kind: str) -> None:
-    """Raise when ``file`` is unreadable; Parquet reads only the footer, Arrow every batch."""
+def _count_rows(file: str, kind: str) -> int:
+    """The rows of ``file``; raises when it is unreadable. Parquet reads only the footer, Arrow
+    every batch (memory-mapped: the framing is checked without copying the data)."""
     if kind == "parquet":
-        pq.ParquetFile(file).metadata  # noqa: B018 (a truncated file has no footer)
-        return
+        return pq.ParquetFile(file).metadata.num_rows  # a truncated file has no footer
     with pa.memory_map(file) as source:
         try:
             reader = pa.ipc.open_stream(source)
         except pa.ArrowInvalid:
             source.seek(0)
             reader = pa.ipc.open_file(source)
-            for i in range(reader.num_record_batches):
-                reader.get_batch(i)
-            return
-        for _ in reader:  # memory-mapped: checks the framing without copying the data
-            pass
+            return sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
+        return sum(batch.num_rows for batch in reader)
 
 
 def _open_files(spec: str, *, kind: str, strict: bool, report: SkipReport,
@@ -230,9 +227,12 @@ def _open_files(spec: str, *, kind: str, strict: bool, report: SkipReport,
     good = []
     for file in episode_files(spec, kind):
         try:
-            _check_file(file, kind)
+            rows = _count_rows(file, kind)
         except (pa.ArrowException, OSError) as error:
             _bad(strict, report, file, "unreadable", f"unreadable {kind} file ({error})")
+            continue
+        if rows == 0:  # beside good shards it failed the whole load (DatasetGenerationError)
+            _bad(strict, report, file, "empty", f"{kind} file with no rows")
             continue
         good.append(file)
     if not good:
@@ -464,6 +464,9 @@ def open_lerobot(folder: str, *, camera: str | None = None, strict: bool = False
             continue
         if "episode_index" in table.column_names:
             table = table.filter(pc.equal(table.column("episode_index"), index))
+        if table.num_rows == 0:  # in the metadata, with no frame in the data files
+            _bad(strict, report, where, "empty", "no data rows")
+            continue
         if label is None and "task_index" in table.column_names and table.num_rows:
             label = tasks.get(table.column("task_index")[0].as_py())
         if not isinstance(label, str) or not label.strip():
