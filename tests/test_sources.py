@@ -267,17 +267,24 @@ def test_corrupt_video_in_folder_is_skipped_or_strict(tmp_path, frames):
         load_episodes(str(tmp_path), strict=True)
 
 
-def test_truncated_parquet_is_skipped_or_strict(tmp_path, frames):
+@pytest.mark.parametrize("damage, kind, reason", [
+    ("truncated", "unreadable", "unreadable parquet"),
+    # beside good shards, a shard with no rows failed the whole load (DatasetGenerationError)
+    ("no rows", "empty", "parquet file with no rows")])
+def test_a_bad_parquet_shard_is_skipped_or_strict(tmp_path, frames, damage, kind, reason):
     folder = tmp_path / "pq"
     frames_dataset(frames).to_parquet(str(folder / "part-0.parquet"))
-    frames_dataset(frames).to_parquet(str(folder / "part-1.parquet"))
-    data = (folder / "part-1.parquet").read_bytes()
-    (folder / "part-1.parquet").write_bytes(data[:len(data) // 2])
+    if damage == "truncated":
+        frames_dataset(frames).to_parquet(str(folder / "part-1.parquet"))
+        data = (folder / "part-1.parquet").read_bytes()
+        (folder / "part-1.parquet").write_bytes(data[:len(data) // 2])
+    else:
+        frames_dataset(frames).select([]).to_parquet(str(folder / "part-1.parquet"))
     report = SkipReport("pq")
     episodes = load_episodes(str(folder), report=report)
-    assert len(episodes) == 2 and report.counts() == {"unreadable": 1}
+    assert len(episodes) == 2 and report.counts() == {kind: 1}
     assert "part-1.parquet" in report.entries[0].where
-    with pytest.raises(BadDataError, match=r"part-1.parquet: unreadable parquet"):
+    with pytest.raises(BadDataError, match=rf"part-1.parquet: {reason}"):
         load_episodes(str(folder), strict=True)
 
 
@@ -412,16 +419,3 @@ def test_lerobot_episode_without_data_rows_is_skipped_or_strict(tmp_path, frames
     assert clips[0]["actions"].shape == (3, 2)
     with pytest.raises(BadDataError, match=r"episode 0 .*no data rows"):
         load_episodes(str(tmp_path / "robot"), strict=True)
-
-
-def test_zero_row_parquet_shard_is_skipped_or_strict(tmp_path, frames):
-    """Beside good shards it failed the whole load with DatasetGenerationError."""
-    folder = tmp_path / "pq"
-    frames_dataset(frames).to_parquet(str(folder / "part-0.parquet"))
-    frames_dataset(frames).select([]).to_parquet(str(folder / "part-1.parquet"))
-    report = SkipReport("pq")
-    episodes = load_episodes(str(folder), report=report)
-    assert len(episodes) == 2 and report.counts() == {"empty": 1}
-    assert "part-1.parquet" in report.entries[0].where
-    with pytest.raises(BadDataError, match=r"part-1.parquet: parquet file with no rows"):
-        load_episodes(str(folder), strict=True)
