@@ -11,7 +11,8 @@ the checkpoint. Names:
   needs the optional extra ``groundlam[clip]``.
 - anything else: a sentence-transformers model name or folder.
 
-Each unique label is embedded once and cached; embeddings are L2-normalised float32 on the CPU.
+Each unique label is embedded once, alone (so its vector never depends on the labels it arrived
+with), and cached; embeddings are L2-normalised float32 on the CPU.
 """
 
 from __future__ import annotations
@@ -41,9 +42,11 @@ class TextEncoder:
         if isinstance(labels, str):
             raise TypeError("labels must be a list of strings, not one string")
         missing = sorted({label for label in labels if label not in self._cache})
-        if missing:
-            vectors = F.normalize(self._embed(missing).float().cpu(), dim=-1)
-            self._cache.update(zip(missing, vectors, strict=True))
+        for label in missing:
+            # alone: embedded in a padded batch, a label's vector moved by up to 1e-7 with the
+            # other labels of that batch, so a resumed run, whose cache fills in another order,
+            # was not bit-identical to an uninterrupted one (issue 12)
+            self._cache[label] = F.normalize(self._embed([label]).float().cpu(), dim=-1)[0]
         if not labels:
             return torch.zeros(0, self.dim)
         return torch.stack([self._cache[label] for label in labels])

@@ -122,6 +122,19 @@ def test_minilm_text_encoder_offline_and_cached():
         encoder("open the drawer")
 
 
+def test_a_label_embeds_the_same_whatever_labels_arrive_with_it():
+    """Embedded in a padded batch, a label moved by up to 1e-7 with its batch company, and kill -9
+    + --resume with InfoNCE on was not bit-identical (issue 12): two fresh caches filled in
+    different company must hold the same bits."""
+    from groundlam.text import TextEncoder
+
+    shared = load_text_encoder()
+    label = "push the red square to the left"
+    company = ["go", "pick up the small blue circle next to the green triangle and drop it"]
+    alone, crowded = (TextEncoder("minilm", shared._embed, shared.dim) for _ in range(2))
+    assert torch.equal(alone([label])[0], crowded([*company, label])[2])
+
+
 def test_embed_text_ranks_with_encode(tiny_model, video):
     labels = ["push the red square", "pick up the blue circle"]
     text = tiny_model.embed_text(labels)
