@@ -17,20 +17,18 @@ error names the key, the value, what is allowed and the file (or the command lin
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
 import re
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, NonNegativeInt, PositiveInt, TypeAdapter, ValidationError, with_config
+from pydantic import Field, NonNegativeInt, PositiveInt, with_config
 
-from groundlam.data.config import STRICT_KEYS, DataConfig
+from groundlam.data.config import DataConfig
 from groundlam.losses.config import LossConfig
 from groundlam.model.configuration import GroundLAMConfig
+from groundlam.validation import STRICT_KEYS, ConfigError, validate
 
 __all__ = ["Config", "DataConfig", "LossConfig", "TrainConfig", "ConfigError", "load_config",
            "parse_overrides", "config_to_dict"]
@@ -49,10 +47,6 @@ _Loader.add_implicit_resolver(
 
 def _load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader with one more resolver
-
-
-class ConfigError(ValueError):
-    """A configuration key or value is wrong; the message names it and where it came from."""
 
 
 PositiveFinite = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -101,11 +95,7 @@ class Config:
         # a Config built in Python gets the types, choices and ranges a YAML file gets
         for name in ("model", "data", "loss", "train"):
             section = getattr(self, name)
-            try:
-                _adapter(type(section)).validate_json(json.dumps(dataclasses.asdict(section)),
-                                                      strict=True)
-            except ValidationError as error:
-                raise ConfigError(_describe(error.errors()[0], (name,))) from None
+            validate(type(section), dataclasses.asdict(section), prefix=(name,))
         if self.data.clip_length > self.model.max_frames:
             raise ConfigError(f"data.clip_length={self.data.clip_length} exceeds "
                               f"model.max_frames={self.model.max_frames}")
@@ -209,40 +199,8 @@ def _render_at_model_size(data: dict[str, Any]) -> dict[str, Any]:
     return _merge(data, {"data": {"synthetic": {"image_size": model["image_size"]}}})
 
 
-@functools.cache
-def _adapter(kind: type) -> TypeAdapter:
-    return TypeAdapter(kind)
-
-
 def _validate(data: dict[str, Any], source: str) -> Config:
-    """``data`` as a ``Config``, validated by pydantic in strict mode (no bool for a number, no
-    string for a number, every choice a ``Literal``, ranges from ``Field``); the first error
-    becomes a ``ConfigError`` naming the key, its value, what is allowed and ``source``.
-
-    Strict validation of Python objects would ask for dataclass instances; the mapping goes
-    through JSON instead, where strict mode takes objects for dataclasses.
-    """
-    try:
-        return _adapter(Config).validate_json(json.dumps(data), strict=True)
-    except ValidationError as error:
-        raise ConfigError(f"{_describe(error.errors()[0])} in {source}") from None
-
-
-def _describe(error: dict[str, Any], prefix: tuple[str, ...] = ()) -> str:
-    """One pydantic error as the key it is about (under ``prefix``), the value given and what is
-    wrong."""
-    location = (*prefix, *error["loc"])
-    key = ".".join(str(part) for part in location)
-    if error["type"] == "unexpected_keyword_argument":
-        parent: Any = Config
-        for part in location[:-1]:
-            parent = typing.get_type_hints(parent)[part]
-        known = ", ".join(f.name for f in dataclasses.fields(parent))
-        return f"unknown key '{key}' (known: {known})"
-    message = error["msg"]
-    if error["type"] == "value_error":  # a __post_init__ check: its message names the fields
-        return message.removeprefix("Value error, ")
-    return f"{key}={error['input']!r}: {message}" if key else message
+    return validate(Config, data, source)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

@@ -33,6 +33,7 @@ None of these is attribution: a patch can be read and then ignored. Score them a
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -256,9 +257,13 @@ def main(argv: list[str] | None = None) -> int:
     frames_needed = model.config.max_frames
     source = Path(args.source)
     if source.is_file() and source.suffix.lower() in VIDEO_EXTENSIONS:
-        from groundlam.data.video_io import decode_video
+        from groundlam.data.video_io import VideoDecodeError, decode_video
 
-        video = decode_video(source, max_frames=frames_needed)
+        try:
+            video = decode_video(source, max_frames=frames_needed)
+        except VideoDecodeError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
     else:
         from groundlam.data.episodes import load_episodes, read_episode
 
@@ -273,6 +278,10 @@ def main(argv: list[str] | None = None) -> int:
             layers = [int(i) for i in args.layers.split(",")]
         except ValueError:
             parser.error(f"--layers {args.layers!r}: use all, last, rollout or e.g. 0,2")
-    path = focus_map(video, model, layers=layers, text=args.text).save(args.out)
+    try:  # a broken or too short video is the input's fault: one line, not a traceback
+        path = focus_map(video, model, layers=layers, text=args.text).save(args.out)
+    except ValueError as error:
+        print(f"error: {args.source}: {error}", file=sys.stderr)
+        return 1
     print(path)
     return 0

@@ -49,9 +49,20 @@ class Logger:
     run: Any = None
 
     @classmethod
-    def create(cls, config: Config, output_dir: Path, rank: int) -> Logger | None:
+    def create(cls, config: Config, output_dir: Path, rank: int,
+               resumed_at: int | None = None) -> Logger | None:
+        """The rank-0 logger (None on other ranks). ``resumed_at``: the step a resumed run
+        continues from; the log's lines after it, written by the run that was stopped before
+        its next checkpoint, are dropped, so each step is logged once."""
         if rank != 0:
             return None
+        path = output_dir / "metrics.jsonl"
+        if resumed_at is not None and path.is_file():
+            kept = [line for line in path.read_text().splitlines(keepends=True)
+                    if line.strip() and json.loads(line)["step"] <= resumed_at]
+            staging = path.with_suffix(".jsonl.tmp")
+            staging.write_text("".join(kept))
+            os.replace(staging, path)  # a kill now leaves the old log or the new, never half
         run = None
         if config.train.wandb != "disabled":
             # set the mode before import: with no network an unset WANDB_MODE hangs in init
@@ -60,7 +71,7 @@ class Logger:
 
             run = wandb.init(project=config.train.wandb_project, dir=str(output_dir),
                              config=config_to_dict(config), mode=config.train.wandb)
-        return cls(output_dir / "metrics.jsonl", run)
+        return cls(path, run)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         with self.path.open("a") as file:

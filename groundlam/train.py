@@ -40,6 +40,7 @@ from groundlam.checkpointing import (
 from groundlam.config import Config, ConfigError, config_to_dict, load_config
 from groundlam.data.episodes import load_episodes
 from groundlam.data.loader import TrainLoader
+from groundlam.data.sources import BadDataError
 from groundlam.data.streaming import open_episode_stream
 from groundlam.engine import build_engine, set_single_process_defaults
 from groundlam.losses import (
@@ -97,11 +98,11 @@ def train(config: Config, resume: bool = False) -> Path:
     # rank 0 builds (and caches) the episodes first, then the others read them
     if rank != 0:
         dist.barrier()
+    source = dict(camera=config.data.camera, strict=config.data.strict)
     if config.data.streaming:  # Parquet is read in place; other sources are loaded, then streamed
-        episodes = open_episode_stream(config.data.train, config.data.synthetic, world)
+        episodes = open_episode_stream(config.data.train, config.data.synthetic, world, **source)
     else:
-        episodes = load_episodes(config.data.train, config.data.synthetic,
-                                 strict=config.data.strict)
+        episodes = load_episodes(config.data.train, config.data.synthetic, **source)
     if rank == 0:
         dist.barrier()
     loader = TrainLoader.build(config, episodes, rank, world)
@@ -132,7 +133,8 @@ def train(config: Config, resume: bool = False) -> Path:
                                       {**loader.state_dict(), "balance": balance.state_dict()},
                                       config.train.keep_checkpoints, rank, protect=good)
 
-    metrics_log = Logger.create(config, output_dir, rank)
+    metrics_log = Logger.create(config, output_dir, rank,
+                                resumed_at=engine.global_steps if resume else None)
     max_steps = config.train.max_steps
     frames_per_step = config.train.batch_size * config.data.clip_length * world
     progress = tqdm(total=max_steps, initial=engine.global_steps, desc="train", unit="step",
@@ -289,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     try:
         train(load_config(args.config, args.overrides), resume=args.resume)
-    except (ConfigError, TrainingDiverged, FileNotFoundError) as error:
+    except (ConfigError, TrainingDiverged, FileNotFoundError, BadDataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     finally:

@@ -39,6 +39,12 @@ def as_video_batch(video: np.ndarray | torch.Tensor, max_frames: int | None = No
         video = video.unsqueeze(0)
     if video.ndim != 5 or video.shape[-1] != 3:
         raise ValueError(f"video must be {expected}, got shape {tuple(video.shape)}")
+    if video.shape[0] == 0:
+        raise ValueError(f"video is a batch of no clips (shape {tuple(video.shape)}); give at "
+                         "least one")
+    if video.shape[2] == 0 or video.shape[3] == 0:
+        raise ValueError(f"video frames have no pixels (H x W = {video.shape[2]} x "
+                         f"{video.shape[3]} in shape {tuple(video.shape)})")
     num_frames = video.shape[1]
     if num_frames < 2:
         raise ValueError(f"video needs at least 2 frames (one transition), got T={num_frames} "

@@ -5,14 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from pydantic import ConfigDict, Field, NonNegativeInt, PositiveInt, with_config
+from pydantic import Field, NonNegativeInt, PositiveInt, with_config
 
 from groundlam.data.synthetic import SyntheticConfig
+from groundlam.validation import STRICT_KEYS
 
-__all__ = ["DataConfig", "STRICT_KEYS"]
-
-# every config dataclass: an unknown key is an error, never silently dropped
-STRICT_KEYS = ConfigDict(extra="forbid")
+__all__ = ["DataConfig"]
 
 
 @with_config(STRICT_KEYS)
@@ -25,6 +23,7 @@ class DataConfig:
     frame_stride: PositiveInt = 1  # take every n-th frame
     num_workers: NonNegativeInt = 0  # DataLoader workers a rank
     eval_episodes: Annotated[int, Field(ge=2)] = 256  # synthetic held-out episodes
+    camera: str | None = None  # a LeRobot dataset's video key (default: its first camera)
     strict: bool = False  # stop at the first bad file or episode instead of skipping and counting
     # streamed, bounded-memory training data (groundlam.data.streaming): shards split by rank and
     # worker, exact mid-epoch resume; Parquet files are read in place, never converted

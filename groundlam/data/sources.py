@@ -291,7 +291,10 @@ def open_video_folder(folder: str, *, strict: bool = False,
     root = Path(folder)
     report = report if report is not None else SkipReport(folder)
     meta_path, lines = _read_metadata(root)
-    columns = set().union(*(line.keys() for line in lines)) if lines else set()
+    if not lines:  # a header alone named its columns, then "has no column 'file_name'"
+        raise BadDataError(f"video folder {folder}: {meta_path.name} lists no video (no line "
+                           "after the header)")
+    columns = set().union(*(line.keys() for line in lines))
     for column in ("file_name", "label"):
         if column not in columns:
             raise ValueError(f"video folder {folder}: {meta_path.name} has no column {column!r} "
@@ -430,6 +433,11 @@ def open_lerobot(folder: str, *, camera: str | None = None, strict: bool = False
     root = Path(folder)
     report = report if report is not None else SkipReport(folder)
     info = _lerobot_info(root)
+    missing = [key for key in ("codebase_version", "fps", "data_path", "video_path")
+               if key not in info]
+    if missing:  # a KeyError 'fps' from deep inside, before
+        raise BadDataError(f"LeRobot dataset {folder}: meta/info.json has no "
+                           f"{', '.join(map(repr, missing))} (LeRobot v2.x and v3.0 write them)")
     version = str(info.get("codebase_version", ""))
     cameras = lerobot_cameras(folder)
     if not cameras:

@@ -501,11 +501,11 @@ def _plan(spec: str, config: Config, config_given: bool, model, probe_fit: str =
                  load_episodes("synthetic", test_config, variant))
                 for variant in ("clean", "distracted")]
         return split, plan
-    scored = load_episodes(spec)
+    scored = load_episodes(spec, camera=data.camera)
     trained_elsewhere = config_given and data.train not in ("synthetic", spec)
     if trained_elsewhere and probe_fit == "train":
         split = {"fit": f"data.train ({data.train})", "scored": spec, "held_out": True}
-        return split, [("eval", load_episodes(data.train), scored)]
+        return split, [("eval", load_episodes(data.train, camera=data.camera), scored)]
     if len(scored) < 2:
         raise ValueError(f"{spec} has {len(scored)} episode(s): splitting it into probe-fit and "
                          "scored halves needs at least 2")

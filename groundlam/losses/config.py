@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import Field, NonNegativeInt, with_config
 
-from groundlam.data.config import STRICT_KEYS
+from groundlam.validation import STRICT_KEYS
 
 __all__ = ["LossConfig"]
 

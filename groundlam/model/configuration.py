@@ -10,6 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
+from pydantic import with_config
+
+from groundlam.validation import STRICT_KEYS
+
 __all__ = ["GroundLAMConfig", "ENCODERS", "BOTTLENECKS", "DECODER_TARGETS", "CAMERA_WARPS",
            "TASK_POOLINGS", "MOTION_POOLINGS"]
 
@@ -28,6 +32,7 @@ TASK_POOLINGS = get_args(TaskPooling)
 MOTION_POOLINGS = get_args(MotionPooling)
 
 
+@with_config(STRICT_KEYS)
 @dataclass
 class GroundLAMConfig:
     """The architecture. The switches below are the design notes' open questions (issue 4, §2);

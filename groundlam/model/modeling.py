@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
+from safetensors import SafetensorError
 from safetensors.torch import load_model
 from torch import nn
 
@@ -43,6 +44,7 @@ from groundlam.model.encoders import PatchEmbed, frame_changes, make_encoder
 from groundlam.model.layers import SpatialBlock
 from groundlam.model.photometric import match_colors
 from groundlam.model.text_focus import TextFocus
+from groundlam.validation import validate
 from groundlam.video import as_video_batch, resize_video, to_model_input
 
 __all__ = ["GroundLAM", "LatentActions", "GroundLAMOutput"]
@@ -355,8 +357,9 @@ class GroundLAM(nn.Module, PyTorchModelHubMixin, library_name="groundlam",
         config = model_kwargs.get("config")
         if isinstance(config, dict):
             # fields whose default changed: a config.json written before the field existed was
-            # trained with the old behaviour
-            model_kwargs["config"] = {**LEGACY_DEFAULTS, **config}
+            # trained with the old behaviour; checked like a run config, naming the file
+            model_kwargs["config"] = validate(GroundLAMConfig, {**LEGACY_DEFAULTS, **config},
+                                              f"{model_id}/config.json")
         model = cls(**model_kwargs)
         if os.path.isdir(model_id):
             weights = os.path.join(model_id, "model.safetensors")
@@ -366,6 +369,9 @@ class GroundLAM(nn.Module, PyTorchModelHubMixin, library_name="groundlam",
             weights = hf_hub_download(model_id, "model.safetensors", revision=revision,
                                       cache_dir=cache_dir, force_download=force_download,
                                       local_files_only=local_files_only, token=token)
-        load_model(model, weights, strict=strict, device=map_location)
+        try:
+            load_model(model, weights, strict=strict, device=map_location)
+        except SafetensorError as error:  # a truncated or corrupt file: say which one
+            raise ValueError(f"{weights}: not a readable safetensors file ({error})") from None
         model.eval()
         return model
