@@ -170,7 +170,8 @@ def free_port() -> int:
 
 
 @pytest.mark.parametrize("ranks, moment", [(1, "after a checkpoint"), (2, "after a checkpoint"),
-                                           (1, "during a checkpoint write")])
+                                           (1, "during a checkpoint write"),
+                                           (2, "during a checkpoint write")])
 def test_kill_and_resume_with_infonce_is_bit_identical_to_an_uninterrupted_run(tmp_path, ranks,
                                                                             moment):
     """kill -9 (the launcher and every rank), then --resume: the final weights are those of a
