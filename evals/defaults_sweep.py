@@ -311,7 +311,7 @@ def _label_focus(model, test, clips: range, starts: list, world) -> dict[str, fl
     the distracted rendering)."""
     import numpy as np
 
-    from groundlam.data.synthetic import GRID_CELLS, simulate
+    from groundlam.data.synthetic import GRID_CELLS
     from groundlam.evaluation.metrics import focus_precision
     from groundlam.focus import label_focus
 
@@ -325,18 +325,32 @@ def _label_focus(model, test, clips: range, starts: list, world) -> dict[str, fl
                                                   np.concatenate(masks))["lift"]}
     if grid != GRID_CELLS:
         return result
-    on_target, on_others = [], []
-    for clip in clips:
-        row, start = starts[clip]
-        state = simulate(int(row), world)
-        for t in range(focus.shape[1]):
-            cells = state.object_cells[start + t]  # (K, 2)
-            shares = focus[clip, t, cells[:, 0] * grid + cells[:, 1]] * grid * grid  # lifts
-            on_target.append(shares[state.target_object])
-            on_others.extend(np.delete(shares, state.target_object))
-    result.update(label_focus_target_lift=float(np.mean(on_target)),
-                  label_focus_other_object_lift=float(np.mean(on_others)))
+    target, others = object_cell_lifts((focus[clip] for clip in clips),
+                                       (starts[clip] for clip in clips), world)
+    result.update(label_focus_target_lift=target, label_focus_other_object_lift=others)
     return result
+
+
+def object_cell_lifts(maps, positions, world) -> tuple[float, float]:
+    """Mean lift over a uniform map of label maps on the grid cell of the object the label
+    names, and on the cells of the scene's other objects.
+
+    ``maps``: per clip, (T, N) maps over the N = GRID_CELLS ** 2 patches (one cell a patch at
+    64 px); ``positions``: per clip, its (episode, first frame) in the simulated ``world``.
+    """
+    import numpy as np
+
+    from groundlam.data.synthetic import GRID_CELLS, simulate
+
+    on_target, on_others = [], []
+    for clip_maps, (row, start) in zip(maps, positions, strict=True):
+        state = simulate(int(row), world)
+        for t, frame_map in enumerate(clip_maps):
+            cells = state.object_cells[start + t]  # (K, 2)
+            lifts = frame_map[cells[:, 0] * GRID_CELLS + cells[:, 1]] * frame_map.shape[-1]
+            on_target.append(lifts[state.target_object])
+            on_others.extend(np.delete(lifts, state.target_object))
+    return float(np.mean(on_target)), float(np.mean(on_others))
 
 
 def scores_name(probe_clips: int) -> str:

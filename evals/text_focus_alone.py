@@ -36,25 +36,15 @@ def lr_ratio(step: int, total: int, warmup: bool) -> float:
 
 def named_object_lifts(focus, encoder, clips, world, count: int) -> tuple[float, float]:
     """Mean lift of the clip's own-label map on the named object's cell, and on the others'."""
-    import numpy as np
     import torch
 
-    from groundlam.data.synthetic import GRID_CELLS, simulate
+    from evals.defaults_sweep import object_cell_lifts
     from groundlam.video import to_model_input
 
-    on_target, on_others = [], []
-    for i in range(count):
-        clip = clips[i]
-        row, start = clips.clips[i]
-        state = simulate(int(row), world)
-        with torch.no_grad():
-            maps = focus.own_maps(to_model_input(clip["frames"][None]), encoder([clip["label"]]))[0]
-        for t in range(maps.shape[0]):
-            cells = state.object_cells[start + t]
-            lifts = maps[t, cells[:, 0] * GRID_CELLS + cells[:, 1]].numpy() * maps.shape[1]
-            on_target.append(lifts[state.target_object])
-            on_others.extend(np.delete(lifts, state.target_object))
-    return float(np.mean(on_target)), float(np.mean(on_others))
+    with torch.no_grad():
+        maps = [focus.own_maps(to_model_input(clips[i]["frames"][None]),
+                               encoder([clips[i]["label"]]))[0].numpy() for i in range(count)]
+    return object_cell_lifts(maps, clips.clips[:count], world)
 
 
 def run(seed: int, steps: int, warmup: bool, every: int) -> dict:

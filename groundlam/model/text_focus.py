@@ -58,11 +58,16 @@ class TextFocus(nn.Module):
         keys = self.key(self.embed(torch.cat([frames, frame_changes(frames)], dim=2)))
         return F.normalize(keys - keys.mean(dim=-2, keepdim=True), dim=-1)
 
+    def _cosines(self, frames: torch.Tensor, text: torch.Tensor, pattern: str) -> torch.Tensor:
+        """Cosines of the patches' keys (B, T, N, D) with the labels' queries, paired by the
+        einsum ``pattern``: every clip with every label, or each clip with its own."""
+        queries = F.normalize(self.query(text.to(frames.dtype)), dim=-1)  # (U or B, D)
+        return torch.einsum(pattern, self.keys(frames), queries)
+
     def similarities(self, frames: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """Cosines (B, U, T, N) of every patch of ``frames``
         (B, T, C, H, W) with every label ``text`` (U, K)."""
-        queries = F.normalize(self.query(text.to(frames.dtype)), dim=-1)  # (U, D)
-        return torch.einsum("btnd,ud->butn", self.keys(frames), queries)
+        return self._cosines(frames, text, "btnd,ud->butn")
 
     def _focus(self, similarities: torch.Tensor) -> torch.Tensor:
         sharpness = self.log_sharpness.exp().clamp(max=MAX_SHARPNESS)
@@ -74,9 +79,9 @@ class TextFocus(nn.Module):
         return self._focus(self.similarities(frames, text))
 
     def own_maps(self, frames: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """Focus (B, T, N) of each clip under its own label ``text`` (B, K)."""
-        queries = F.normalize(self.query(text.to(frames.dtype)), dim=-1)  # (B, D)
-        return self._focus(torch.einsum("btnd,bd->btn", self.keys(frames), queries))
+        """Focus (B, T, N) of each clip under its own label ``text`` (B, K): the diagonal of
+        ``maps``, without building the B x B others."""
+        return self._focus(self._cosines(frames, text, "btnd,bd->btn"))
 
     def scores(self, frames: torch.Tensor, text: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
