@@ -166,7 +166,7 @@ def scripted_clip_set(episodes_per_label: int, labels: Sequence[str], table: np.
     actions = table[[k for k, _ in clips]][np.arange(len(clips))[:, None], steps]
     n = len(clips)
     latents = Latents(rng.normal(size=(n, clip_length - 1, 8)), np.zeros((n, 4)),
-                      np.zeros((n, 4)), [labels[k] for k, _ in clips], actions)
+                      np.zeros((n, 4)), [labels[k] for k, _ in clips])
     return ClipSet(latents, np.zeros((n, clip_length, 8, 8, 3), np.uint8), actions, None, None,
                    None, steps)
 

@@ -122,8 +122,6 @@ class Latents:
     task: np.ndarray  # (N, K)
     still_task: np.ndarray  # (N, K) task embedding of the clip's first frame repeated
     labels: list[str]
-    # (N, T-1) int64 discrete or (N, T-1, A) float32 continuous; None where the clips have none
-    actions: np.ndarray | None
 
 
 @torch.no_grad()
@@ -131,9 +129,8 @@ def extract_latents(model, clips: ClipDataset, batch_size: int = 64,
                     max_clips: int | None = None) -> Latents:
     """Encode up to ``max_clips`` clips (the first ones, in order) with a frozen model."""
     count = len(clips) if max_clips is None else min(len(clips), max_clips)
-    motion, task, still, labels, actions = [], [], [], [], []
-    starts = range(0, count, batch_size)
-    for start in starts:
+    motion, task, still, labels = [], [], [], []
+    for start in range(0, count, batch_size):
         batch = collate_clips([clips[i] for i in range(start, min(start + batch_size, count))])
         frames = batch["frames"]  # (B, T, H, W, 3)
         latents = model.encode(frames)
@@ -142,10 +139,7 @@ def extract_latents(model, clips: ClipDataset, batch_size: int = 64,
         repeated = frames[:, :1].expand_as(frames).contiguous()  # no motion at all
         still.append(model.encode(repeated).task.cpu().numpy())
         labels += batch["labels"]
-        if "actions" in batch:
-            actions.append(batch["actions"].numpy())
-    return Latents(np.concatenate(motion), np.concatenate(task), np.concatenate(still), labels,
-                   np.concatenate(actions) if len(actions) == len(starts) else None)
+    return Latents(np.concatenate(motion), np.concatenate(task), np.concatenate(still), labels)
 
 
 @dataclass
