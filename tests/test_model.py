@@ -183,6 +183,64 @@ def test_config_json_from_before_patch_mixing_loads_as_it_was_trained(tmp_path, 
     torch.testing.assert_close(loaded.encode(video).motion, model.encode(video).motion)
 
 
+def test_config_json_from_before_depthwise_mixing_loads_with_full_convolutions(tmp_path, video):
+    """Checkpoints saved before ``depthwise_mixing`` existed mixed with full convolutions: their
+    config.json has no such key, and they load strictly (the full kernels fit) and encode as
+    they did. New models convolve each channel on its own."""
+    import json
+
+    assert GroundLAM(GroundLAMConfig(**TINY)).decoder.blocks[0].local.groups == TINY["decoder_dim"]
+    model = GroundLAM(GroundLAMConfig(**TINY, depthwise_mixing=False))
+    assert model.encoder.patch_mixing.conv.weight.shape == (TINY["dim"], TINY["dim"], 3, 3)
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["depthwise_mixing"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = GroundLAM.from_pretrained(str(tmp_path))
+    assert loaded.config.depthwise_mixing is False
+    torch.testing.assert_close(loaded.encode(video).motion, model.encode(video).motion)
+
+
+@pytest.mark.parametrize("camera_slots", [0, 1])
+def test_last_block_updates_only_the_slots_and_gives_them_the_same_values(camera_slots):
+    """Nothing reads the patch tokens after the last block, so it updates the slots only; the
+    slots come out as the whole block gives them (the path with attention weights runs it
+    whole), with and without camera slots after the task slots."""
+    torch.manual_seed(0)
+    model = GroundLAM(GroundLAMConfig(**TINY, num_camera_slots=camera_slots)).eval()
+    frames = torch.rand(2, 5, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        pruned = model.encoder(frames)
+        whole = model.encoder(frames, output_attentions=True)
+    for name in ("motion", "task", "camera"):
+        if getattr(whole, name) is not None:
+            torch.testing.assert_close(getattr(pruned, name), getattr(whole, name),
+                                       rtol=1e-5, atol=1e-5)
+    block = model.encoder.blocks[-1]
+    tokens = torch.randn(2, 5, 7, TINY["dim"])
+    with torch.no_grad():
+        torch.testing.assert_close(block(tokens, keep=3)[0], block(tokens)[0][:, :, :3],
+                                   rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="keep"):
+        block(tokens, keep=3, return_weights=True)
+
+
+@pytest.mark.parametrize("variant", [{}, {"num_camera_slots": 1}, {"bottleneck": "vq"}])
+def test_encode_runs_no_decoder_and_gives_the_forward_latents(variant, video):
+    torch.manual_seed(0)
+    model = GroundLAM(GroundLAMConfig(**TINY, **variant)).eval()
+    calls = []
+    model.decoder.register_forward_hook(lambda *args: calls.append(1))
+    latents = model.encode(video)
+    assert not calls
+    with torch.no_grad():
+        reference = model(model.prepare(video)).latents
+    assert calls
+    for name in ("motion", "task", "camera", "motion_indices"):
+        if getattr(reference, name) is not None:
+            torch.testing.assert_close(getattr(latents, name), getattr(reference, name))
+
+
 def test_vq_codes_reach_the_decoder_at_continuous_size_and_old_configs_load_unscaled(tmp_path):
     import json
 

@@ -182,7 +182,9 @@ def test_matched_changes_leave_the_colour_jitter_out():
 
 def test_encoder_change_channel_follows_difference_matching():
     size = TINY["image_size"]
-    still = (torch.rand(1, 1, 3, size, size) * 2 - 1).expand(1, 3, 3, size, size).clone()
+    generator = torch.Generator().manual_seed(0)
+    still = (torch.rand(1, 1, 3, size, size, generator=generator) * 2 - 1).expand(
+        1, 3, 3, size, size).clone()
     shaken = still.clone()
     shaken[:, 1:] = shift_frames(still[0, 1:], torch.tensor([[1, 0], [1, 0]]))[None]
     torch.manual_seed(0)
@@ -191,8 +193,10 @@ def test_encoder_change_channel_follows_difference_matching():
     plain = GroundLAM(GroundLAMConfig(**TINY)).eval()
     assert not plain.config.difference_matching  # off by default
     with torch.no_grad():
-        # the same weights: the change channels differ only where the clip shakes
-        assert torch.equal(matched(still).latents.motion, plain(still).latents.motion)
+        # the same weights: the change channels differ only where the clip shakes (on a still
+        # clip, by the float error of a colour fit that is the identity)
+        torch.testing.assert_close(matched(still).latents.motion, plain(still).latents.motion,
+                                   rtol=0, atol=1e-5)
         assert not torch.allclose(matched(shaken).latents.motion, plain(shaken).latents.motion)
     with pytest.raises(ValueError, match="difference_matching"):
         GroundLAMConfig(difference_matching=True, shift_matching=0, color_matching=False)

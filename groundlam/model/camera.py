@@ -134,14 +134,15 @@ def best_shifts(current: torch.Tensor, following: torch.Tensor, max_shift: int) 
 
     source, target = standardise(current), standardise(following)
     height, width = source.shape[-2:]
-    inner = (..., slice(max_shift, height - max_shift), slice(max_shift, width - max_shift))
-    candidates = [(dx, dy) for dy in range(-max_shift, max_shift + 1)
-                  for dx in range(-max_shift, max_shift + 1)]
+    k = max_shift
+    inner = target[..., k:height - k, k:width - k]  # (M, C, H', W'): what every shift covers
+    candidates = [(dx, dy) for dy in range(-k, k + 1) for dx in range(-k, k + 1)]
     candidates.sort(key=lambda shift: abs(shift[0]) + abs(shift[1]))  # argmin keeps the first
     errors = []
     for dx, dy in candidates:
-        moved = torch.roll(source, shifts=(dy, dx), dims=(-2, -1))  # wrapped rows lie outside
-        residual = (moved - target)[inner].pow(2).sum(dim=1)  # (M, H', W')
+        # the source moved by (dx, dy), seen through the inner window: a view, no copy
+        moved = source[..., k - dy:height - k - dy, k - dx:width - k - dx]
+        residual = (moved - inner).pow(2).sum(dim=1)  # (M, H', W')
         errors.append(torch.log1p(residual / SHIFT_ROBUST_SCALE**2).mean(dim=(-2, -1)))
     best = torch.stack(errors).argmin(dim=0)  # (M,)
     return torch.tensor(candidates, device=current.device)[best]  # (M, 2)

@@ -65,11 +65,12 @@ class PatchMixing(nn.Module):
     are unchanged, so focus maps and attention rollout still map to the same pixels.
     """
 
-    def __init__(self, dim: int, grid: int, kernel: int) -> None:
+    def __init__(self, dim: int, grid: int, kernel: int, depthwise: bool = False) -> None:
         super().__init__()
         self.grid = grid
         self.norm = nn.LayerNorm(dim)
-        self.conv = nn.Conv2d(dim, dim, kernel, padding=kernel // 2)
+        self.conv = nn.Conv2d(dim, dim, kernel, padding=kernel // 2,
+                              groups=dim if depthwise else 1)
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         # patches: (B, T, N, D) -> (B, T, N, D)
@@ -113,7 +114,8 @@ class STTransformerEncoder(nn.Module):
         self.patch_embed = PatchEmbed(config.patch_size, config.dim,
                                       6 if config.difference_input else 3)
         self.patch_mixing = (PatchMixing(config.dim, config.image_size // config.patch_size,
-                                         config.patch_mixing) if config.patch_mixing else None)
+                                         config.patch_mixing, config.depthwise_mixing)
+                             if config.patch_mixing else None)
         self.space_pos = nn.Parameter(torch.randn(config.num_patches, config.dim) * 0.02)
         self.time_pos = nn.Parameter(torch.randn(config.max_frames, config.dim) * 0.02)
         self.slots = nn.Parameter(torch.randn(num_slots, config.dim) * 0.02)  # (S, D)
@@ -150,12 +152,16 @@ class STTransformerEncoder(nn.Module):
             slots = torch.cat([motion_slots, slots[:, :, m:]], dim=2)
         x = torch.cat([slots, patches], dim=2) + self.time_pos[:num_frames, None]  # (B, T, L, D)
         attentions, temporal = [], []
-        for block in self.blocks:
-            x, weights = block(x, return_weights=output_attentions)
+        last = len(self.blocks) - 1
+        for index, block in enumerate(self.blocks):
+            # what is read below is slots only: the last block updates nothing else, unless
+            # every token's attention weights are asked for
+            keep = len(self.slots) if index == last and not output_attentions else None
+            x, weights = block(x, return_weights=output_attentions, keep=keep)
             if weights is not None:
                 attentions.append(weights[0])
                 temporal.append(weights[1])
-        x = self.norm(x)
+        x = self.norm(x)  # (B, T, L, D), or (B, T, S, D) slots only
         m = self.num_motion_slots
         motion = x[:, 1:, :m]  # (B, T-1, M, D): slots of frame t+1 read t -> t+1
         if self.motion_pooling == "concat":

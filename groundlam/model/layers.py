@@ -15,6 +15,8 @@ from torch import nn
 
 __all__ = ["attention", "Attention", "MLP", "SpatioTemporalBlock", "SpatialBlock"]
 
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
               return_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -24,6 +26,14 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = 
     same thing and also returns the ``(..., h, L, L)`` softmax weights (for focus maps).
     """
     if not return_weights:
+        if q.device.type == "cpu" and q.dtype in LOW_PRECISION:
+            # in fp32: the softmax keeps its precision, and the CPU's fused kernel is faster so
+            # (its bf16 backward took 2-4x the fp32 one on (64, 4, 69, 64), evals/bench_train.py);
+            # autocast would cast the inputs straight back to bf16
+            with torch.autocast("cpu", enabled=False):
+                out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(),
+                                                     is_causal=causal)
+            return out.to(q.dtype), None
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal), None
     scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (..., h, L, L)
     if causal:
@@ -41,10 +51,19 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, causal: bool = False, return_weights: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        # x: (N, L, D) with N independent sequences
-        q, k, v = rearrange(self.qkv(x), "n l (three h d) -> three n h l d", three=3, h=self.heads)
+    def forward(self, x: torch.Tensor, causal: bool = False, return_weights: bool = False,
+                queries: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (N, L, D), N independent sequences -> (N, L, D), or (N, Q, D) with ``queries``=Q:
+        only the first Q tokens ask (all L still answer), for when nothing reads the rest."""
+        if queries is None:
+            q, k, v = rearrange(self.qkv(x), "n l (three h d) -> three n h l d", three=3,
+                                h=self.heads)
+        else:
+            width = x.shape[-1]
+            q = F.linear(x[:, :queries], self.qkv.weight[:width], self.qkv.bias[:width])
+            k, v = rearrange(F.linear(x, self.qkv.weight[width:], self.qkv.bias[width:]),
+                             "n l (two h d) -> two n h l d", two=2, h=self.heads)
+            q = rearrange(q, "n l (h d) -> n h l d", h=self.heads)
         out, weights = attention(q, k, v, causal=causal, return_weights=return_weights)
         return self.proj(rearrange(out, "n h l d -> n l (h d)")), weights
 
@@ -72,13 +91,24 @@ class SpatioTemporalBlock(nn.Module):
         self.norm_time, self.time = nn.LayerNorm(dim), Attention(dim, heads)
         self.norm_mlp, self.mlp = nn.LayerNorm(dim), MLP(dim, mlp_ratio)
 
-    def forward(self, x: torch.Tensor, return_weights: bool = False
+    def forward(self, x: torch.Tensor, return_weights: bool = False, keep: int | None = None
                 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
         """x (B, T, L, D) -> x, and with ``return_weights`` the attention weights: spatial
-        (B, T, h, L, L) and temporal (B, L, h, T, T)."""
+        (B, T, h, L, L) and temporal (B, L, h, T, T).
+
+        ``keep``=K: only the first K tokens of each frame are updated and returned (B, T, K, D),
+        the same values the whole block gives them: the last block of an encoder that reads
+        its slots only need not update the patches (about 5/6 of that block's FLOPs).
+        """
+        if keep is not None and return_weights:
+            raise ValueError("keep and return_weights exclude each other: the weights are "
+                             "those of every token")
         batch = x.shape[0]
         tokens = rearrange(x, "b t l d -> (b t) l d")
-        update, space = self.space(self.norm_space(tokens), return_weights=return_weights)
+        update, space = self.space(self.norm_space(tokens), return_weights=return_weights,
+                                   queries=keep)
+        if keep is not None:
+            x = x[:, :, :keep]
         x = x + rearrange(update, "(b t) l d -> b t l d", b=batch)
         tokens = rearrange(x, "b t l d -> (b l) t d")
         update, time = self.time(self.norm_time(tokens), causal=True,

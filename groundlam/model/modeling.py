@@ -52,7 +52,8 @@ __all__ = ["GroundLAM", "LatentActions", "GroundLAMOutput"]
 # what a config.json that lacks these fields was trained with (their defaults have changed since)
 LEGACY_DEFAULTS = {"patch_mixing": 0, "color_matching": False, "shift_matching": 0,
                    "vq_scale": False, "quantizer_norm": False,
-                   "difference_matching": False, "decoder_history": False}
+                   "difference_matching": False, "decoder_history": False,
+                   "depthwise_mixing": False}
 
 MODEL_CARD = """---
 {{ card_data }}
@@ -106,12 +107,13 @@ class DecoderBlock(nn.Module):
     is one step here, where attention alone must first learn relative positions.
     """
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, latent_dim: int, grid: int) -> None:
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, latent_dim: int, grid: int,
+                 depthwise: bool = False) -> None:
         super().__init__()
         self.grid = grid
         self.norm_local = nn.LayerNorm(dim)
         self.modulation = nn.Linear(latent_dim, 2 * dim)
-        self.local = nn.Conv2d(dim, dim, 3, padding=1)
+        self.local = nn.Conv2d(dim, dim, 3, padding=1, groups=dim if depthwise else 1)
         self.rest = SpatialBlock(dim, heads, mlp_ratio)
 
     def forward(self, x: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
@@ -142,7 +144,7 @@ class ForwardDynamicsDecoder(nn.Module):
         self.pos = nn.Parameter(torch.randn(config.num_patches, config.decoder_dim) * 0.02)
         self.blocks = nn.ModuleList(
             DecoderBlock(config.decoder_dim, config.heads, config.mlp_ratio, config.latent_dim,
-                         self.grid)
+                         self.grid, config.depthwise_mixing)
             for _ in range(config.decoder_depth))
         self.norm = nn.LayerNorm(config.decoder_dim)
         channels = 2 if self.target == "flow" else 3
@@ -229,14 +231,10 @@ class GroundLAM(nn.Module, PyTorchModelHubMixin, library_name="groundlam",
         ``text`` (B, K): the clips' label embeddings, read only by a ``label_conditioning``
         model."""
         frames = frames.to(self.logit_scale.dtype)
-        condition = self._label_condition(text, frames.shape[0])
-        extra = {} if condition is None else {"condition": condition}
-        encoded = self.encoder(frames, output_attentions=output_attentions, **extra)
-        bottleneck = self.bottleneck(encoded.motion)
-        current, camera, warped, flow = frames[:, :-1], None, None, None
-        if self.camera is not None:
+        encoded, bottleneck, latents = self._inverse_dynamics(frames, output_attentions, text)
+        current, camera, warped, flow = frames[:, :-1], latents.camera, None, None
+        if camera is not None:
             batch, steps, _, height, width = current.shape
-            camera = self.camera(encoded.camera)  # (B, T-1, P)
             theta = self.camera.matrices(camera, height, width)  # (B*(T-1), 2, 3)
             warped = warp_frames(current.flatten(0, 1), theta).unflatten(0, (batch, steps))
             current = warped
@@ -253,12 +251,23 @@ class GroundLAM(nn.Module, PyTorchModelHubMixin, library_name="groundlam",
         prediction = self.decoder(current, bottleneck.latents, history)
         if flow is not None:  # the camera explains its share of the flow
             prediction = prediction + flow
-        task = self.pool_task(encoded.task, bottleneck.latents)  # (B, K)
-        latents = LatentActions(bottleneck.latents, task, bottleneck.indices, encoded.attentions,
-                                camera, encoded.temporal_attentions)
         actions = self.action_head(bottleneck.latents) if self.action_head is not None else None
         return GroundLAMOutput(latents, prediction, encoded.motion, bottleneck.loss,
                                self.logit_scale, actions, warped, history)
+
+    def _inverse_dynamics(self, frames: torch.Tensor, output_attentions: bool,
+                          text: torch.Tensor | None):
+        """Encoder, bottleneck, task pooling and camera parameters: the latent actions of
+        ``frames`` (B, T, C, H, W) without the decoder (what ``encode`` needs)."""
+        condition = self._label_condition(text, frames.shape[0])
+        extra = {} if condition is None else {"condition": condition}
+        encoded = self.encoder(frames, output_attentions=output_attentions, **extra)
+        bottleneck = self.bottleneck(encoded.motion)
+        camera = self.camera(encoded.camera) if self.camera is not None else None  # (B, T-1, P)
+        task = self.pool_task(encoded.task, bottleneck.latents)  # (B, K)
+        latents = LatentActions(bottleneck.latents, task, bottleneck.indices, encoded.attentions,
+                                camera, encoded.temporal_attentions)
+        return encoded, bottleneck, latents
 
     def task_embedding(self, frames: torch.Tensor) -> torch.Tensor:
         """The task embedding (B, K) of clips ``frames`` (B, T, C, H, W), with gradients, through
@@ -321,8 +330,9 @@ class GroundLAM(nn.Module, PyTorchModelHubMixin, library_name="groundlam",
             embedded = self.embed_text(labels).to(frames.device)
         was_training = self.training
         self.eval()
-        try:
-            latents = self(frames, output_attentions=output_attentions, text=embedded).latents
+        try:  # the encoder's side only: the decoder's prediction is not returned
+            latents = self._inverse_dynamics(frames.to(self.logit_scale.dtype),
+                                             output_attentions, embedded)[2]
         finally:
             self.train(was_training)
         latents.motion, latents.task = latents.motion.float(), latents.task.float()

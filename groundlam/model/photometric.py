@@ -71,8 +71,10 @@ def match_colors(current: torch.Tensor, following: torch.Tensor) -> torch.Tensor
     """
     batch, steps, channels, height, width = current.shape
     flat_current = current.flatten(0, 1)  # (M, C, H, W)
-    maps = color_maps(flat_current, following.flatten(0, 1))  # (M, C+1, C)
-    pixels = flat_current.flatten(2).transpose(1, 2).to(maps.dtype)  # (M, Q, C)
-    matched = pixels @ maps[:, :channels] + maps[:, channels:]  # (M, Q, C)
+    # fp32 under bf16 autocast as well: a least-squares fit, and the frame the decoder adds to
+    with torch.autocast(current.device.type, enabled=False):
+        maps = color_maps(flat_current, following.flatten(0, 1))  # (M, C+1, C)
+        pixels = flat_current.flatten(2).transpose(1, 2).to(maps.dtype)  # (M, Q, C)
+        matched = pixels @ maps[:, :channels] + maps[:, channels:]  # (M, Q, C)
     matched = matched.clamp(-1, 1).transpose(1, 2).reshape(batch, steps, channels, height, width)
     return matched.to(current.dtype)
