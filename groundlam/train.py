@@ -42,7 +42,7 @@ from groundlam.data.episodes import load_episodes
 from groundlam.data.loader import TrainLoader
 from groundlam.data.sources import BadDataError
 from groundlam.data.streaming import open_episode_stream
-from groundlam.engine import build_engine, set_single_process_defaults
+from groundlam.engine import autocast, build_engine, set_single_process_defaults
 from groundlam.losses import (
     InfoNCEBalance,
     compute_losses,
@@ -147,11 +147,13 @@ def train(config: Config, resume: bool = False) -> Path:
             frames = to_model_input(batch["frames"]).to(device)  # (B, T, C, H, W)
             text = text_encoder(batch["labels"])  # (B, K)
             conditioned = {"text": text} if config.model.label_conditioning else {}
-            output = engine(frames, output_attentions=needs_attentions(config), **conditioned)
-            losses = compute_losses(engine.module, output, frames, text,
-                                    label_ids(batch["labels"]), config,
-                                    actions=batch.get("actions"), episodes=batch.get("episodes"),
-                                    step=engine.global_steps, infonce_scale=balance.scale)
+            with autocast(config.train.precision, device_type):
+                output = engine(frames, output_attentions=needs_attentions(config), **conditioned)
+                losses = compute_losses(engine.module, output, frames, text,
+                                        label_ids(batch["labels"]), config,
+                                        actions=batch.get("actions"),
+                                        episodes=batch.get("episodes"),
+                                        step=engine.global_steps, infonce_scale=balance.scale)
             if not all_ranks_finite(losses["loss"]):
                 bad_in_row, bad_total = bad_in_row + 1, bad_total + 1
                 logger.warning("step %d: non-finite loss, step skipped (%d in a row, %d in all)",

@@ -62,6 +62,8 @@ def infonce_loss(task: torch.Tensor, text: torch.Tensor, ids: torch.Tensor,
     still-frame clips of ``loss.static_negatives``). They join the text -> clip softmax of every
     label, so a label whose clips embed no differently from still frames of them cannot win it.
     """
+    # the logits and their softmax in fp32 at least, under bf16 autocast too
+    task = task.to(torch.promote_types(task.dtype, torch.float32))
     if gather:
         task = gather_with_grad(task)
         text, ids = _gather(text.to(task.dtype)), _gather(ids.to(task.device))

@@ -64,10 +64,13 @@ def compute_losses(model: GroundLAM, output, frames: torch.Tensor, text: torch.T
     come from ``model(frames, output_attentions=True)``.
     """
     weights, model_config = config.loss, model.config
+    # losses in fp32 at least, under bf16 autocast too
+    prediction = output.prediction
+    prediction = prediction.to(torch.promote_types(prediction.dtype, torch.float32))
     if model_config.decoder_target == "flow":  # OpenCV on the CPU, see groundlam.losses.flow
-        target = optical_flow(frames).to(output.prediction.dtype)
+        target = optical_flow(frames).to(prediction.dtype)
     else:
-        target = frames[:, 1:].to(output.prediction.dtype)
+        target = frames[:, 1:].to(prediction.dtype)
     pixel_weights = None
     if weights.focus_weight and model_config.text_focus:  # where the clip's own label looks
         focus = model.text_focus.own_maps(frames, text.to(frames.device))
@@ -87,7 +90,7 @@ def compute_losses(model: GroundLAM, output, frames: torch.Tensor, text: torch.T
         current = output.warped if output.warped is not None else frames[:, :-1]
         change = change_weights(current, target, weights.change_weight).to(target.dtype)
         pixel_weights = change if pixel_weights is None else pixel_weights * change
-    losses = {"reconstruction": reconstruction_loss(output.prediction, target,
+    losses = {"reconstruction": reconstruction_loss(prediction, target,
                                                     model_config.decoder_target,
                                                     model_config.shift_tolerance, pixel_weights)}
     if weights.action_weight:
