@@ -1,12 +1,20 @@
 """Training and encoding throughput of the named configs on this machine, judged against a matmul.
 
-    python -m evals.bench_train    # tiny and base: ~1.5 min on 2 idle cores, longer when shared
-    python -m evals.bench_train --configs tiny --steps 5 --batch 16
-    python -m evals.bench_train --no-bf16 --deepspeed    # fp32 only, no DeepSpeed row
+    python -m evals.bench_train    # tiny and matched: ~6 min on 2 idle cores, longer when shared
+    python -m evals.bench_train --configs tiny --steps 5 --batch 16 --scaling --no-profile
+    python -m evals.bench_train --no-bf16 --deepspeed    # fp32 only, no DeepSpeed rows
+    python -m evals.bench_train --device cuda            # on a GPU (evals/gpu_checks.py runs it)
 
 Prints one JSON object to stdout (progress goes to stderr). Each config is measured in a fresh
 subprocess (this file re-invoked with ``--worker``), so peak memory of one does not mix with
 another. Random uint8 clips stand in for data; nothing is read from disk or downloaded.
+
+Configs are names under configs/, YAML paths, or ``matched``: the dims issue 13 compares LAMs at
+(64x64 RGB, patch 8, width 256, 6 encoder layers, 4 heads, batch 8 of 8-frame clips), on
+configs/tiny.yaml's recipe with the decoder at the encoder's width. Its ``against_best_peer``
+compares each precision's frames/s with the best peer of the issue's table, both divided by the
+matmul rate of their own machine (the peers' drivers are not in this repository, so this is a
+rate-normalised comparison across machines, not one run).
 
 What each number means, per config:
 - ``train[]``: one row per way of training. ``loop: "torch"`` is a plain in-process loop: uint8
@@ -14,12 +22,13 @@ What each number means, per config:
   against fixed random unit text embeddings, 8 labels cycling through the batch, so no text model
   is needed) -> backward -> grad-norm clip 1.0 -> torch AdamW step (the betas, eps and parameter
   groups of the trainer). ``precision: "fp32"`` is plain fp32; ``"bf16"`` is the same step under
-  ``torch.autocast("cpu", bfloat16)`` with fp32 weights (DeepSpeed's bf16 mode instead keeps
-  bf16 weights and an fp32 master copy, so treat this row as a guide, not the trainer's number).
-  ``loop: "deepspeed"`` trains through ``deepspeed.initialize`` in a world of one (gloo, the
-  config's ZeRO stage), as ``groundlam train`` does; its ``overhead_vs_torch`` is the step-time
-  ratio to the fp32 torch row, i.e. what the engine adds (ZeRO bucketing, its own clipping and
-  bookkeeping) on top of the same arithmetic.
+  the trainer's ``groundlam.engine.autocast`` (bf16 autocast over fp32 weights).
+  ``loop: "deepspeed"`` trains through ``deepspeed.initialize`` in a world of one (gloo, or NCCL
+  on a GPU; the config's ZeRO stage), as ``groundlam train`` does, in three ``mode``s: ``fp32``,
+  ``bf16`` (the trainer's autocast) and ``bf16_weights`` (DeepSpeed's bf16 mode: bf16 weights
+  and an fp32 master copy, what ``train.precision=bf16`` meant before issue 13). Its
+  ``overhead_vs_torch`` is the step-time ratio to the torch row of the same precision, i.e. what
+  the engine adds (ZeRO bucketing, its own clipping and bookkeeping) to the same arithmetic.
   - ``train_frames_per_s``: clips x clip_length of one step / the median step time over the timed
     steps, after the warm-up steps (the first warm-up step is the FLOP-counted one).
   - ``step_s``: every timed step; ``phase_s``: medians of forward (model and losses), backward
@@ -33,6 +42,12 @@ What each number means, per config:
   counted. ``forward_flops_per_step`` is the forward part alone and ``forward_flops_by_part`` its
   split over the model's top-level modules (FlopCounterMode cannot split the backward pass: it
   files it under the module that ran last).
+- ``profile_top_ops``: per precision, the operators of one more step with the most self time
+  (torch.profiler; on a GPU, time on the device), their share of the step and call counts.
+- ``clip_length_scaling`` (configs in ``--scaling``, default matched): ``rows``, one fp32 step
+  of the same batch of clips at 4, 8, 16 and 32 frames (a fresh model each, its position table
+  long enough): step time, frames/s and FLOPs a frame; cost linear in the clip length means
+  frames/s flat. Its own process, with its own fp32 matmul rate.
 - ``encode_frames_per_s``: ``model.encode`` on uint8 clips (B, T, H, W, 3) at the model's
   resolution (no resize), fp32, batch and clip length as for training; median over reps.
 - ``matmul_flops_per_s``: a dense N x N @ N x N matmul (2 N^3 FLOPs, N = ``matmul_size``), median
@@ -41,7 +56,8 @@ What each number means, per config:
   of contention does not make the model look efficient, and a gap between them shows the load
   changed during the run.
 - ``peak_rss_mb``: the worker's peak resident memory (``ru_maxrss``): model, optimizer state,
-  activations of the largest step, the matmul operands and the Python/torch baseline.
+  activations of the largest step, the matmul operands and the Python/torch baseline (the clip
+  length rows run in a process of their own). ``peak_gpu_memory_mb``: on a GPU, torch's peak.
 - ``cpu_share_taken_by_others``: over the worker's run, the share of the machine's CPU time
   (wall x cores, from /proc/stat) that other processes used (``other_processes``) or the
   hypervisor withheld (``stolen``). On a shared machine every rate here is low by about that
@@ -77,7 +93,23 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Per config: (batch size, timed steps) when --batch / --steps are not given; None = the config's
 # batch. base takes 10-30 s for one clip of 16 frames on 2 shared cores: one clip a step.
-DEFAULT_PLAN: dict[str, tuple[int | None, int]] = {"tiny": (None, 3), "base": (1, 2)}
+DEFAULT_PLAN: dict[str, tuple[int | None, int]] = {"tiny": (None, 3), "base": (1, 2),
+                                                   "matched": (None, 3)}
+# Named configs that are a YAML file plus overrides. ``matched``: the dims issue 13 compares
+# every LAM at (64x64 RGB, patch 8, width 256, 6 encoder layers, 4 heads, batch 8 of 8-frame
+# clips), on configs/tiny.yaml's recipe; the decoder at the encoder's width, as the library's
+# defaults have it.
+MATCHED = ("model.dim=256", "model.depth=6", "model.heads=4", "model.decoder_dim=256",
+           "data.clip_length=8", "train.batch_size=8")
+PRESETS: dict[str, tuple[str, tuple[str, ...]]] = {"matched": ("tiny", MATCHED)}
+# The issue 13 table (one run on a 2-core machine whose fp32 matmul did ~216 GFLOP/s; its bf16
+# matmul rate, ~930 GFLOP/s, follows from each row's frames/s x GFLOP/frame / fraction):
+# train frames/s of the best peer a precision, for a rate-normalised comparison.
+PEERS = {"fp32": {"model": "villa-X LAM", "train_frames_per_s": 35.0, "matmul_flops_per_s": 216e9},
+         "bf16": {"model": "UniVLA LAM core", "train_frames_per_s": 84.0,
+                  "matmul_flops_per_s": 84.0 * 4.73e9 / 0.43}}
+CLIP_LENGTHS = (4, 8, 16, 32)
+PROFILE_TOP = 12
 FALLBACK_PLAN: tuple[int | None, int] = (None, 3)
 NUM_LABELS = 8  # distinct labels cycling through a batch, for the InfoNCE term
 
@@ -119,7 +151,12 @@ def rounded(value: float, digits: int = 4) -> float:
 
 
 def config_path(name: str) -> Path:
+    name = PRESETS.get(name, (name, ()))[0]
     return Path(name) if name.endswith((".yaml", ".yml")) else ROOT / "configs" / f"{name}.yaml"
+
+
+def config_overrides(name: str) -> list[str]:
+    return list(PRESETS.get(name, (name, ()))[1])
 
 
 # ---------------------------------------------------------------------------- FLOP counting
@@ -141,20 +178,29 @@ def register_cpu_attention_flops() -> None:
 
 
 # ---------------------------------------------------------------------------- measurements
-def matmul_flops_per_s(size: int, reps: int, dtype: torch.dtype) -> float:
+def now(device: torch.device) -> float:
+    """``time.perf_counter()`` once the device has finished what it was given."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def matmul_flops_per_s(size: int, reps: int, dtype: torch.dtype,
+                       device: torch.device | None = None) -> float:
     """Median rate of a dense (size x size) @ (size x size) matmul, after ~0.5 s of warm-up."""
+    device = device or torch.device("cpu")
     generator = torch.Generator().manual_seed(0)
-    a = torch.randn(size, size, generator=generator).to(dtype)
-    b = torch.randn(size, size, generator=generator).to(dtype)
-    out = torch.empty(size, size, dtype=dtype)
-    warm_until = time.perf_counter() + 0.5  # thread pool, kernel selection, clock ramp-up
-    while time.perf_counter() < warm_until:
+    a = torch.randn(size, size, generator=generator).to(device, dtype)
+    b = torch.randn(size, size, generator=generator).to(device, dtype)
+    out = torch.empty(size, size, dtype=dtype, device=device)
+    warm_until = now(device) + 0.5  # thread pool, kernel selection, clock ramp-up
+    while now(device) < warm_until:
         torch.mm(a, b, out=out)
     times = []
     for _ in range(reps):
-        start = time.perf_counter()
+        start = now(device)
         torch.mm(a, b, out=out)
-        times.append(time.perf_counter() - start)
+        times.append(now(device) - start)
     return 2 * size**3 / statistics.median(times)
 
 
@@ -167,6 +213,24 @@ def timed_steps(step: Callable[[], dict[str, float]], warmup: int, steps: int
     totals = [sum(p.values()) for p in phases]
     medians = {name: rounded(statistics.median(p[name] for p in phases)) for name in phases[0]}
     return totals, medians
+
+
+def profile_step(step: Callable[[], dict[str, float]], top: int, device: torch.device
+                 ) -> list[dict[str, Any]]:
+    """The ``top`` operators of one step by self time on ``device`` (torch.profiler), with their
+    share."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities, time_of = [ProfilerActivity.CPU], "self_cpu_time_total"
+    if device.type == "cuda":  # ranked by time on the GPU
+        activities, time_of = [*activities, ProfilerActivity.CUDA], "self_device_time_total"
+    with profile(activities=activities) as profiler:
+        step()
+    events = sorted(profiler.key_averages(), key=lambda e: getattr(e, time_of), reverse=True)
+    total = sum(getattr(event, time_of) for event in events)
+    return [{"op": event.key, "self_s": rounded(getattr(event, time_of) / 1e6),
+             "share": round(getattr(event, time_of) / total, 3), "calls": event.count}
+            for event in events[:top]]
 
 
 def train_row(precision: str, loop: str, frames_per_step: int, step_times: list[float],
@@ -187,14 +251,19 @@ def train_row(precision: str, loop: str, frames_per_step: int, step_times: list[
 class Bench:
     """One config's model, optimizer and random batch, with the step functions to time."""
 
-    def __init__(self, name: str, batch: int | None) -> None:
+    def __init__(self, name: str, batch: int | None, clip_length: int | None = None,
+                 device: str = "cpu") -> None:
         from groundlam.config import load_config
         from groundlam.losses import label_ids
         from groundlam.model import GroundLAM
 
-        overrides = [f"train.batch_size={batch}"] if batch else []
+        base = config_overrides(name)
+        overrides = base + ([f"train.batch_size={batch}"] if batch else [])
+        if clip_length:  # the position table long enough for every length timed
+            overrides += [f"data.clip_length={clip_length}",
+                          f"model.max_frames={max(clip_length, *CLIP_LENGTHS)}"]
         self.config = load_config(config_path(name), overrides)
-        self.config_batch = load_config(config_path(name)).train.batch_size
+        self.config_batch = load_config(config_path(name), base).train.batch_size
         torch.manual_seed(0)
         self.model = GroundLAM(self.config.model)
         model_config = self.config.model
@@ -209,6 +278,9 @@ class Bench:
         table = torch.randn(NUM_LABELS, model_config.text_dim)
         table = table / table.norm(dim=-1, keepdim=True)
         self.text = table[torch.arange(self.batch) % NUM_LABELS]  # (B, K), fixed unit vectors
+        self.device = torch.device(device)
+        self.model.to(self.device)  # clips stay on the host: each step copies them, as training
+        self.text = self.text.to(self.device)
 
     @property
     def frames_per_step(self) -> int:
@@ -225,22 +297,26 @@ class Bench:
         from groundlam.losses import compute_losses
         from groundlam.video import to_model_input
 
-        frames = to_model_input(self.video)  # (B, T, C, H, W) in [-1, 1]
+        frames = to_model_input(self.video).to(self.device)  # (B, T, C, H, W) in [-1, 1]
         output = model_call(frames)
         return compute_losses(module, output, frames, self.text, self.ids, self.config)["loss"]
 
     def torch_step(self, optimizer: torch.optim.Optimizer, bf16: bool) -> Callable:
+        from groundlam.engine import autocast
+
+        device = self.device
+
         def step() -> dict[str, float]:
-            start = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            start = now(device)
+            with autocast("bf16" if bf16 else "fp32", device.type):
                 loss = self.forward_losses(self.model, self.model)
-            forward = time.perf_counter()
+            forward = now(device)
             loss.backward()
-            backward = time.perf_counter()
+            backward = now(device)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            end = time.perf_counter()
+            end = now(device)
             return {"forward": forward - start, "backward": backward - forward,
                     "optimizer": end - backward}
 
@@ -273,10 +349,26 @@ class Bench:
             self.model.encode(self.video)
         times = []
         for _ in range(reps):
-            start = time.perf_counter()
+            start = now(self.device)
             self.model.encode(self.video)
-            times.append(time.perf_counter() - start)
+            times.append(now(self.device) - start)
         return times
+
+
+def clip_length_row(name: str, batch: int | None, clip_length: int, warmup: int,
+                    device: str, steps: int = 2) -> dict[str, Any]:
+    """One fp32 training step's cost at ``clip_length`` frames (same batch of clips)."""
+    log(f"{name}: {clip_length}-frame clips")
+    bench = Bench(name, batch, clip_length, device)
+    bench.model.train()
+    optimizer = bench.torch_optimizer()
+    flops, _, _ = bench.count_flops(optimizer)
+    times, _ = timed_steps(bench.torch_step(optimizer, bf16=False), warmup - 1, steps)
+    median = statistics.median(times)
+    return {"clip_length": clip_length, "frames_per_step": bench.frames_per_step,
+            "step_s_median": rounded(median),
+            "train_frames_per_s": rounded(bench.frames_per_step / median),
+            "train_flops_per_frame": rounded(flops / bench.frames_per_step)}
 
 
 # ---------------------------------------------------------------------------- workers
@@ -284,9 +376,10 @@ def torch_worker(args: argparse.Namespace) -> dict[str, Any]:
     started, cpu_start, own_start = time.perf_counter(), machine_cpu_seconds(), own_cpu_seconds()
     loadavg_start = os.getloadavg()
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
-    matmul = {name: matmul_flops_per_s(args.matmul_size, args.matmul_reps, dtype)
+    device = torch.device(args.device)
+    matmul = {name: matmul_flops_per_s(args.matmul_size, args.matmul_reps, dtype, device)
               for name, dtype in dtypes.items()}
-    bench = Bench(args.config, args.batch)
+    bench = Bench(args.config, args.batch, device=args.device)
     model = bench.model
     model.train()
     log(f"{args.config}: batch {bench.batch} x {bench.clip_length} frames, "
@@ -302,9 +395,15 @@ def torch_worker(args: argparse.Namespace) -> dict[str, Any]:
         timings["bf16"] = timed_steps(bench.torch_step(optimizer, bf16=True), args.warmup,
                                       args.steps)
 
+    profiles = {}
+    if args.profile:
+        log(f"{args.config}: profiling one step a precision")
+        profiles = {precision: profile_step(bench.torch_step(optimizer, precision == "bf16"),
+                                            PROFILE_TOP, bench.device) for precision in timings}
     log(f"{args.config}: timing encode")
     encode_times = bench.encode_rates(args.warmup, args.steps)
-    matmul_end = {name: matmul_flops_per_s(args.matmul_size, args.matmul_reps, dtype)
+
+    matmul_end = {name: matmul_flops_per_s(args.matmul_size, args.matmul_reps, dtype, device)
                   for name, dtype in dtypes.items()}
     # the better of start and end: a moment of contention must not make the model look efficient
     reference = {name: max(matmul[name], matmul_end[name]) for name in dtypes}
@@ -330,17 +429,31 @@ def torch_worker(args: argparse.Namespace) -> dict[str, Any]:
         "train_flops_per_step": flops,
         "forward_flops_per_step": forward_flops,
         "forward_flops_by_part": forward_by_part,
+        "profile_top_ops": profiles,
         "encode_frames_per_s": rounded(bench.frames_per_step / statistics.median(encode_times)),
         "encode_s": [rounded(t) for t in encode_times],
         "matmul_flops_per_s": {name: rounded(reference[name]) for name in dtypes},
         "matmul_flops_per_s_start_end": {name: [rounded(matmul[name]), rounded(matmul_end[name])]
                                          for name in dtypes},
         "peak_rss_mb": rounded(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_gpu_memory_mb": (rounded(torch.cuda.max_memory_allocated(device) / 2**20)
+                               if device.type == "cuda" else None),
+        "device": device_name(device),
         "loadavg_start": [round(x, 2) for x in loadavg_start],
         "loadavg_end": [round(x, 2) for x in os.getloadavg()],
         "cpu_share_taken_by_others": contention(cpu_start, own_start, started),
         "worker_wall_s": round(time.perf_counter() - started, 1),
     }
+
+
+def scaling_worker(args: argparse.Namespace) -> dict[str, Any]:
+    """``clip_length_row`` at each of ``args.clip_lengths``, in a process of its own (so the long
+    clips' memory stays out of the config's peak RSS)."""
+    matmul = matmul_flops_per_s(args.matmul_size, args.matmul_reps, torch.float32,
+                                torch.device(args.device))
+    rows = [clip_length_row(args.config, args.batch, length, args.warmup, args.device)
+            for length in args.clip_lengths]
+    return {"rows": rows, "matmul_flops_per_s": {"fp32": rounded(matmul)}}
 
 
 def free_port() -> str:
@@ -349,45 +462,61 @@ def free_port() -> str:
         return str(sock.getsockname()[1])
 
 
+DEEPSPEED_MODES = {
+    # mode: (precision of the row, DeepSpeed's bf16 mode, the trainer's autocast)
+    "fp32": ("fp32", False, "fp32"),
+    "bf16": ("bf16", False, "bf16"),  # the trainer's bf16: autocast over fp32 weights
+    "bf16_weights": ("bf16", True, "fp32"),  # DeepSpeed's bf16 mode: the trainer before issue 13
+}
+
+
 def deepspeed_worker(args: argparse.Namespace) -> dict[str, Any]:
-    """The fp32 step through a DeepSpeed engine in a world of one, as ``groundlam train`` runs."""
+    """A training step through a DeepSpeed engine in a world of one, as ``groundlam train`` runs
+    it, in ``args.ds_mode`` (``DEEPSPEED_MODES``)."""
     started, cpu_start, own_start = time.perf_counter(), machine_cpu_seconds(), own_cpu_seconds()
     os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=free_port())
     import deepspeed
 
-    from groundlam.engine import deepspeed_config, parameter_groups
+    from groundlam.engine import autocast, deepspeed_config, parameter_groups
 
-    matmul_start = matmul_flops_per_s(args.matmul_size, args.matmul_reps, torch.float32)
-    bench = Bench(args.config, args.batch)
+    precision, bf16_weights, autocast_precision = DEEPSPEED_MODES[args.ds_mode]
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    device = torch.device(args.device)
+    matmul_start = matmul_flops_per_s(args.matmul_size, args.matmul_reps, dtype, device)
+    bench = Bench(args.config, args.batch, device=args.device)
     bench.model.train()
-    deepspeed.init_distributed(dist_backend="gloo")
+    deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
+    engine_config = {**deepspeed_config(bench.config), "bf16": {"enabled": bf16_weights}}
     engine, _, _, _ = deepspeed.initialize(
         model=bench.model,
         model_parameters=parameter_groups(bench.model, bench.config.train.weight_decay),
-        config=deepspeed_config(bench.config, bf16=False))
+        config=engine_config)
     init_s = time.perf_counter() - started
 
     def step() -> dict[str, float]:
-        start = time.perf_counter()
-        loss = bench.forward_losses(engine, engine.module)
-        forward = time.perf_counter()
+        start = now(device)
+        with autocast(autocast_precision, device.type):
+            loss = bench.forward_losses(engine, engine.module)
+        forward = now(device)
         engine.backward(loss)
-        backward = time.perf_counter()
+        backward = now(device)
         engine.step()
-        end = time.perf_counter()
+        end = now(device)
         return {"forward": forward - start, "backward": backward - forward,
                 "optimizer": end - backward}
 
-    log(f"{args.config}: timing the DeepSpeed engine (fp32, ZeRO {bench.config.train.zero_stage})")
+    log(f"{args.config}: timing the DeepSpeed engine ({args.ds_mode}, "
+        f"ZeRO {bench.config.train.zero_stage})")
     times, phases = timed_steps(step, args.warmup, args.steps)
     matmul = max(matmul_start,
-                 matmul_flops_per_s(args.matmul_size, args.matmul_reps, torch.float32))
-    row = train_row("fp32", "deepspeed", bench.frames_per_step, times, phases, args.flops or 0,
-                    matmul)
+                 matmul_flops_per_s(args.matmul_size, args.matmul_reps, dtype, device))
+    row = train_row(precision, "deepspeed", bench.frames_per_step, times, phases,
+                    args.flops or 0, matmul)
     if not args.flops:
         del row["achieved_flops_per_s"], row["fraction_of_matmul"]
-    row.update(zero_stage=bench.config.train.zero_stage, init_s=round(init_s, 1),
+    row.update(mode=args.ds_mode, zero_stage=bench.config.train.zero_stage,
+               init_s=round(init_s, 1),
                peak_rss_mb=rounded(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
                cpu_share_taken_by_others=contention(cpu_start, own_start, started))
     torch.distributed.destroy_process_group()
@@ -396,7 +525,8 @@ def deepspeed_worker(args: argparse.Namespace) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- driver
 def run_worker(kind: str, name: str, batch: int | None, steps: int, args: argparse.Namespace,
-               flops: int | None = None) -> dict[str, Any]:
+               flops: int | None = None, ds_mode: str = "fp32", scaling: bool = False
+               ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         result = Path(folder) / "result.json"
         command = [sys.executable, "-m", "evals.bench_train", "--worker", kind,
@@ -406,9 +536,19 @@ def run_worker(kind: str, name: str, batch: int | None, steps: int, args: argpar
         command += ["--batch", str(batch)] if batch else []
         command += ["--flops", str(flops)] if flops else []
         command += [] if args.bf16 else ["--no-bf16"]
+        command += [] if args.profile else ["--no-profile"]
+        command += ["--ds-mode", ds_mode, "--device", args.device]
+        if scaling:
+            command += ["--clip-lengths", *map(str, CLIP_LENGTHS)]
         # the worker's stdout (DeepSpeed logs there) goes to our stderr: stdout is the JSON only
         subprocess.run(command, stdout=sys.stderr, check=True, cwd=ROOT)
         return json.loads(result.read_text())
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return cpu_description()["model"]
 
 
 def cpu_description() -> dict[str, Any]:
@@ -461,31 +601,59 @@ def driver(args: argparse.Namespace) -> dict[str, Any]:
     }
     for name in args.configs:
         default_batch, default_steps = DEFAULT_PLAN.get(name, FALLBACK_PLAN)
+        if args.device == "cuda":  # the plan's small batches are for a CPU
+            default_batch = None
         batch = args.batch or default_batch
         steps = args.steps or default_steps
         log(f"{name}: worker starting")
         result = run_worker("torch", name, batch, steps, args)
+        if name in args.scaling:
+            result["clip_length_scaling"] = run_worker("scaling", name, batch, steps, args,
+                                                       scaling=True)
         smaller = result["batch_size"] < result["config_batch_size"]
         result["reduced"] = (f"batch {result['batch_size']} instead of the config's "
                              f"{result['config_batch_size']}, {steps} timed step(s): CPU time"
                              if smaller else None)
         if name in args.deepspeed:
-            row = run_worker("deepspeed", name, batch, steps, args,
-                             flops=result["train_flops_per_step"])
-            torch_fp32 = result["train"][0]["step_s_median"]
-            row["overhead_vs_torch"] = rounded(row["step_s_median"] / torch_fp32, 3)
-            result["train"].append(row)
+            torch_rows = {row["precision"]: row["step_s_median"] for row in result["train"]}
+            for mode in DEEPSPEED_MODES if args.bf16 else ["fp32"]:
+                row = run_worker("deepspeed", name, batch, steps, args,
+                                 flops=result["train_flops_per_step"], ds_mode=mode)
+                # what the engine adds to the same arithmetic in the plain loop
+                row["overhead_vs_torch"] = rounded(row["step_s_median"]
+                                                   / torch_rows[row["precision"]], 3)
+                result["train"].append(row)
+        if name == "matched":
+            result["against_best_peer"] = against_peers(result)
         report["configs"][name] = result
     report["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     report["wall_s"] = round(time.perf_counter() - started, 1)
     return report
 
 
+def against_peers(result: dict[str, Any]) -> dict[str, Any]:
+    """Each plain-loop row against issue 13's best peer of its precision, normalised by the
+    matmul rate of each machine (the peers' drivers are not in this repository)."""
+    ratios = {}
+    for row in result["train"]:
+        peer = PEERS[row["precision"]]
+        if row["loop"] != "torch":
+            continue
+        ours = row["train_frames_per_s"] / result["matmul_flops_per_s"][row["precision"]]
+        theirs = peer["train_frames_per_s"] / peer["matmul_flops_per_s"]
+        ratios[row["precision"]] = {
+            "peer": peer["model"], "peer_train_frames_per_s": peer["train_frames_per_s"],
+            "peer_matmul_flops_per_s": rounded(peer["matmul_flops_per_s"]),
+            "ratio_rate_normalised": rounded(ours / theirs, 3)}
+    return ratios
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", nargs="+", default=["tiny", "base"],
-                        help="config names under configs/ or YAML paths")
+    parser.add_argument("--configs", nargs="+", default=["tiny", "matched"],
+                        help="config names under configs/, 'matched' (the peers' dims) or YAML "
+                             "paths; base is slow on a CPU (one clip a step)")
     parser.add_argument("--steps", type=int, default=None,
                         help="timed steps for every config (default: tiny 3, base 2)")
     parser.add_argument("--batch", type=int, default=None,
@@ -494,16 +662,29 @@ def build_parser() -> argparse.ArgumentParser:
                         help="untimed steps first; the first one is FLOP-counted (minimum 1)")
     parser.add_argument("--no-bf16", dest="bf16", action="store_false",
                         help="skip the bf16 autocast training row")
-    parser.add_argument("--deepspeed", nargs="*", default=["tiny"], metavar="CONFIG",
-                        help="configs also timed through a DeepSpeed engine (default: tiny; "
-                             "give the flag alone for none)")
+    parser.add_argument("--deepspeed", nargs="*", default=["tiny", "matched"], metavar="CONFIG",
+                        help="configs also timed through a DeepSpeed engine, fp32, bf16 autocast "
+                             "and DeepSpeed's bf16 weights (default: tiny, matched; the flag "
+                             "alone for none)")
+    parser.add_argument("--scaling", nargs="*", default=["matched"], metavar="CONFIG",
+                        help=f"configs also timed at {', '.join(map(str, CLIP_LENGTHS))}-frame "
+                             "clips (default: matched)")
+    parser.add_argument("--no-profile", dest="profile", action="store_false",
+                        help="skip the torch.profiler breakdown of one step a precision")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                        help="where to train (cuda: evals/gpu_checks.py runs this)")
     parser.add_argument("--matmul-size", type=int, default=2048)
     parser.add_argument("--matmul-reps", type=int, default=5)
     # internal: one config measured in this process, result written to --result
-    parser.add_argument("--worker", choices=["torch", "deepspeed"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["torch", "deepspeed", "scaling"],
+                        help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--flops", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--ds-mode", choices=tuple(DEEPSPEED_MODES), default="fp32",
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--clip-lengths", type=int, nargs="*", default=[],
+                        help=argparse.SUPPRESS)
     return parser
 
 
@@ -511,7 +692,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.warmup = max(args.warmup, 1)
     if args.worker:
-        worker = torch_worker if args.worker == "torch" else deepspeed_worker
+        worker = {"torch": torch_worker, "deepspeed": deepspeed_worker,
+                  "scaling": scaling_worker}[args.worker]
         args.result.write_text(json.dumps(worker(args)))
         return 0
     print(json.dumps(driver(args), indent=2))

@@ -1,0 +1,45 @@
+"""The speed scripts of evals/ run end to end on the smoke config (their numbers are not checked:
+timings belong in evals/results/, not in tests)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from evals import bench_train, gpu_checks
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_train_reports_every_row_on_the_smoke_config():
+    command = [sys.executable, "-m", "evals.bench_train", "--configs", "smoke", "--steps", "1",
+               "--deepspeed", "--scaling", "--matmul-size", "256"]
+    report = json.loads(subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+                                       check=True).stdout)
+    smoke = report["configs"]["smoke"]
+    assert [(row["precision"], row["loop"]) for row in smoke["train"]] == [
+        ("fp32", "torch"), ("bf16", "torch")]
+    assert all(row["train_frames_per_s"] > 0 and 0 < row["fraction_of_matmul"]
+               for row in smoke["train"])
+    assert set(smoke["profile_top_ops"]) == {"fp32", "bf16"}
+    assert smoke["profile_top_ops"]["fp32"][0]["share"] >= smoke["profile_top_ops"]["fp32"][1][
+        "share"]
+    assert smoke["train_flops_per_step"] > smoke["forward_flops_per_step"] > 0
+
+
+def test_peers_are_compared_at_equal_matmul_rates():
+    result = {"matmul_flops_per_s": {"fp32": 108e9, "bf16": 465e9},  # half the peers' rates
+              "train": [{"precision": "fp32", "loop": "torch", "train_frames_per_s": 35.0},
+                        {"precision": "bf16", "loop": "torch", "train_frames_per_s": 84.0},
+                        {"precision": "fp32", "loop": "deepspeed", "train_frames_per_s": 1.0}]}
+    ratios = bench_train.against_peers(result)
+    assert ratios["fp32"]["ratio_rate_normalised"] == pytest.approx(2.0, rel=1e-3)
+    assert ratios["bf16"]["ratio_rate_normalised"] == pytest.approx(2.0, rel=1e-2)
+
+
+def test_gpu_checks_without_a_gpu_runs_nothing(capsys, monkeypatch):
+    monkeypatch.setattr(gpu_checks.torch.cuda, "is_available", lambda: False)
+    assert gpu_checks.main([]) == 0
+    assert "no CUDA GPU" in capsys.readouterr().out
