@@ -376,7 +376,8 @@ PROBE_KEYS = {"actions", "motion_linear", "motion_mlp", "task_time_linear",
               "motion_task_time_linear", "task_labels_seen", "pixels_linear",
               "current_frame_linear", "ceiling"}
 VARIANT_KEYS = {"fit_clips", "test_clips", "action_probe", "retrieval", "retrieval_no_motion",
-                "disentanglement", "camera_shift", "controllability", "focus", "plots"}
+                "disentanglement", "camera_shift", "controllability", "focus", "plots",
+                "timings_s"}
 
 
 @pytest.fixture
@@ -387,7 +388,7 @@ def tiny_checkpoint(tmp_path, tiny_model):
 
 @pytest.mark.slow  # generates episodes, loads the text encoder: ~10-20 s
 def test_eval_cli_end_to_end_on_synthetic(tmp_path, tiny_checkpoint):
-    from groundlam.evaluation.evaluate import main
+    from groundlam.evaluation.evaluate import STAGES, main
 
     out = tmp_path / "eval"
     assert main(["--checkpoint", str(tiny_checkpoint), "--data", "synthetic", "--out", str(out),
@@ -402,6 +403,7 @@ def test_eval_cli_end_to_end_on_synthetic(tmp_path, tiny_checkpoint):
     assert ceilings[0] == {**ceilings[1], "no_change_from": "scored frames"}
     for name, results in metrics["variants"].items():
         assert set(results) == VARIANT_KEYS
+        assert set(results["timings_s"]) == set(STAGES)  # where its time went
         assert results["fit_clips"] == results["test_clips"] == 8  # 4 episodes x 2 clips
         probe = results["action_probe"]
         assert probe["actions"] == "discrete"
@@ -522,3 +524,29 @@ def test_synthetic_plan_scores_both_renderings_and_names_the_trained_one(tiny_mo
     assert split["trained_on"] == "distracted" and split["distractors_from"] == "run"
     assert split["distractors"]["sprites"] == 1.0 and split["distractors"]["background"] == 0.0
     assert _plan("synthetic", config, False, None)[0]["trained_on"] is None  # no run config
+
+
+def test_synthetic_evaluation_generates_only_the_episodes_its_clips_read():
+    """Episodes are functions of (seed, index): at most ceil(max_clips / clips an episode) of
+    them are generated (2 clips of 6 frames in 12), never more than data.eval_episodes."""
+    from groundlam import GroundLAM, GroundLAMConfig
+    from groundlam.config import load_config
+    from groundlam.evaluation.evaluate import _synthetic_episodes
+
+    config = load_config(None, SYNTHETIC_TINY)  # 4 episodes of 12 frames, 6-frame clips
+    model = GroundLAM(GroundLAMConfig(**TINY))
+    assert [_synthetic_episodes(config, model, clips) for clips in (None, 1, 3, 4, 8, 100)] == [
+        4, 1, 2, 2, 4, 4]
+
+
+def test_probes_fit_side_by_side_give_what_they_give_one_by_one():
+    from functools import partial
+
+    from groundlam.evaluation.metrics import fit_in_parallel
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(120, 10)), rng.integers(0, 3, 120)
+    jobs = {n: partial(action_probe_scores, x[:80] * n, y[:80], x[80:] * n, y[80:])
+            for n in (1, 2, 3)}
+    assert fit_in_parallel(jobs) == {n: job() for n, job in jobs.items()}
+    assert list(fit_in_parallel(jobs)) == [1, 2, 3]

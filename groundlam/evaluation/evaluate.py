@@ -46,9 +46,11 @@ import argparse
 import json
 import logging
 import sys
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,7 @@ from groundlam.evaluation.metrics import (
     camera_shift_sensitivity,
     controllability,
     disentanglement_matrix,
+    fit_in_parallel,
     focus_precision,
     frame_pair_features,
     is_discrete,
@@ -364,11 +367,16 @@ def evaluate_variant(model, fit_clips: ClipDataset, fit_episodes: datasets.Datas
     transitions are read from them, since distractors change every frame whatever the agent
     does; by default from the scored frames themselves.
     """
+    timings: dict[str, float] = {}  # seconds a stage took: where an evaluation's time goes
+    started = [time.perf_counter(), ""]
+
     def stage(label: str) -> None:
+        started[:] = [time.perf_counter(), label]
         if progress is not None:
             progress.set_postfix_str(f"{name}: {label}")
 
     def done() -> None:
+        timings[started[1]] = round(time.perf_counter() - started[0], 2)
         if progress is not None:
             progress.update(1)
 
@@ -395,22 +403,30 @@ def evaluate_variant(model, fit_clips: ClipDataset, fit_episodes: datasets.Datas
             unchanged = no_change_transitions(_clip_frames(clean_test_clips, len(test)))
         else:
             unchanged = no_change_transitions(test.frames)
+        probes = {  # independent fits, run side by side
+            "motion_linear": partial(action_probe_scores, train_x, train_y, test_x, test_y,
+                                     "linear"),
+            "task_time": partial(_task_time_probes, fit, test),
+            "pixels_linear": partial(action_probe_scores, frame_pair_features(fit.frames),
+                                     train_y, frame_pair_features(test.frames), test_y,
+                                     "linear"),
+            "current_frame_linear": partial(
+                action_probe_scores, frame_pair_features(fit.frames, change=False), train_y,
+                frame_pair_features(test.frames, change=False), test_y, "linear")}
+        if preset.mlp_probe:
+            probes["motion_mlp"] = partial(action_probe_scores, train_x, train_y, test_x,
+                                           test_y, "mlp")
+        scores = fit_in_parallel(probes)
         results["action_probe"] = {
             "actions": "discrete" if is_discrete(test_y) else "continuous",
-            "motion_linear": action_probe_scores(train_x, train_y, test_x, test_y, "linear"),
-            **_task_time_probes(fit, test),
-            "pixels_linear": action_probe_scores(frame_pair_features(fit.frames), train_y,
-                                                 frame_pair_features(test.frames), test_y,
-                                                 "linear"),
-            "current_frame_linear": action_probe_scores(
-                frame_pair_features(fit.frames, change=False), train_y,
-                frame_pair_features(test.frames, change=False), test_y, "linear"),
+            "motion_linear": scores["motion_linear"], **scores["task_time"],
+            "pixels_linear": scores["pixels_linear"],
+            "current_frame_linear": scores["current_frame_linear"],
             "ceiling": {**no_change_ceiling(test_y, unchanged),
                         "no_change_from": "scored frames" if clean_test_clips is None
                         else "clean rendering"}}
         if preset.mlp_probe:
-            results["action_probe"]["motion_mlp"] = action_probe_scores(
-                train_x, train_y, test_x, test_y, "mlp")
+            results["action_probe"]["motion_mlp"] = scores["motion_mlp"]
     done()
 
     stage(STAGES[3])
@@ -459,6 +475,7 @@ def evaluate_variant(model, fit_clips: ClipDataset, fit_episodes: datasets.Datas
                                         test.latents.labels, test.actions, out, name,
                                         action_names)
     done()
+    results["timings_s"] = timings
     return results
 
 
@@ -477,9 +494,22 @@ def _clips(episodes: datasets.Dataset, config: Config, model, name: str) -> Clip
     return ClipDataset(episodes, length, model.config.image_size, config.data.frame_stride, name)
 
 
-def _plan(spec: str, config: Config, config_given: bool, model, probe_fit: str = "train"
-          ) -> tuple[dict[str, Any], list[tuple[str, Any, Any]]]:
-    """The split description and [(variant, (fit episodes), (test episodes))]."""
+def _synthetic_episodes(config: Config, model, max_clips: int | None) -> int:
+    """How many synthetic episodes give ``max_clips`` clips: each episode is a function of its
+    seed and index, so the first ones are the same whatever the count; no more are generated
+    than the metrics read (half of the quickstart's 128, at 256 clips)."""
+    data = config.data
+    if max_clips is None:
+        return data.eval_episodes
+    span = (min(data.clip_length, model.config.max_frames) - 1) * data.frame_stride + 1
+    per_episode = len(range(0, data.synthetic.episode_length - span + 1, span))
+    return min(data.eval_episodes, -(-max_clips // max(per_episode, 1)))
+
+
+def _plan(spec: str, config: Config, config_given: bool, model, probe_fit: str = "train",
+          max_clips: int | None = None) -> tuple[dict[str, Any], list[tuple[str, Any, Any]]]:
+    """The split description and [(variant, (fit episodes), (test episodes))]; with
+    ``max_clips``, synthetic episodes only as many as give that many clips."""
     if probe_fit not in ("train", "half"):
         raise ValueError(f"probe_fit={probe_fit!r}: use 'train' or 'half'")
     data = config.data
@@ -490,13 +520,14 @@ def _plan(spec: str, config: Config, config_given: bool, model, probe_fit: str =
         distractors = (data.synthetic.distractors if distracted
                        else Distractors.all(STANDARD_DISTRACTION))
         synthetic = replace(data.synthetic, distractors=distractors)
-        fit_config = replace(synthetic, num_episodes=data.eval_episodes)
-        test_config = held_out_synthetic(synthetic, data.eval_episodes)
+        episodes = _synthetic_episodes(config, model, max_clips)
+        fit_config = replace(synthetic, num_episodes=episodes)
+        test_config = held_out_synthetic(synthetic, episodes)
         trained_on = None  # unknown without the run's config; none of these with other data
         if config_given and data.train == "synthetic":
             trained_on = "distracted" if distracted else "clean"
-        split = {"fit": f"synthetic seed {fit_config.seed}, episodes 0-{data.eval_episodes - 1}",
-                 "scored": f"synthetic seed {test_config.seed}, {data.eval_episodes} episodes "
+        split = {"fit": f"synthetic seed {fit_config.seed}, episodes 0-{episodes - 1}",
+                 "scored": f"synthetic seed {test_config.seed}, {episodes} episodes "
                            "(a seed no run trains on)",
                  "held_out": True, "trained_on": trained_on, "distractors": asdict(distractors),
                  "distractors_from": "run" if distracted else "benchmark standard"}
@@ -555,7 +586,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str, out: str | Path,
     model = GroundLAM.from_pretrained(str(checkpoint))
     model.eval()
     out.mkdir(parents=True, exist_ok=True)
-    split, plan = _plan(data, config, config_path is not None, model, probe_fit)
+    split, plan = _plan(data, config, config_path is not None, model, probe_fit,
+                        chosen.max_clips)
     metrics: dict[str, Any] = {
         "checkpoint": str(checkpoint), "data": data,
         "config": str(config_path) if config_path is not None else None,
