@@ -696,8 +696,26 @@ def main(argv: list[str] | None = None) -> int:
                   "scaling": scaling_worker}[args.worker]
         args.result.write_text(json.dumps(worker(args)))
         return 0
-    print(json.dumps(driver(args), indent=2))
+    report = driver(args)
+    print(summary(report), file=sys.stderr)
+    print(json.dumps(report, indent=2))
     return 0
+
+
+def summary(report: dict[str, Any]) -> str:
+    """The training rows as a table, for the terminal (the JSON has everything)."""
+    lines = ["config    precision loop      mode          frames/s  share of matmul  GFLOP/frame"]
+    for name, result in report["configs"].items():
+        per_frame = result["train_flops_per_step"] / result["frames_per_step"] / 1e9
+        for row in result["train"]:
+            lines.append(f"{name:<9} {row['precision']:<9} {row['loop']:<9} "
+                         f"{row.get('mode', '-'):<13} {row['train_frames_per_s']:>8.1f}  "
+                         f"{row.get('fraction_of_matmul', float('nan')):>15.3f}  "
+                         f"{per_frame:>11.2f}")
+        for precision, peer in result.get("against_best_peer", {}).items():
+            lines.append(f"{name} {precision}: {peer['ratio_rate_normalised']:.2f}x "
+                         f"{peer['peer']} (rate-normalised)")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
