@@ -186,19 +186,27 @@ def test_config_json_from_before_patch_mixing_loads_as_it_was_trained(tmp_path, 
 def test_config_json_from_before_depthwise_mixing_loads_with_full_convolutions(tmp_path, video):
     """Checkpoints saved before ``depthwise_mixing`` existed mixed with full convolutions: their
     config.json has no such key, and they load strictly (the full kernels fit) and encode as
-    they did. New models convolve each channel on its own."""
+    they did. New models convolve each channel on its own in the decoder ("decoder"), or in the
+    encoder's patch mixing too ("all")."""
     import json
 
-    assert GroundLAM(GroundLAMConfig(**TINY)).decoder.blocks[0].local.groups == TINY["decoder_dim"]
-    model = GroundLAM(GroundLAMConfig(**TINY, depthwise_mixing=False))
-    assert model.encoder.patch_mixing.conv.weight.shape == (TINY["dim"], TINY["dim"], 3, 3)
+    def groups(model):
+        return model.encoder.patch_mixing.conv.groups, model.decoder.blocks[0].local.groups
+
+    dim, decoder_dim = TINY["dim"], TINY["decoder_dim"]
+    assert groups(GroundLAM(GroundLAMConfig(**TINY))) == (1, decoder_dim)
+    assert groups(GroundLAM(GroundLAMConfig(**TINY, depthwise_mixing="all"))) == (dim, decoder_dim)
+    model = GroundLAM(GroundLAMConfig(**TINY, depthwise_mixing="none"))
+    assert groups(model) == (1, 1)
     model.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     del config["depthwise_mixing"]
     (tmp_path / "config.json").write_text(json.dumps(config))
     loaded = GroundLAM.from_pretrained(str(tmp_path))
-    assert loaded.config.depthwise_mixing is False
+    assert loaded.config.depthwise_mixing == "none"
     torch.testing.assert_close(loaded.encode(video).motion, model.encode(video).motion)
+    with pytest.raises(ValueError, match="depthwise_mixing"):
+        GroundLAMConfig(**TINY, depthwise_mixing="encoder")
 
 
 @pytest.mark.parametrize("camera_slots", [0, 1])

@@ -15,7 +15,7 @@ from pydantic import with_config
 from groundlam.validation import STRICT_KEYS
 
 __all__ = ["GroundLAMConfig", "ENCODERS", "BOTTLENECKS", "DECODER_TARGETS", "CAMERA_WARPS",
-           "TASK_POOLINGS", "MOTION_POOLINGS"]
+           "TASK_POOLINGS", "MOTION_POOLINGS", "DEPTHWISE_MIXINGS"]
 
 # the choices of the architecture's switches: the fields' types, and tuples of them
 Encoder = Literal["st_transformer", "conv", "linear"]
@@ -24,12 +24,14 @@ DecoderTarget = Literal["pixels", "residual", "shift_tolerant", "flow"]
 CameraWarp = Literal["translation", "affine"]
 TaskPooling = Literal["slots", "motion", "both"]
 MotionPooling = Literal["mean", "concat"]
+DepthwiseMixing = Literal["none", "decoder", "all"]
 ENCODERS = get_args(Encoder)
 BOTTLENECKS = get_args(Bottleneck)
 DECODER_TARGETS = get_args(DecoderTarget)
 CAMERA_WARPS = get_args(CameraWarp)
 TASK_POOLINGS = get_args(TaskPooling)
 MOTION_POOLINGS = get_args(MotionPooling)
+DEPTHWISE_MIXINGS = get_args(DepthwiseMixing)
 
 
 @with_config(STRICT_KEYS)
@@ -114,11 +116,13 @@ class GroundLAMConfig:
     # (0 = off). A patch embedded on its own cannot tell which way something moved by one patch;
     # with its neighbours in view the direction is local (issue 9: probe 0.47 -> 0.85)
     patch_mixing: int = 3
-    # the encoder's patch mixing and the decoder's local mixing convolve each channel on its own
-    # (depthwise; the linear layers after them mix channels): 9 x D multiply-adds a token
-    # instead of 9 x D^2, 1/6 of the convolutions' time (issue 13). False: full convolutions,
-    # as before the field existed (a ``config.json`` without it loads that way)
-    depthwise_mixing: bool = True
+    # which 3x3 convolutions over the patch grid convolve each channel on its own (depthwise;
+    # the linear layers after them mix channels: 9 x D multiply-adds a token instead of
+    # 9 x D^2, 1/6 of the time): "decoder" (its local mixing), "all" (the encoder's patch mixing
+    # too) or "none", as before the field existed (a ``config.json`` without it loads that
+    # way). Issue 13, 3 seeds of the quickstart: "all" cost the clean probe 0.013 (every seed)
+    # and gave the distracted one 0.016
+    depthwise_mixing: DepthwiseMixing = "decoder"
     # bottleneck between encoder and decoder: "continuous" | "vq" | "fsq" | "none"
     bottleneck: Bottleneck = "continuous"
     motion_dim: int = 128  # size of one latent action (continuous and vq)
@@ -162,7 +166,8 @@ class GroundLAMConfig:
     def __post_init__(self) -> None:
         choices = {"encoder": ENCODERS, "bottleneck": BOTTLENECKS,
                    "decoder_target": DECODER_TARGETS, "camera_warp": CAMERA_WARPS,
-                   "task_pooling": TASK_POOLINGS, "motion_pooling": MOTION_POOLINGS}
+                   "task_pooling": TASK_POOLINGS, "motion_pooling": MOTION_POOLINGS,
+                   "depthwise_mixing": DEPTHWISE_MIXINGS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"model.{name}={getattr(self, name)!r} is not one of {allowed}")

@@ -114,7 +114,7 @@ class STTransformerEncoder(nn.Module):
         self.patch_embed = PatchEmbed(config.patch_size, config.dim,
                                       6 if config.difference_input else 3)
         self.patch_mixing = (PatchMixing(config.dim, config.image_size // config.patch_size,
-                                         config.patch_mixing, config.depthwise_mixing)
+                                         config.patch_mixing, config.depthwise_mixing == "all")
                              if config.patch_mixing else None)
         self.space_pos = nn.Parameter(torch.randn(config.num_patches, config.dim) * 0.02)
         self.time_pos = nn.Parameter(torch.randn(config.max_frames, config.dim) * 0.02)

@@ -53,7 +53,7 @@ __all__ = ["GroundLAM", "LatentActions", "GroundLAMOutput"]
 LEGACY_DEFAULTS = {"patch_mixing": 0, "color_matching": False, "shift_matching": 0,
                    "vq_scale": False, "quantizer_norm": False,
                    "difference_matching": False, "decoder_history": False,
-                   "depthwise_mixing": False}
+                   "depthwise_mixing": "none"}
 
 MODEL_CARD = """---
 {{ card_data }}
@@ -144,7 +144,7 @@ class ForwardDynamicsDecoder(nn.Module):
         self.pos = nn.Parameter(torch.randn(config.num_patches, config.decoder_dim) * 0.02)
         self.blocks = nn.ModuleList(
             DecoderBlock(config.decoder_dim, config.heads, config.mlp_ratio, config.latent_dim,
-                         self.grid, config.depthwise_mixing)
+                         self.grid, config.depthwise_mixing != "none")
             for _ in range(config.decoder_depth))
         self.norm = nn.LayerNorm(config.decoder_dim)
         channels = 2 if self.target == "flow" else 3
