@@ -125,19 +125,26 @@ def machine_cpu_seconds() -> tuple[float, float] | None:
     return (user + nice + system + irq + softirq) / tick, steal / tick
 
 
-def own_cpu_seconds() -> float:
+def own_cpu_seconds(children: bool = False) -> float:
+    """CPU seconds of this process (and, with ``children``, of its waited-for children)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    total = usage.ru_utime + usage.ru_stime
+    if children:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        total += usage.ru_utime + usage.ru_stime
+    return total
 
 
-def contention(start: tuple[float, float] | None, own_start: float, wall_start: float
-               ) -> dict[str, float] | None:
-    """Share of the machine's CPU time that other processes (and the hypervisor) took."""
+def contention(start: tuple[float, float] | None, own_start: float, wall_start: float,
+               children: bool = False) -> dict[str, float] | None:
+    """Share of the machine's CPU time that other processes (and the hypervisor) took;
+    ``children``: this process's finished children count as its own (``own_start`` must then
+    be ``own_cpu_seconds(children=True)``)."""
     end = machine_cpu_seconds()
     if start is None or end is None:
         return None
     capacity = (time.perf_counter() - wall_start) * (os.cpu_count() or 1)
-    others = (end[0] - start[0]) - (own_cpu_seconds() - own_start)
+    others = (end[0] - start[0]) - (own_cpu_seconds(children) - own_start)
     return {"other_processes": round(max(others, 0.0) / capacity, 3),
             "stolen": round((end[1] - start[1]) / capacity, 3)}
 
