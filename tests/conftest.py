@@ -14,6 +14,26 @@ TINY = dict(image_size=32, patch_size=8, max_frames=6, dim=32, depth=2, heads=2,
             num_task_slots=2, motion_dim=8, decoder_dim=32, decoder_depth=1)
 
 
+def synthetic_batch(num_episodes: int, episode_length: int, clip_length: int, seed: int) -> dict:
+    """Every clip of a small distracted synthetic corpus (32 px) as one collated batch, with
+    ``text``: one fixed random unit vector a label (384-d), so no text encoder is loaded."""
+    import torch.nn.functional as F
+
+    from groundlam.data.episodes import ClipDataset, collate_clips
+    from groundlam.data.synthetic import Distractors, SyntheticConfig, generate_dataset
+
+    episodes = generate_dataset(SyntheticConfig(num_episodes=num_episodes,
+                                                episode_length=episode_length, image_size=32,
+                                                seed=seed, distractors=Distractors.all(0.5)))
+    clips = ClipDataset(episodes, clip_length, image_size=32)
+    batch = collate_clips([clips[i] for i in range(len(clips))])
+    generator = torch.Generator().manual_seed(0)
+    table = {label: F.normalize(torch.randn(384, generator=generator), dim=0)
+             for label in sorted(set(batch["labels"]))}
+    batch["text"] = torch.stack([table[label] for label in batch["labels"]])
+    return batch
+
+
 @pytest.fixture
 def tiny_config() -> GroundLAMConfig:
     return GroundLAMConfig(**TINY)

@@ -2,18 +2,15 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from groundlam import GroundLAM, GroundLAMConfig
 from groundlam.config import Config, DataConfig, LossConfig
-from groundlam.data.episodes import ClipDataset, collate_clips
-from groundlam.data.synthetic import Distractors, SyntheticConfig, generate_dataset
 from groundlam.engine import autocast
 from groundlam.losses import compute_losses, label_ids
 from groundlam.model.layers import attention
 from groundlam.video import to_model_input
 
-from .conftest import TINY
+from .conftest import TINY, synthetic_batch
 
 CLIP = 4
 STEPS = 40
@@ -21,16 +18,7 @@ STEPS = 40
 
 @pytest.fixture(scope="module")
 def batch():
-    episodes = generate_dataset(SyntheticConfig(num_episodes=8, episode_length=CLIP + 2,
-                                                image_size=32, seed=2,
-                                                distractors=Distractors.all(0.5)))
-    clips = ClipDataset(episodes, CLIP, image_size=32)
-    batch = collate_clips([clips[i] for i in range(len(clips))])
-    generator = torch.Generator().manual_seed(0)
-    table = {label: F.normalize(torch.randn(384, generator=generator), dim=0)
-             for label in sorted(set(batch["labels"]))}
-    batch["text"] = torch.stack([table[label] for label in batch["labels"]])
-    return batch
+    return synthetic_batch(num_episodes=8, episode_length=CLIP + 2, clip_length=CLIP, seed=2)
 
 
 def train(batch, precision: str) -> list[dict[str, float]]:

@@ -12,8 +12,7 @@ import torch.nn.functional as F
 
 from groundlam import GroundLAM, GroundLAMConfig
 from groundlam.config import Config, ConfigError, DataConfig, LossConfig, load_config
-from groundlam.data.episodes import ClipDataset, collate_clips
-from groundlam.data.synthetic import ACTIONS, Distractors, SyntheticConfig, generate_dataset
+from groundlam.data.synthetic import ACTIONS
 from groundlam.losses import (
     action_loss,
     compute_losses,
@@ -29,24 +28,14 @@ from groundlam.model.encoders import frame_changes
 from groundlam.model.modeling import ForwardDynamicsDecoder
 from groundlam.video import to_model_input
 
-from .conftest import TINY
+from .conftest import TINY, synthetic_batch
 
 CLIP = 4
 
 
 @pytest.fixture(scope="module")
 def batch():
-    episodes = generate_dataset(SyntheticConfig(num_episodes=6, episode_length=CLIP + 1,
-                                                image_size=32, seed=1,
-                                                distractors=Distractors.all(0.5)))
-    clips = ClipDataset(episodes, CLIP, image_size=32)
-    batch = collate_clips([clips[i] for i in range(len(clips))])
-    # stand-in text embeddings, one fixed random vector a label: no text encoder to load
-    generator = torch.Generator().manual_seed(0)
-    table = {label: F.normalize(torch.randn(384, generator=generator), dim=0)
-             for label in sorted(set(batch["labels"]))}
-    batch["text"] = torch.stack([table[label] for label in batch["labels"]])
-    return batch
+    return synthetic_batch(num_episodes=6, episode_length=CLIP + 1, clip_length=CLIP, seed=1)
 
 
 def make_config(model=None, loss=None, data=None) -> Config:
