@@ -233,6 +233,51 @@ def test_last_block_updates_only_the_slots_and_gives_them_the_same_values(camera
         block(tokens, keep=3, return_weights=True)
 
 
+def test_temporal_attention_on_slots_leaves_patches_within_their_frame():
+    """With ``temporal=K`` only the first K tokens of a frame attend across frames: after one
+    block a patch of frame t depends on frame t alone, a slot of frame t on frames <= t. The
+    path with attention weights gives the same tokens, with identity temporal weights for the
+    patches (what attention rollout reads), and the last block's slots-only path agrees."""
+    torch.manual_seed(0)
+    block = GroundLAM(GroundLAMConfig(**TINY)).encoder.blocks[0]
+    tokens = torch.randn(2, 4, 7, TINY["dim"])
+    changed = tokens.clone()
+    changed[:, 1] += torch.randn_like(changed[:, 1])  # frame 1, slots and patches
+    with torch.no_grad():
+        out, (_, temporal) = block(tokens, return_weights=True, temporal=3)
+        other = block(changed, temporal=3)[0]
+        fused = block(tokens, temporal=3)[0]
+        slots_only = block(tokens, keep=3, temporal=3)[0]
+        every_token = block(changed)[0]
+    torch.testing.assert_close(fused, out, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(slots_only, fused[:, :, :3], rtol=1e-5, atol=1e-5)
+    moved = (other - fused).abs().amax(dim=(0, 3))  # (T, L): how much each token moved
+    assert (moved[0] == 0).all()  # causal: frame 0 never reads frame 1
+    assert (moved[2:, 3:] == 0).all()  # later frames' patches do not read frame 1
+    assert (moved[2:, :3] > 1e-3).all()  # their slots do
+    assert ((every_token - block(tokens)[0]).abs().amax(dim=(0, 3))[2:, 3:] > 1e-3).all()
+    assert temporal.shape == (2, 7, TINY["heads"], 4, 4)
+    torch.testing.assert_close(temporal[:, 3:], torch.eye(4).expand(2, 4, TINY["heads"], 4, 4))
+    assert not torch.allclose(temporal[:, :3], torch.eye(4).expand(2, 3, TINY["heads"], 4, 4))
+
+
+def test_temporal_attention_switch_keeps_the_weights_and_rejects_unknown_values(video):
+    """``temporal_attention="slots"`` has the same parameters as "all" (a checkpoint loads
+    either way), changes the latents, and focus maps still draw; unknown values are refused."""
+    from groundlam import focus_map
+
+    torch.manual_seed(0)
+    every = GroundLAM(GroundLAMConfig(**TINY)).eval()
+    slots = GroundLAM(GroundLAMConfig(**TINY, temporal_attention="slots")).eval()
+    slots.load_state_dict(every.state_dict())
+    assert not torch.allclose(slots.encode(video).motion, every.encode(video).motion)
+    maps = focus_map(video[0], slots, layers="rollout")
+    assert np.isfinite(maps.motion).all()
+    assert maps.motion.shape == focus_map(video[0], every, layers="rollout").motion.shape
+    with pytest.raises(ValueError, match="temporal_attention"):
+        GroundLAMConfig(**TINY, temporal_attention="patches")
+
+
 @pytest.mark.parametrize("variant", [{}, {"num_camera_slots": 1}, {"bottleneck": "vq"}])
 def test_encode_runs_no_decoder_and_gives_the_forward_latents(variant, video):
     torch.manual_seed(0)

@@ -15,7 +15,7 @@ from pydantic import with_config
 from groundlam.validation import STRICT_KEYS
 
 __all__ = ["GroundLAMConfig", "ENCODERS", "BOTTLENECKS", "DECODER_TARGETS", "CAMERA_WARPS",
-           "TASK_POOLINGS", "MOTION_POOLINGS", "DEPTHWISE_MIXINGS"]
+           "TASK_POOLINGS", "MOTION_POOLINGS", "DEPTHWISE_MIXINGS", "TEMPORAL_ATTENTIONS"]
 
 # the choices of the architecture's switches: the fields' types, and tuples of them
 Encoder = Literal["st_transformer", "conv", "linear"]
@@ -25,6 +25,7 @@ CameraWarp = Literal["translation", "affine"]
 TaskPooling = Literal["slots", "motion", "both"]
 MotionPooling = Literal["mean", "concat"]
 DepthwiseMixing = Literal["none", "decoder", "all"]
+TemporalAttention = Literal["all", "slots"]
 ENCODERS = get_args(Encoder)
 BOTTLENECKS = get_args(Bottleneck)
 DECODER_TARGETS = get_args(DecoderTarget)
@@ -32,6 +33,7 @@ CAMERA_WARPS = get_args(CameraWarp)
 TASK_POOLINGS = get_args(TaskPooling)
 MOTION_POOLINGS = get_args(MotionPooling)
 DEPTHWISE_MIXINGS = get_args(DepthwiseMixing)
+TEMPORAL_ATTENTIONS = get_args(TemporalAttention)
 
 
 @with_config(STRICT_KEYS)
@@ -123,6 +125,11 @@ class GroundLAMConfig:
     # way). Issue 13, 3 seeds of the quickstart: "all" cost the clean probe 0.013 (every seed)
     # and gave the distracted one 0.016
     depthwise_mixing: DepthwiseMixing = "decoder"
+    # st_transformer: which tokens attend across frames in each block: "all" (every token, as
+    # before the field existed) or "slots" (patch tokens stay within their frame and see motion
+    # through ``difference_input`` and the slots; a quarter of a full block's linear FLOPs
+    # fewer on the patches)
+    temporal_attention: TemporalAttention = "all"
     # bottleneck between encoder and decoder: "continuous" | "vq" | "fsq" | "none"
     bottleneck: Bottleneck = "continuous"
     motion_dim: int = 128  # size of one latent action (continuous and vq)
@@ -167,7 +174,8 @@ class GroundLAMConfig:
         choices = {"encoder": ENCODERS, "bottleneck": BOTTLENECKS,
                    "decoder_target": DECODER_TARGETS, "camera_warp": CAMERA_WARPS,
                    "task_pooling": TASK_POOLINGS, "motion_pooling": MOTION_POOLINGS,
-                   "depthwise_mixing": DEPTHWISE_MIXINGS}
+                   "depthwise_mixing": DEPTHWISE_MIXINGS,
+                   "temporal_attention": TEMPORAL_ATTENTIONS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"model.{name}={getattr(self, name)!r} is not one of {allowed}")

@@ -123,6 +123,8 @@ class STTransformerEncoder(nn.Module):
             SpatioTemporalBlock(config.dim, config.heads, config.mlp_ratio)
             for _ in range(config.depth))
         self.norm = nn.LayerNorm(config.dim)
+        # tokens of a frame that attend across frames: every one, or the slots only
+        self.temporal_tokens = num_slots if config.temporal_attention == "slots" else None
 
     def forward(self, frames: torch.Tensor, output_attentions: bool = False,
                 condition: torch.Tensor | None = None) -> EncoderOutput:
@@ -157,7 +159,8 @@ class STTransformerEncoder(nn.Module):
             # what is read below is slots only: the last block updates nothing else, unless
             # every token's attention weights are asked for
             keep = len(self.slots) if index == last and not output_attentions else None
-            x, weights = block(x, return_weights=output_attentions, keep=keep)
+            x, weights = block(x, return_weights=output_attentions, keep=keep,
+                               temporal=self.temporal_tokens)
             if weights is not None:
                 attentions.append(weights[0])
                 temporal.append(weights[1])

@@ -91,7 +91,8 @@ class SpatioTemporalBlock(nn.Module):
         self.norm_time, self.time = nn.LayerNorm(dim), Attention(dim, heads)
         self.norm_mlp, self.mlp = nn.LayerNorm(dim), MLP(dim, mlp_ratio)
 
-    def forward(self, x: torch.Tensor, return_weights: bool = False, keep: int | None = None
+    def forward(self, x: torch.Tensor, return_weights: bool = False, keep: int | None = None,
+                temporal: int | None = None
                 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
         """x (B, T, L, D) -> x, and with ``return_weights`` the attention weights: spatial
         (B, T, h, L, L) and temporal (B, L, h, T, T).
@@ -99,6 +100,8 @@ class SpatioTemporalBlock(nn.Module):
         ``keep``=K: only the first K tokens of each frame are updated and returned (B, T, K, D),
         the same values the whole block gives them: the last block of an encoder that reads
         its slots only need not update the patches (about 5/6 of that block's FLOPs).
+        ``temporal``=K: only the first K tokens of each frame attend across frames; the others
+        skip the temporal step (their temporal weights are the identity).
         """
         if keep is not None and return_weights:
             raise ValueError("keep and return_weights exclude each other: the weights are "
@@ -110,10 +113,23 @@ class SpatioTemporalBlock(nn.Module):
         if keep is not None:
             x = x[:, :, :keep]
         x = x + rearrange(update, "(b t) l d -> b t l d", b=batch)
-        tokens = rearrange(x, "b t l d -> (b l) t d")
+        # the tokens that read other frames
+        moving = x if temporal is None or temporal >= x.shape[2] else x[:, :, :temporal]
+        tokens = rearrange(moving, "b t l d -> (b l) t d")
         update, time = self.time(self.norm_time(tokens), causal=True,
                                  return_weights=return_weights)
-        x = x + rearrange(update, "(b l) t d -> b t l d", b=batch)
+        update = rearrange(update, "(b l) t d -> b t l d", b=batch)
+        if moving is x:
+            x = x + update
+        else:
+            x = torch.cat([moving + update, x[:, :, moving.shape[2]:]], dim=2)
+            if time is not None:  # the tokens that skipped it: each frame reads only itself
+                frames, width = x.shape[1], x.shape[2] - moving.shape[2]
+                rest = torch.eye(frames, dtype=time.dtype, device=time.device)
+                rest = rest.expand(batch * width, time.shape[1], frames, frames)
+                time = torch.cat([rearrange(time, "(b l) h q k -> b l h q k", b=batch),
+                                  rearrange(rest, "(b l) h q k -> b l h q k", b=batch)],
+                                 dim=1).flatten(0, 1)
         x = x + self.mlp(self.norm_mlp(x))
         if not return_weights:
             return x, None
