@@ -2,6 +2,10 @@
 
     python -m evals.bench_revisions 77d54be HEAD              # before and after issue 13
     python -m evals.bench_revisions 77d54be HEAD --rounds 4 --config tiny
+    python -m evals.bench_revisions HEAD HEAD@model.temporal_attention=slots   # a switch
+
+A revision may carry config overrides after ``@`` (comma-separated ``key=value``), so two
+settings of one revision are timed side by side the same way.
 
 Each revision is checked out into a temporary ``git worktree`` and timed by the same worker
 (``WORKER`` below, run with that worktree first on ``PYTHONPATH``): a full training step (the
@@ -27,7 +31,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from evals.bench_train import MATCHED
+from evals.bench_train import PRESETS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,35 +92,55 @@ def worktree(revision: str, folder: Path) -> Path:
     return path
 
 
+def parse_arm(arm: str) -> tuple[str, list[str]]:
+    """``"REV"`` or ``"REV@key=value,key=value"`` -> (revision, overrides)."""
+    revision, _, extra = arm.partition("@")
+    overrides = [item for item in extra.split(",") if item]
+    if not revision or any("=" not in item for item in overrides):
+        raise ValueError(f"{arm!r}: use REV or REV@key=value[,key=value]")
+    return revision, overrides
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("revisions", nargs="+", help="git revisions; the first is the baseline")
+    parser.add_argument("revisions", nargs="+",
+                        help="git revisions, each optionally REV@key=value[,key=value]; the "
+                             "first is the baseline")
     parser.add_argument("--config", default="matched",
                         help="matched (configs/tiny.yaml at the peers' dims) or a config name")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=3, help="timed steps a round and precision")
     args = parser.parse_args(argv)
-    name, overrides = ("tiny", list(MATCHED)) if args.config == "matched" else (args.config, [])
-    rows: dict[str, list[dict[str, Any]]] = {revision: [] for revision in args.revisions}
+    if len(set(args.revisions)) < len(args.revisions):
+        parser.error("a revision is named twice")
+    name, overrides = PRESETS.get(args.config, (args.config, ()))
+    try:
+        arms = {arm: parse_arm(arm) for arm in args.revisions}  # arm -> (revision, overrides)
+    except ValueError as error:
+        parser.error(str(error))
+    rows: dict[str, list[dict[str, Any]]] = {arm: [] for arm in args.revisions}
     with tempfile.TemporaryDirectory() as folder:
-        trees = {revision: worktree(revision, Path(folder)) for revision in args.revisions}
+        revisions = {revision for revision, _ in arms.values()}
+        trees = {revision: worktree(revision, Path(folder)) for revision in sorted(revisions)}
         try:
             for round_ in range(args.rounds):
-                for revision, tree in trees.items():
+                for arm, (revision, extra) in arms.items():
+                    tree = trees[revision]
                     config_file = str(tree / "configs" / f"{name}.yaml")
                     out = subprocess.run(
-                        [sys.executable, "-c", WORKER, config_file, json.dumps(overrides),
-                         str(args.steps)], cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)},
+                        [sys.executable, "-c", WORKER, config_file,
+                         json.dumps([*overrides, *extra]), str(args.steps)], cwd=tree,
+                        env={**os.environ, "PYTHONPATH": str(tree)},
                         check=True, capture_output=True, text=True).stdout
-                    rows[revision].append(json.loads(out.strip().splitlines()[-1]))
-                    print(f"[bench_revisions] round {round_ + 1} {revision}: "
-                          f"{rows[revision][-1]['step_s']}", file=sys.stderr)
+                    rows[arm].append(json.loads(out.strip().splitlines()[-1]))
+                    print(f"[bench_revisions] round {round_ + 1} {arm}: "
+                          f"{rows[arm][-1]['step_s']}", file=sys.stderr)
         finally:
             for tree in trees.values():
                 subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT,
                                capture_output=True)
-    report: dict[str, Any] = {"config": args.config, "overrides": overrides,
+    report: dict[str, Any] = {"config": args.config, "overrides": list(overrides),
                               "rounds": args.rounds, "steps": args.steps, "revisions": {}}
     for revision, results in rows.items():
         frames = results[0]["frames_per_step"]

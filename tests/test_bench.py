@@ -43,3 +43,23 @@ def test_gpu_checks_without_a_gpu_runs_nothing(capsys, monkeypatch):
     monkeypatch.setattr(gpu_checks.torch.cuda, "is_available", lambda: False)
     assert gpu_checks.main([]) == 0
     assert "no CUDA GPU" in capsys.readouterr().out
+
+
+def test_bench_revisions_arms_carry_config_overrides(capsys):
+    """``REV@key=value,...`` times one revision with overrides beside the plain one; a malformed
+    arm or a repeated one is refused before any worktree is made."""
+    from evals import bench_revisions
+
+    assert bench_revisions.parse_arm("HEAD") == ("HEAD", [])
+    assert bench_revisions.parse_arm("abc123@model.temporal_attention=slots,model.depth=4") == (
+        "abc123", ["model.temporal_attention=slots", "model.depth=4"])
+    for bad in ("@model.depth=4", "HEAD@model.depth"):
+        with pytest.raises(ValueError, match="REV@key=value"):
+            bench_revisions.parse_arm(bad)
+    for argv in (["HEAD", "HEAD"], ["HEAD", "HEAD@depth"]):
+        with pytest.raises(SystemExit):
+            bench_revisions.main(argv)
+    # the named config's overrides reach every arm: matched_slots is matched plus the switch
+    name, overrides = bench_train.PRESETS["matched_slots"]
+    assert name == "tiny" and overrides == (*bench_train.MATCHED,
+                                            "model.temporal_attention=slots")
