@@ -188,7 +188,10 @@ def test_kill_and_resume_with_infonce_is_bit_identical_to_an_uninterrupted_run(t
                 "train.save_every=3", "loss.infonce_start=0", "train.final_eval=false",
                 "train.progress=false", "train.log_every=1", f"train.output_dir={tmp_path / name}"]
 
-    env = dict(os.environ, WANDB_MODE="disabled")
+    # the killed ranks cannot remove their temporary synthetic caches (removed at a normal
+    # exit only): keep them under tmp_path, which pytest prunes, not in the machine's /tmp
+    (tmp_path / "tmp").mkdir()
+    env = dict(os.environ, WANDB_MODE="disabled", TMPDIR=str(tmp_path / "tmp"))
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
     subprocess.run(command("whole"), cwd=ROOT, env=env, check=True, capture_output=True,
