@@ -9,13 +9,14 @@ Prints one JSON object to stdout (progress goes to stderr). Each config is measu
 subprocess (this file re-invoked with ``--worker``), so peak memory of one does not mix with
 another. Random uint8 clips stand in for data; nothing is read from disk or downloaded.
 
-Configs are names under configs/, YAML paths, ``matched``: the dims issue 13 compares LAMs at
-(64x64 RGB, patch 8, width 256, 6 encoder layers, 4 heads, batch 8 of 8-frame clips), on
-configs/tiny.yaml's recipe with the decoder at the encoder's width. Its ``against_best_peer``
-compares each precision's frames/s with the best peer of the issue's table, both divided by the
-matmul rate of their own machine (the peers' drivers are not in this repository, so this is a
-rate-normalised comparison across machines, not one run), or ``matched_slots``: the same with
-``model.temporal_attention=slots`` (only the slots attend across frames).
+Configs are names under configs/, YAML paths, or the presets at the dims issue 13 compares LAMs
+at (64x64 RGB, patch 8, width 256, 6 encoder layers, 4 heads, batch 8 of 8-frame clips), on
+configs/tiny.yaml's recipe with the decoder at the encoder's width: ``matched``, and
+``matched_slots`` (the same with ``model.temporal_attention=slots``: only the slots attend
+across frames). A preset's ``against_best_peer`` compares each precision's frames/s with the best
+peer of the issue's table, both divided by the matmul rate of their own machine (the peers'
+drivers are not in this repository, so this is a rate-normalised comparison across machines, not
+one run).
 
 What each number means, per config:
 - ``train[]``: one row per way of training. ``loop: "torch"`` is a plain in-process loop: uint8
@@ -95,7 +96,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Per config: (batch size, timed steps) when --batch / --steps are not given; None = the config's
 # batch. base takes 10-30 s for one clip of 16 frames on 2 shared cores: one clip a step.
 DEFAULT_PLAN: dict[str, tuple[int | None, int]] = {"tiny": (None, 3), "base": (1, 2),
-                                                   "matched": (None, 3), "matched_slots": (None, 3)}
+                                                   "matched": (None, 3)}
 # Named configs that are a YAML file plus overrides. ``matched``: the dims issue 13 compares
 # every LAM at (64x64 RGB, patch 8, width 256, 6 encoder layers, 4 heads, batch 8 of 8-frame
 # clips), on configs/tiny.yaml's recipe; the decoder at the encoder's width, as the library's
@@ -634,7 +635,7 @@ def driver(args: argparse.Namespace) -> dict[str, Any]:
                 row["overhead_vs_torch"] = rounded(row["step_s_median"]
                                                    / torch_rows[row["precision"]], 3)
                 result["train"].append(row)
-        if name.startswith("matched"):
+        if name in PRESETS:  # every preset is at the peers' dims
             result["against_best_peer"] = against_peers(result)
         report["configs"][name] = result
     report["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]

@@ -48,7 +48,7 @@ def autocast(precision: str, device_type: str) -> torch.autocast:
     the residual frame sums and the losses stay in fp32, and gradients, their all-reduce and
     the optimiser state are fp32. On the 2-core CPU it trains as fast as the bf16 weights did
     (evals/bench_train.py), and the same tiny run's loss stays within 2% of fp32
-    (tests/test_train.py).
+    (tests/test_precision.py).
     """
     enabled = use_bf16(precision, torch.device(device_type))
     return torch.autocast(device_type, dtype=torch.bfloat16, enabled=enabled)

@@ -34,6 +34,32 @@ def synthetic_batch(num_episodes: int, episode_length: int, clip_length: int, se
     return batch
 
 
+def train_steps(config, batch: dict, steps: int = 3, lr: float = 1e-3, precision: str = "fp32"):
+    """The trainer's forward and loss path (under ``groundlam.engine.autocast(precision)``, fp32
+    weights) with plain AdamW on one batch; returns the model, the per-step losses and the last
+    output."""
+    from groundlam.engine import autocast
+    from groundlam.losses import compute_losses, label_ids, needs_attentions
+    from groundlam.video import to_model_input
+
+    torch.manual_seed(0)
+    model = GroundLAM(config.model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    frames = to_model_input(batch["frames"])
+    history = []
+    for _ in range(steps):
+        with autocast(precision, "cpu"):
+            output = model(frames, output_attentions=needs_attentions(config))
+            losses = compute_losses(model, output, frames, batch["text"],
+                                    label_ids(batch["labels"]), config,
+                                    actions=batch.get("actions"), episodes=batch.get("episodes"))
+        optimizer.zero_grad()
+        losses["loss"].backward()
+        optimizer.step()
+        history.append({name: float(value.detach()) for name, value in losses.items()})
+    return model, history, output
+
+
 @pytest.fixture
 def tiny_config() -> GroundLAMConfig:
     return GroundLAMConfig(**TINY)

@@ -10,7 +10,7 @@ from groundlam.losses import compute_losses, label_ids
 from groundlam.model.layers import attention
 from groundlam.video import to_model_input
 
-from .conftest import TINY, synthetic_batch
+from .conftest import TINY, synthetic_batch, train_steps
 
 CLIP = 4
 STEPS = 40
@@ -25,21 +25,7 @@ def train(batch, precision: str) -> list[dict[str, float]]:
     """The trainer's step (forward and losses under ``autocast``, fp32 weights) with AdamW."""
     config = Config(model=GroundLAMConfig(**TINY), loss=LossConfig(infonce_start=0),
                     data=DataConfig(clip_length=CLIP))
-    torch.manual_seed(0)
-    model = GroundLAM(config.model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    frames = to_model_input(batch["frames"])
-    history = []
-    for _ in range(STEPS):
-        with autocast(precision, "cpu"):
-            output = model(frames)
-            losses = compute_losses(model, output, frames, batch["text"],
-                                    label_ids(batch["labels"]), config)
-        optimizer.zero_grad()
-        losses["loss"].backward()
-        optimizer.step()
-        history.append({name: float(value.detach()) for name, value in losses.items()})
-    return history
+    return train_steps(config, batch, STEPS, lr=2e-3, precision=precision)[1]
 
 
 def test_bf16_training_reaches_the_fp32_loss(batch):

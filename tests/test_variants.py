@@ -19,7 +19,6 @@ from groundlam.losses import (
     focus_weights,
     label_ids,
     labelled_episodes,
-    needs_attentions,
     reconstruction_loss,
     task_focus,
 )
@@ -28,7 +27,7 @@ from groundlam.model.encoders import frame_changes
 from groundlam.model.modeling import ForwardDynamicsDecoder
 from groundlam.video import to_model_input
 
-from .conftest import TINY, synthetic_batch
+from .conftest import TINY, synthetic_batch, train_steps
 
 CLIP = 4
 
@@ -42,26 +41,6 @@ def make_config(model=None, loss=None, data=None) -> Config:
     return Config(model=GroundLAMConfig(**{**TINY, **(model or {})}),
                   loss=LossConfig(**(loss or {})),
                   data=DataConfig(clip_length=CLIP, **(data or {})))
-
-
-def train_steps(config: Config, batch, steps: int = 3):
-    """The trainer's forward and loss path with plain AdamW; returns the model, the per-step
-    losses and the last output."""
-    torch.manual_seed(0)
-    model = GroundLAM(config.model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    frames = to_model_input(batch["frames"])
-    history = []
-    for _ in range(steps):
-        output = model(frames, output_attentions=needs_attentions(config))
-        losses = compute_losses(model, output, frames, batch["text"], label_ids(batch["labels"]),
-                                config, actions=batch.get("actions"),
-                                episodes=batch.get("episodes"))
-        optimizer.zero_grad()
-        losses["loss"].backward()
-        optimizer.step()
-        history.append({name: float(value.detach()) for name, value in losses.items()})
-    return model, history, output
 
 
 VARIANTS = {
