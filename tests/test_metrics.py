@@ -303,6 +303,20 @@ def test_camera_shift_sensitivity_on_constructed_encoders():
     for s in (1, 2, 3, 4):
         assert position["shift_distance"][s] == pytest.approx(s)
     assert position["ratio"][4] > position["ratio"][1] > 0.1
+    # latents the caller has already (groundlam eval's scored clips) stand in for encode(clips)
+    encode = calls_counted(lambda c: centroids(c)[:, 1:])
+    given = camera_shift_sensitivity(encode, clips, actions, latents=centroids(clips)[:, 1:])
+    assert given == position and encode.calls == 4  # the four shifts only
+    with pytest.raises(ValueError, match="latents must be"):
+        camera_shift_sensitivity(encode, clips, actions, latents=centroids(clips))
+
+
+def calls_counted(function):
+    def counted(*args):
+        counted.calls += 1
+        return function(*args)
+    counted.calls = 0
+    return counted
 
 
 def test_focus_precision_known_answers():
@@ -335,6 +349,12 @@ def test_controllability_needs_a_decoder_that_reads_the_latent():
     assert ignored["delta_psnr"] == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ValueError, match="2 clips"):
         controllability(uses_latent, frames[:1], latents[:1])
+    # a prediction the caller made already with the inferred latents is not decoded again
+    decode = calls_counted(uses_latent)
+    given = controllability(decode, frames, latents, inferred=uses_latent(frames[:, :-1], latents))
+    assert given == used and decode.calls == 1  # the other clips' latents only
+    with pytest.raises(ValueError, match="inferred must be"):
+        controllability(decode, frames, latents, inferred=frames)
 
 
 @pytest.mark.parametrize("variant", [dict(decoder_target="flow"), dict(num_camera_slots=1),
@@ -365,6 +385,13 @@ def test_controllability_scores_flow_and_camera_decoders_on_what_they_predict(va
     target = optical_flow(x) if variant.get("decoder_target") == "flow" else x[:, 1:]
     expected = psnr(output.prediction, target).mean()
     assert scores["psnr_inferred"] == pytest.approx(float(expected), abs=1e-3)
+    # the other clip's latents decoded as training would: warped frames, history, camera flow
+    current = x[:, :-1] if output.warped is None else output.warped
+    with torch.no_grad():
+        own = model.decoder(current, output.latents.motion, output.history)
+        other = model.decoder(current, output.latents.motion.roll(1, dims=0), output.history)
+    other = other + (output.prediction - own)  # the camera's share of the flow; else zero
+    assert scores["psnr_other"] == pytest.approx(float(psnr(other, target).mean()), abs=1e-3)
     assert scores["delta_psnr"] != 0.0
 
 
