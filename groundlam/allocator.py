@@ -6,8 +6,8 @@ of their own. A torch forward over a batch of clips allocates and frees several 
 the kernel paged the same activations in again at every layer of every batch: ``groundlam eval``
 took 4.0 million minor page faults and 9.3 of its 67 CPU-seconds in the kernel, and encoding 256
 clips took 1.2-1.4 s where it takes 0.9-1.0 s with freed memory kept (issue 13;
-``evals/results/bench_eval_allocator.json``). The cost is resident memory: what a pass freed
-stays mapped until the process ends (peak RSS 1.41 -> 1.62 GB for ``groundlam eval``).
+``evals/results/bench_eval_2026-12-06.json``). The cost is resident memory: what a pass freed
+stays mapped until the process ends (peak RSS 1.41 -> 1.45 GB for ``groundlam eval``).
 
 ``keep_freed_memory`` is called by command-line entry points, never on import; library users who
 want it call it themselves. Elsewhere than glibc (macOS, musl) it does nothing.

@@ -131,7 +131,7 @@ class Latents:
 
 
 @torch.no_grad()
-def extract_latents(model, clips: ClipDataset, batch_size: int = 64,
+def extract_latents(model, clips: ClipDataset, batch_size: int = 32,
                     max_clips: int | None = None, still: bool = True) -> Latents:
     """Encode up to ``max_clips`` clips (the first ones, in order) with a frozen model;
     ``still``: also the task embedding of each clip's first frame repeated (the no-motion
@@ -178,7 +178,7 @@ def _resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
 
 
 def collect(model, clips: ClipDataset, episodes: datasets.Dataset, max_clips: int | None = None,
-            batch_size: int = 64, still: bool = True) -> ClipSet:
+            batch_size: int = 32, still: bool = True) -> ClipSet:
     """Encode the first ``max_clips`` clips and gather their frames and evaluation columns
     (``still``: as ``extract_latents``)."""
     latents = extract_latents(model, clips, batch_size=batch_size, max_clips=max_clips,
@@ -219,7 +219,7 @@ def _clip_frames(clips: ClipDataset, count: int) -> np.ndarray:
     return np.stack([clips[i]["frames"].numpy() for i in range(count)])
 
 
-def _encode_motion(model, clips: np.ndarray, batch_size: int = 64) -> np.ndarray:
+def _encode_motion(model, clips: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """uint8 (N, T, S, S, 3) -> motion latents (N, T-1, Z)."""
     return np.concatenate([model.encode(torch.from_numpy(clips[i:i + batch_size])).motion.numpy()
                            for i in range(0, len(clips), batch_size)])
