@@ -286,7 +286,7 @@ def _task_time_probes(fit: ClipSet, test: ClipSet) -> dict[str, Any]:
 def _task_time_jobs(fit: ClipSet, test: ClipSet
                     ) -> tuple[dict[str, Callable[[], dict[str, float]]], float]:
     """``_task_time_probes``' two fits as calls for ``fit_in_parallel`` (the [motion, task, time]
-    one first: it is the slower), and its ``task_labels_seen``."""
+    one, the slower, first) and its ``task_labels_seen``."""
     def per_transition(clips: ClipSet) -> tuple[np.ndarray, np.ndarray]:
         labels = np.repeat(np.asarray(clips.latents.labels, dtype=str), clips.steps.shape[1])
         return labels, _per_transition(clips.steps)
@@ -415,18 +415,18 @@ def evaluate_variant(model, fit_clips: ClipDataset, fit_episodes: datasets.Datas
             unchanged = no_change_transitions(test.frames)
         task_time, labels_seen = _task_time_jobs(fit, test)
         # independent single-threaded fits, run side by side, the slowest first (the MLP's
-        # early stopping makes it the least predictable; then, on the quickstart's model, 1.2,
-        # 0.9, 0.5, 0.2 and 0.1 s), so the two workers finish together: in the order they are
-        # reported, one waited 1.2 s on the last long fit (issue 13)
+        # early stopping makes it the least predictable; then, on the quickstart's model, 0.9,
+        # 0.6, 0.5, 0.2 and 0.1 s), so the two workers finish together: in the order they are
+        # reported, one waited on a long fit submitted last (issue 13)
         probes = {}
         if preset.mlp_probe:
             probes["motion_mlp"] = partial(action_probe_scores, train_x, train_y, test_x,
                                            test_y, "mlp")
         probes |= {
-            "motion_task_time_linear": task_time["motion_task_time_linear"],
             "pixels_linear": partial(action_probe_scores, frame_pair_features(fit.frames),
                                      train_y, frame_pair_features(test.frames), test_y,
                                      "linear"),
+            "motion_task_time_linear": task_time["motion_task_time_linear"],
             "current_frame_linear": partial(
                 action_probe_scores, frame_pair_features(fit.frames, change=False), train_y,
                 frame_pair_features(test.frames, change=False), test_y, "linear"),
