@@ -149,14 +149,13 @@ def _bert(config: dict, weights: dict[str, torch.Tensor]
     return forward
 
 
-def _transformers(path: str, max_length: int | None = None) -> TextEncoder:
+def _transformers(path: str) -> TextEncoder:
     from transformers import AutoModel, AutoTokenizer
 
     tokenizer, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
 
     def embed(labels: list[str]) -> torch.Tensor:
-        tokens = tokenizer(labels, padding=True, truncation=True, max_length=max_length,
-                           return_tensors="pt")
+        tokens = tokenizer(labels, padding=True, truncation=True, return_tensors="pt")
         hidden = model(**tokens).last_hidden_state  # (N, tokens, dim)
         mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
