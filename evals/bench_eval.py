@@ -37,6 +37,7 @@ import torch
 
 from evals.bench_train import (
     contention,
+    git_revision,
     machine_cpu_seconds,
     matmul_flops_per_s,
     own_cpu_seconds,
@@ -47,8 +48,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_eval(checkpoint: str, preset: str, max_clips: int, out: Path,
-             source: Path = ROOT) -> dict[str, Any]:
-    """One ``groundlam eval`` in a fresh process, run from the checkout ``source``."""
+             source: Path = ROOT) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One ``groundlam eval`` in a fresh process, run from the checkout ``source``: its times and
+    the numbers of its ``metrics.json`` (``numbers``)."""
     command = [sys.executable, "-m", "groundlam.cli", "eval", "--checkpoint", checkpoint,
                "--data", "synthetic", "--max-clips", str(max_clips), "--preset", preset,
                "--out", str(out), "--no-progress"]
@@ -58,12 +60,12 @@ def run_eval(checkpoint: str, preset: str, max_clips: int, out: Path,
     subprocess.run(command, cwd=source, env=environment, check=True, capture_output=True)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    metrics = json.loads((out / "metrics.json").read_text())
+    variants = json.loads((out / "metrics.json").read_text())["variants"]
     return {"wall_s": round(wall, 2), "user_s": round(after.ru_utime - before.ru_utime, 2),
             "system_s": round(after.ru_stime - before.ru_stime, 2),
             "minor_page_faults": after.ru_minflt - before.ru_minflt,
-            "timings_s": {name: variant.get("timings_s")
-                          for name, variant in metrics["variants"].items()}}
+            "timings_s": {name: variant.get("timings_s") for name, variant in variants.items()}
+            }, numbers(variants)
 
 
 def numbers(metrics: Any, prefix: str = "") -> dict[str, Any]:
@@ -107,18 +109,17 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         for preset in args.presets:
             runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+            scores: dict[str, dict[str, Any]] = {}  # each source's first run's numbers
             for i in range(args.repeats):
                 for k, (name, source) in enumerate(zip(names, sources, strict=True)):
-                    out = Path(folder) / f"{preset}_{k}_{i}"
-                    runs[name].append(run_eval(str(checkpoint), preset, args.max_clips, out,
-                                               source))
-                    print(f"[bench_eval] {name} {preset}: {runs[name][-1]['wall_s']} s",
-                          file=sys.stderr)
-            first = numbers(json.loads((Path(folder) / f"{preset}_0_0" / "metrics.json")
-                                       .read_text())["variants"])
-            for k, name in enumerate(names):
-                mine = numbers(json.loads((Path(folder) / f"{preset}_{k}_0" / "metrics.json")
-                                          .read_text())["variants"])
+                    row, found = run_eval(str(checkpoint), preset, args.max_clips,
+                                          Path(folder) / f"{preset}_{k}_{i}", source)
+                    runs[name].append(row)
+                    scores.setdefault(name, found)
+                    print(f"[bench_eval] {name} {preset}: {row['wall_s']} s", file=sys.stderr)
+            first = scores[names[0]]
+            for name in names:
+                mine = scores[name]
                 differ = {key: [first.get(key), mine.get(key)] for key in first.keys() | mine
                           if first.get(key) != mine.get(key)}
                 report["sources"][name]["presets"][preset] = {
@@ -132,18 +133,6 @@ def main(argv: list[str] | None = None) -> int:
                                                      children=True)
     print(json.dumps(report, indent=2))
     return 0
-
-
-def git_revision(source: Path) -> str | None:
-    """The checkout's commit (with ``+changes`` when its tree differs from it), or None."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=source, check=True,
-                                capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=source, check=True, capture_output=True, text=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return commit + ("+changes" if dirty.strip() else "")
 
 
 if __name__ == "__main__":

@@ -579,12 +579,13 @@ def cpu_description() -> dict[str, Any]:
             "flags": [flag for flag in wanted if flag in flags]}
 
 
-def git_revision() -> str | None:
+def git_revision(root: Path = ROOT) -> str | None:
+    """The commit checked out at ``root`` (``+dirty`` when tracked files differ from it)."""
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True,
                               capture_output=True, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=ROOT, text=True, capture_output=True).stdout.strip()
+                               cwd=root, text=True, capture_output=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return head + ("+dirty" if dirty else "")

@@ -3,11 +3,11 @@
 glibc gives memory back to the kernel as soon as more than 128 KiB lies free at the top of its
 heap, and serves blocks above a threshold that moves between 128 KiB and 32 MiB with mmap calls
 of their own. A torch forward over a batch of clips allocates and frees several MiB per layer, so
-the kernel paged the same activations in again at every layer of every batch: ``groundlam eval``
-took 4.0 million minor page faults and 9.3 of its 67 CPU-seconds in the kernel, and encoding 256
-clips took 1.2-1.4 s where it takes 0.9-1.0 s with freed memory kept (issue 13;
-``evals/results/bench_eval_2026-12-06.json``). The cost is resident memory: what a pass freed
-stays mapped until the process ends (peak RSS 1.41 -> 1.45 GB for ``groundlam eval``).
+the kernel paged the same activations in again at every layer of every batch: a full
+``groundlam eval`` took 4.1 million minor page faults and 9 of its 62-66 CPU-seconds in the
+kernel; with freed memory kept (and batches of 32 clips, whose activations stay under the 32 MiB
+limit) 0.4 million and 2 s (issue 13; ``evals/results/bench_eval_2026-12-06.json``). The cost is
+resident memory: what a pass freed stays mapped until the process ends.
 
 ``keep_freed_memory`` is called by command-line entry points, never on import; library users who
 want it call it themselves. Elsewhere than glibc (macOS, musl) it does nothing.

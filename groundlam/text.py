@@ -77,7 +77,8 @@ def _minilm() -> TextEncoder:
     tokenizer and safetensors weights: the same vectors (to 1e-6, tests/test_focus_text.py)
     without importing sentence-transformers (5 of the 7 s a ``groundlam eval`` once spent loading
     it) or transformers' BERT module (``groundlam eval``'s retrieval stage, which loads the
-    encoder, then went from 3.5 to 0.5 s; issue 13)."""
+    encoder, then went from 2.6-3.2 to 0.5 s; evals/results/bench_eval_2026-12-06.json,
+    issue 13)."""
     import json
     from pathlib import Path
 
