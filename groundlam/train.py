@@ -42,7 +42,12 @@ from groundlam.data.episodes import load_episodes
 from groundlam.data.loader import TrainLoader
 from groundlam.data.sources import BadDataError
 from groundlam.data.streaming import open_episode_stream
-from groundlam.engine import autocast, build_engine, set_single_process_defaults
+from groundlam.engine import (
+    autocast,
+    build_engine,
+    release_shared_memory,
+    set_single_process_defaults,
+)
 from groundlam.losses import (
     InfoNCEBalance,
     compute_losses,
@@ -82,6 +87,8 @@ def train(config: Config, resume: bool = False) -> Path:
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     deepspeed.init_distributed(dist_backend="nccl" if device_type == "cuda" else "gloo")
     rank = dist.get_rank()
+    dist.barrier()  # every rank has mapped the others' all-reduce segments: their names can go
+    release_shared_memory(rank)
     output_dir = Path(config.train.output_dir)
     checkpoint_root = output_dir / CHECKPOINTS
     if rank == 0:

@@ -8,7 +8,6 @@ import math
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from groundlam.data.video_io import encode_video
 from groundlam.data.writers import write_lerobot, write_video_folder
 from groundlam.monitoring import Logger
 
-from .test_train import FAST, read_metrics, run_train
+from .test_train import FAST, free_port, read_metrics, run_train, shared_memory_left
 
 ROOT = Path(__file__).resolve().parent.parent
 FRAMES = np.random.default_rng(0).integers(0, 256, (2, 6, 16, 16, 3), dtype=np.uint8)
@@ -163,12 +162,6 @@ def test_an_exploding_update_is_never_named_the_last_good_checkpoint(tmp_path):
     assert math.isfinite(read_metrics(out)[-1]["loss"])
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.parametrize("ranks, moment", [(1, "after a checkpoint"), (2, "after a checkpoint"),
                                            (1, "during a checkpoint write"),
                                            (2, "during a checkpoint write")])
@@ -180,9 +173,12 @@ def test_kill_and_resume_with_infonce_is_bit_identical_to_an_uninterrupted_run(t
     checkpoint is being written, ``latest`` still names a complete one."""
     from safetensors.torch import load_file
 
+    ports = []
+
     def command(name: str) -> list[str]:
+        ports.append(free_port())
         launcher = ([sys.executable, "-m", "groundlam.train"] if ranks == 1 else
-                    ["deepspeed", "--num_gpus", "2", "--master_port", str(free_port()),
+                    ["deepspeed", "--num_gpus", "2", "--master_port", str(ports[-1]),
                      "groundlam/train.py"])
         return [*launcher, "--config", "configs/smoke.yaml", "train.max_steps=40",
                 "train.save_every=3", "loss.infonce_start=0", "train.final_eval=false",
@@ -223,3 +219,5 @@ def test_kill_and_resume_with_infonce_is_bit_identical_to_an_uninterrupted_run(t
     assert read_metrics(tmp_path / "whole")[-1]["infonce"] > 0  # InfoNCE was trained
     assert whole.keys() == again.keys()
     assert all(torch.equal(whole[key], again[key]) for key in whole)
+    # the killed ranks' all-reduce segments were unlinked as soon as every rank had mapped them
+    assert [path for port in ports for path in shared_memory_left(port)] == []
