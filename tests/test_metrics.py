@@ -395,6 +395,39 @@ def test_controllability_scores_flow_and_camera_decoders_on_what_they_predict(va
     assert scores["delta_psnr"] != 0.0
 
 
+@pytest.mark.parametrize("decoded", [None, 5, 3, 1, 0])
+def test_encoding_with_controllability_keeps_the_latents_and_scores_like_its_own_pass(
+        tiny_model, decoded):
+    """``collect`` scores controllability on the forward pass that encodes the clips: the
+    latents are those of the encoder alone, the scores those of ``_controllability`` on the
+    first clips (one batch of 4 decoded whole and scored on 3 of them included); None under 2."""
+    from groundlam.config import load_config
+    from groundlam.evaluation.evaluate import _clips, _controllability, _plan, collect
+
+    with torch.no_grad():  # a decoder that reads the latent (a fresh one's head is zero)
+        for parameter in tiny_model.decoder.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.3)
+    config = load_config(None, SYNTHETIC_TINY)
+    _, plan = _plan("synthetic", config, True, tiny_model)
+    episodes = plan[1][2]  # distracted: every transition changes pixels
+    clips = _clips(episodes, config, tiny_model, "scored")
+    plain = collect(tiny_model, clips, episodes, max_clips=7, batch_size=4)
+    scored = collect(tiny_model, clips, episodes, max_clips=7, batch_size=4,
+                     controllability_clips=decoded)
+    assert plain.controllability is None
+    for name in ("motion", "task", "still_task"):
+        np.testing.assert_allclose(getattr(scored.latents, name), getattr(plain.latents, name),
+                                   atol=1e-6)
+    expected = _controllability(tiny_model, plain.frames[:decoded], batch_size=4)
+    if expected is None:
+        assert decoded in (0, 1) and scored.controllability is None
+        return
+    assert set(scored.controllability) == {"psnr_inferred", "psnr_other", "delta_psnr"}
+    for key, value in expected.items():
+        assert scored.controllability[key] == pytest.approx(value, abs=1e-4)
+    assert abs(scored.controllability["delta_psnr"]) > 1e-3
+
+
 # ---------------------------------------------------------------- groundlam eval, end to end
 
 SYNTHETIC_TINY = ["data.eval_episodes=4", "data.clip_length=6", "data.synthetic.image_size=32",

@@ -69,7 +69,7 @@ from groundlam.evaluation.metrics import (
     action_probe_scores,
     camera_shift_sensitivity,
     controllability,
-    disentanglement_matrix,
+    disentanglement_jobs,
     fit_in_parallel,
     focus_precision,
     frame_pair_features,
@@ -90,8 +90,10 @@ __all__ = ["EvalPreset", "PRESETS", "Latents", "extract_latents", "ClipSet", "co
 # the strength of every distractor in the benchmark's distracted rendering (configs/base.yaml and
 # tiny.yaml), used when a run trained on clean episodes: it is scored on both renderings anyway
 STANDARD_DISTRACTION = 0.5
-STAGES = ("encode fit clips", "encode test clips", "action probes", "retrieval",
-          "disentanglement", "camera shift", "controllability", "focus maps", "plots")
+# where ``timings_s`` says an evaluation's time went: scoring the test clips' controllability
+# reads the decoder's predictions of their encoding pass; the probes and the plots share a pool
+STAGES = ("encode fit clips", "encode test clips, controllability", "probes and plots",
+          "retrieval", "camera shift", "focus maps")
 
 
 @dataclass(frozen=True)
@@ -130,27 +132,57 @@ class Latents:
     frames: np.ndarray | None = None  # uint8 (N, T, S, S, 3): the clips as encoded
 
 
-@torch.no_grad()
 def extract_latents(model, clips: ClipDataset, batch_size: int = 32,
                     max_clips: int | None = None, still: bool = True) -> Latents:
     """Encode up to ``max_clips`` clips (the first ones, in order) with a frozen model;
     ``still``: also the task embedding of each clip's first frame repeated (the no-motion
     control), which costs a second encoding."""
     count = len(clips) if max_clips is None else min(len(clips), max_clips)
+    return _encode(model, clips, count, batch_size, still)[0]
+
+
+@torch.no_grad()
+def _encode(model, clips: ClipDataset, count: int, batch_size: int = 32, still: bool = True,
+            decoded: int = 0) -> tuple[Latents, dict[str, float] | None]:
+    """``extract_latents`` of the first ``count`` clips; the first ``decoded`` of them go through
+    the whole model instead of the encoder alone, and its decoder's predictions give their
+    controllability (``_controllability``'s scores over them, None under 2 clips).
+
+    The latents are the encoder's either way, batched alike, so they do not depend on
+    ``decoded``; the encoder ran twice on the scored clips when controllability had its own
+    pass (issue 13).
+    """
     motion, task, still_task, labels, frames = [], [], [], [], []
+    totals: dict[str, float] = {}
+    scored_clips = 0
     for start in range(0, count, batch_size):
         batch = collate_clips([clips[i] for i in range(start, min(start + batch_size, count))])
         video = batch["frames"]  # (B, T, H, W, 3)
-        latents = model.encode(video)
-        motion.append(latents.motion.cpu().numpy())
-        task.append(latents.task.cpu().numpy())
+        scored = min(max(decoded - start, 0), len(video))  # this batch's clips to decode
+        if scored:
+            x = to_model_input(video).to(model.logit_scale.device)
+            output = model(x)
+            latents = output.latents
+            if scored >= 2:
+                scores = _batch_controllability(model, x, output, scored)
+                for key, value in scores.items():
+                    totals[key] = totals.get(key, 0.0) + value * scored
+                scored_clips += scored
+        else:
+            latents = model.encode(video)
+        motion.append(latents.motion.float().cpu().numpy())
+        task.append(latents.task.float().cpu().numpy())
         if still:
             repeated = video[:, :1].expand_as(video).contiguous()  # no motion at all
             still_task.append(model.encode(repeated).task.cpu().numpy())
         labels += batch["labels"]
         frames.append(video.numpy())
-    return Latents(np.concatenate(motion), np.concatenate(task),
-                   np.concatenate(still_task) if still else None, labels, np.concatenate(frames))
+    latents = Latents(np.concatenate(motion), np.concatenate(task),
+                      np.concatenate(still_task) if still else None, labels,
+                      np.concatenate(frames))
+    controllable = ({key: value / scored_clips for key, value in totals.items()}
+                    if scored_clips else None)
+    return latents, controllable
 
 
 @dataclass
@@ -164,6 +196,8 @@ class ClipSet:
     background_shift: np.ndarray | None  # float (N, T-1): background phase change, in periods
     agent_mask: np.ndarray | None  # bool (N, T, S, S), resized like the frames
     steps: np.ndarray | None = None  # int64 (N, T-1): index in its episode of each frame t
+    # Genie's Delta-PSNR (``_controllability``) over the first clips, where ``collect`` was asked
+    controllability: dict[str, float] | None = None
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -178,12 +212,15 @@ def _resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
 
 
 def collect(model, clips: ClipDataset, episodes: datasets.Dataset, max_clips: int | None = None,
-            batch_size: int = 32, still: bool = True) -> ClipSet:
+            batch_size: int = 32, still: bool = True,
+            controllability_clips: int | None = 0) -> ClipSet:
     """Encode the first ``max_clips`` clips and gather their frames and evaluation columns
-    (``still``: as ``extract_latents``)."""
-    latents = extract_latents(model, clips, batch_size=batch_size, max_clips=max_clips,
-                              still=still)
-    count = len(latents.labels)
+    (``still``: as ``extract_latents``); ``controllability_clips``: the first that many (None:
+    all) also through the decoder, for ``ClipSet.controllability``."""
+    count = len(clips) if max_clips is None else min(len(clips), max_clips)
+    latents, controllable = _encode(model, clips, count, batch_size, still,
+                                    count if controllability_clips is None
+                                    else controllability_clips)
     frames = latents.frames
     stride, span = clips.frame_stride, clips.clip_length
     # actions are between consecutive frames: a clip of every n-th frame (n > 1) has none
@@ -211,7 +248,7 @@ def collect(model, clips: ClipDataset, episodes: datasets.Dataset, max_clips: in
     stacked = {name: np.stack(values) for name, values in columns.items()}
     return ClipSet(latents, frames, stacked.get("actions"), stacked.get("camera_offset"),
                    stacked.get("background_phase"), stacked.get("agent_mask"),
-                   np.stack(steps).astype(np.int64))
+                   np.stack(steps).astype(np.int64), controllable)
 
 
 def _clip_frames(clips: ClipDataset, count: int) -> np.ndarray:
@@ -227,12 +264,8 @@ def _encode_motion(model, clips: np.ndarray, batch_size: int = 32) -> np.ndarray
 
 @torch.no_grad()
 def _controllability(model, frames: np.ndarray, batch_size: int = 32) -> dict[str, float] | None:
-    """Genie's Delta-PSNR over batches of clips (a latent is lent by another clip of its batch).
-
-    The decoder gets what it gets in training: frame t, camera-warped where the model has camera
-    slots; a ``flow`` decoder is scored against the optical flow it is trained to predict (with
-    the camera's share of the flow added, as in training).
-    """
+    """Genie's Delta-PSNR over batches of clips (a latent is lent by another clip of its batch):
+    ``_batch_controllability`` averaged over clips, None under 2 clips."""
     totals: dict[str, float] = {}
     counted = 0
     device = model.logit_scale.device
@@ -241,30 +274,44 @@ def _controllability(model, frames: np.ndarray, batch_size: int = 32) -> dict[st
         if len(batch) < 2:
             continue
         x = to_model_input(torch.from_numpy(batch)).to(device)  # (B, T, 3, S, S) in [-1, 1]
-        output = model(x)
-        latents = output.latents.motion  # (B, T-1, Z)
-        current = x[:, :-1] if output.warped is None else output.warped
-        targets = None
-
-        def decode(frames_t, motion, history=output.history):
-            return model.decoder(frames_t, motion, history)
-
-        if model.config.decoder_target == "flow":
-            from groundlam.losses.flow import optical_flow
-
-            targets = optical_flow(x.float())
-            if output.warped is not None:  # the model adds the camera's flow to the decoder's
-                camera_flow = output.prediction - decode(current, latents)
-
-                def decode(frames_t, motion, camera_flow=camera_flow, history=output.history):
-                    return model.decoder(frames_t, motion, history) + camera_flow
-
-        scores = controllability(decode, x.float(), latents, current=current, targets=targets,
-                                 inferred=output.prediction)  # decoded with ``latents``
-        for key, value in scores.items():
+        for key, value in _batch_controllability(model, x, model(x)).items():
             totals[key] = totals.get(key, 0.0) + value * len(batch)
         counted += len(batch)
     return {key: value / counted for key, value in totals.items()} if counted else None
+
+
+def _batch_controllability(model, x: torch.Tensor, output, clips: int | None = None
+                           ) -> dict[str, float]:
+    """``metrics.controllability`` of one batch ``x`` (B, T, 3, S, S) in [-1, 1] from the
+    model's forward ``output`` on it; ``clips``: only the first that many of ``output``'s
+    (at least 2; the latents are lent among them).
+
+    The decoder gets what it gets in training: frame t, camera-warped where the model has camera
+    slots; a ``flow`` decoder is scored against the optical flow it is trained to predict (with
+    the camera's share of the flow added, as in training).
+    """
+    first = slice(None, clips)
+    latents = output.latents.motion[first]  # (B, T-1, Z)
+    current = x[first, :-1] if output.warped is None else output.warped[first]
+    history = None if output.history is None else output.history[first]
+    prediction = output.prediction[first]
+    targets = None
+
+    def decode(frames_t, motion):
+        return model.decoder(frames_t, motion, history)
+
+    if model.config.decoder_target == "flow":
+        from groundlam.losses.flow import optical_flow
+
+        targets = optical_flow(x[first].float())
+        if output.warped is not None:  # the model adds the camera's flow to the decoder's
+            camera_flow = prediction - decode(current, latents)
+
+            def decode(frames_t, motion):
+                return model.decoder(frames_t, motion, history) + camera_flow
+
+    return controllability(decode, x[first].float(), latents, current=current, targets=targets,
+                           inferred=prediction)  # decoded with ``latents``
 
 
 def _per_transition(values: np.ndarray) -> np.ndarray:
@@ -306,8 +353,12 @@ def _task_time_jobs(fit: ClipSet, test: ClipSet
     return jobs, float(np.isin(test_labels, fit_labels).mean())
 
 
-def _disentanglement(fit: ClipSet, test: ClipSet) -> dict[str, Any]:
-    """The disentanglement matrix of ``metrics.disentanglement_matrix`` at two granularities.
+def _disentanglement_jobs(fit: ClipSet, test: ClipSet
+                          ) -> tuple[dict[tuple[str, str, str], Callable[[], dict[str, float]]],
+                                     Callable[[dict[Any, dict[str, float]]], dict[str, Any]]]:
+    """The disentanglement matrix of ``metrics.disentanglement_matrix`` at two granularities,
+    as probe fits keyed (granularity, source, target) and the function that assembles their
+    results (keyed alike) into one matrix.
 
     Per transition: motion latent t, or the clip's task embedding repeated on each transition,
     -> action t, camera shift t, background shift t. Per clip: the clip's motion latents
@@ -330,12 +381,27 @@ def _disentanglement(fit: ClipSet, test: ClipSet) -> dict[str, Any]:
         return {"sources": {"motion": motion, "task": clips.latents.task},
                 "targets": {"label": np.array(clips.latents.labels)}}
 
-    per_transition = disentanglement_matrix(transition_sets(fit), transition_sets(test))
-    per_clip = disentanglement_matrix(clip_sets(fit), clip_sets(test))
-    return {key: {**per_transition[key], **per_clip[key]} if key != "cells" else
-            {source: {**per_transition["cells"][source], **per_clip["cells"][source]}
-             for source in ("motion", "task")}
-            for key in ("cells", "score", "chance", "scored")}
+    parts = {"transition": disentanglement_jobs(transition_sets(fit), transition_sets(test)),
+             "clip": disentanglement_jobs(clip_sets(fit), clip_sets(test))}
+    jobs = {(part, *key): job for part, (part_jobs, _) in parts.items()
+            for key, job in part_jobs.items()}
+
+    def assemble(results: dict[Any, dict[str, float]]) -> dict[str, Any]:
+        per_transition, per_clip = (
+            parts[part][1]({key[1:]: value for key, value in results.items() if key[0] == part})
+            for part in ("transition", "clip"))
+        return {key: {**per_transition[key], **per_clip[key]} if key != "cells" else
+                {source: {**per_transition["cells"][source], **per_clip["cells"][source]}
+                 for source in ("motion", "task")}
+                for key in ("cells", "score", "chance", "scored")}
+
+    return jobs, assemble
+
+
+def _disentanglement(fit: ClipSet, test: ClipSet) -> dict[str, Any]:
+    """``_disentanglement_jobs``' matrix, its fits run side by side."""
+    jobs, assemble = _disentanglement_jobs(fit, test)
+    return assemble(fit_in_parallel(jobs))
 
 
 def _focus(model, test: ClipSet, out: Path, name: str, focus_clips: int,
@@ -394,11 +460,16 @@ def evaluate_variant(model, fit_clips: ClipDataset, fit_episodes: datasets.Datas
     fit = collect(model, fit_clips, fit_episodes, preset.max_clips, still=False)  # fits probes
     done()
     stage(STAGES[1])
-    test = collect(model, test_clips, test_episodes, preset.max_clips)
+    test = collect(model, test_clips, test_episodes, preset.max_clips,
+                   controllability_clips=preset.controllability_clips)
     done()
     results: dict[str, Any] = {"fit_clips": len(fit), "test_clips": len(test)}
 
     stage(STAGES[2])
+    # the action probes, the disentanglement probes and the latent plots are independent
+    # single-threaded jobs: one pool for all of them, the longest first, so that its two workers
+    # finish together (one after another, three pools idled a worker on each one's last job)
+    jobs: dict[Any, Callable[[], Any]] = {}
     missing = next(((clips, set_) for clips, set_ in ((fit_clips, fit), (test_clips, test))
                     if set_.actions is None), None)
     if missing is not None:
@@ -414,15 +485,10 @@ def evaluate_variant(model, fit_clips: ClipDataset, fit_episodes: datasets.Datas
         else:
             unchanged = no_change_transitions(test.frames)
         task_time, labels_seen = _task_time_jobs(fit, test)
-        # independent single-threaded fits, run side by side, the slowest first (the MLP's
-        # early stopping makes it the least predictable; then, on the quickstart's model, 0.9,
-        # 0.6, 0.5, 0.2 and 0.1 s), so the two workers finish together: in the order they are
-        # reported, one waited on a long fit submitted last (issue 13)
-        probes = {}
         if preset.mlp_probe:
-            probes["motion_mlp"] = partial(action_probe_scores, train_x, train_y, test_x,
-                                           test_y, "mlp")
-        probes |= {
+            jobs["motion_mlp"] = partial(action_probe_scores, train_x, train_y, test_x, test_y,
+                                         "mlp")
+        jobs |= {
             "pixels_linear": partial(action_probe_scores, frame_pair_features(fit.frames),
                                      train_y, frame_pair_features(test.frames), test_y,
                                      "linear"),
@@ -433,20 +499,27 @@ def evaluate_variant(model, fit_clips: ClipDataset, fit_episodes: datasets.Datas
             "task_time_linear": task_time["task_time_linear"],
             "motion_linear": partial(action_probe_scores, train_x, train_y, test_x, test_y,
                                      "linear")}
-        scores = fit_in_parallel(probes)
+    if preset.disentanglement:
+        disentanglement, assemble = _disentanglement_jobs(fit, test)
+        jobs |= disentanglement
+    if preset.plots:
+        jobs["plots"] = partial(plot_latents, test.latents.motion, test.latents.task,
+                                test.latents.labels, test.actions, out, name, action_names)
+    outputs = fit_in_parallel(dict(sorted(jobs.items(), key=lambda job: _job_order(job[0]))))
+    if missing is None:
         results["action_probe"] = {
             "actions": "discrete" if is_discrete(test_y) else "continuous",
-            "motion_linear": scores["motion_linear"],
-            "task_time_linear": scores["task_time_linear"],
-            "motion_task_time_linear": scores["motion_task_time_linear"],
+            "motion_linear": outputs["motion_linear"],
+            "task_time_linear": outputs["task_time_linear"],
+            "motion_task_time_linear": outputs["motion_task_time_linear"],
             "task_labels_seen": labels_seen,
-            "pixels_linear": scores["pixels_linear"],
-            "current_frame_linear": scores["current_frame_linear"],
+            "pixels_linear": outputs["pixels_linear"],
+            "current_frame_linear": outputs["current_frame_linear"],
             "ceiling": {**no_change_ceiling(test_y, unchanged),
                         "no_change_from": "scored frames" if clean_test_clips is None
                         else "clean rendering"}}
         if preset.mlp_probe:
-            results["action_probe"]["motion_mlp"] = scores["motion_mlp"]
+            results["action_probe"]["motion_mlp"] = outputs["motion_mlp"]
     done()
 
     stage(STAGES[3])
@@ -456,14 +529,12 @@ def evaluate_variant(model, fit_clips: ClipDataset, fit_episodes: datasets.Datas
                                                  candidates)
     results["retrieval_no_motion"] = retrieval_with_chance(test.latents.still_task,
                                                            test.latents.labels, text, candidates)
+    if preset.disentanglement:
+        results["disentanglement"] = assemble(
+            {key: value for key, value in outputs.items() if key in disentanglement})
     done()
 
     stage(STAGES[4])
-    if preset.disentanglement:
-        results["disentanglement"] = _disentanglement(fit, test)
-    done()
-
-    stage(STAGES[5])
     if preset.shift_clips:
         shifted = test.frames[:preset.shift_clips]
         shift_actions = test.actions[:preset.shift_clips] if (
@@ -475,14 +546,10 @@ def evaluate_variant(model, fit_clips: ClipDataset, fit_episodes: datasets.Datas
         results["camera_shift"]["reference"] = ("different true actions"
                                                 if shift_actions is not None
                                                 else "different transitions")
+    results["controllability"] = test.controllability
     done()
 
-    stage(STAGES[6])
-    results["controllability"] = _controllability(model,
-                                                  test.frames[:preset.controllability_clips])
-    done()
-
-    stage(STAGES[7])
+    stage(STAGES[5])
     if model.config.encoder == "st_transformer":
         try:
             results["focus"] = _focus(model, test, out, name, preset.focus_clips)
@@ -490,15 +557,28 @@ def evaluate_variant(model, fit_clips: ClipDataset, fit_episodes: datasets.Datas
             logger.exception("%s: focus maps failed", name)
             results["focus_error"] = f"{type(error).__name__}: {error}"
     done()
-
-    stage(STAGES[8])
     if preset.plots:
-        results["plots"] = plot_latents(test.latents.motion, test.latents.task,
-                                        test.latents.labels, test.actions, out, name,
-                                        action_names)
-    done()
+        results["plots"] = outputs["plots"]
     results["timings_s"] = timings
     return results
+
+
+# ``evaluate_variant``'s pool jobs, longest first. Timed in the pool on the quickstart's model
+# (2 cores, the two renderings): the per-clip label probes (59 classes) 1.3-2.0 s each, task
+# embedding -> action 1.1-1.7 s, the pixel probe 0.4-1.4 s, the plots 0.6-1.2 s, then the rest
+# under 1 s; each fit holds the GIL for much of its time, so two of them take longer side by
+# side than alone
+JOB_ORDER = (("clip", "task", "label"), ("clip", "motion", "label"),
+             ("transition", "task", "action"), "pixels_linear", "plots", "current_frame_linear",
+             "motion_task_time_linear", "motion_mlp", ("transition", "task", "camera_shift"),
+             ("transition", "task", "background_shift"), ("transition", "motion", "action"),
+             ("transition", "motion", "background_shift"),
+             ("transition", "motion", "camera_shift"), "motion_linear", "task_time_linear")
+
+
+def _job_order(key: Any) -> int:
+    """Where a pool job goes: its place in ``JOB_ORDER``, others last."""
+    return JOB_ORDER.index(key) if key in JOB_ORDER else len(JOB_ORDER)
 
 
 def _no_actions_reason(clips: ClipDataset) -> str:
