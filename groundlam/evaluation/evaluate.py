@@ -69,7 +69,7 @@ from groundlam.evaluation.metrics import (
     action_probe_scores,
     camera_shift_sensitivity,
     controllability,
-    disentanglement_jobs,
+    disentanglement_matrix,
     fit_in_parallel,
     focus_precision,
     frame_pair_features,
@@ -90,10 +90,10 @@ __all__ = ["EvalPreset", "PRESETS", "Latents", "extract_latents", "ClipSet", "co
 # the strength of every distractor in the benchmark's distracted rendering (configs/base.yaml and
 # tiny.yaml), used when a run trained on clean episodes: it is scored on both renderings anyway
 STANDARD_DISTRACTION = 0.5
-# where ``timings_s`` says an evaluation's time went: scoring the test clips' controllability
-# reads the decoder's predictions of their encoding pass; the probes and the plots share a pool
-STAGES = ("encode fit clips", "encode test clips, controllability", "probes and plots",
-          "retrieval", "camera shift", "focus maps")
+# where ``timings_s`` says an evaluation's time went (the test clips' controllability is scored
+# on the decoder's predictions of their encoding pass)
+STAGES = ("encode fit clips", "encode test clips, controllability", "action probes", "retrieval",
+          "disentanglement", "camera shift", "focus maps", "plots")
 
 
 @dataclass(frozen=True)
@@ -353,12 +353,8 @@ def _task_time_jobs(fit: ClipSet, test: ClipSet
     return jobs, float(np.isin(test_labels, fit_labels).mean())
 
 
-def _disentanglement_jobs(fit: ClipSet, test: ClipSet
-                          ) -> tuple[dict[tuple[str, str, str], Callable[[], dict[str, float]]],
-                                     Callable[[dict[Any, dict[str, float]]], dict[str, Any]]]:
-    """The disentanglement matrix of ``metrics.disentanglement_matrix`` at two granularities,
-    as probe fits keyed (granularity, source, target) and the function that assembles their
-    results (keyed alike) into one matrix.
+def _disentanglement(fit: ClipSet, test: ClipSet) -> dict[str, Any]:
+    """The disentanglement matrix of ``metrics.disentanglement_matrix`` at two granularities.
 
     Per transition: motion latent t, or the clip's task embedding repeated on each transition,
     -> action t, camera shift t, background shift t. Per clip: the clip's motion latents
@@ -381,27 +377,12 @@ def _disentanglement_jobs(fit: ClipSet, test: ClipSet
         return {"sources": {"motion": motion, "task": clips.latents.task},
                 "targets": {"label": np.array(clips.latents.labels)}}
 
-    parts = {"transition": disentanglement_jobs(transition_sets(fit), transition_sets(test)),
-             "clip": disentanglement_jobs(clip_sets(fit), clip_sets(test))}
-    jobs = {(part, *key): job for part, (part_jobs, _) in parts.items()
-            for key, job in part_jobs.items()}
-
-    def assemble(results: dict[Any, dict[str, float]]) -> dict[str, Any]:
-        per_transition, per_clip = (
-            parts[part][1]({key[1:]: value for key, value in results.items() if key[0] == part})
-            for part in ("transition", "clip"))
-        return {key: {**per_transition[key], **per_clip[key]} if key != "cells" else
-                {source: {**per_transition["cells"][source], **per_clip["cells"][source]}
-                 for source in ("motion", "task")}
-                for key in ("cells", "score", "chance", "scored")}
-
-    return jobs, assemble
-
-
-def _disentanglement(fit: ClipSet, test: ClipSet) -> dict[str, Any]:
-    """``_disentanglement_jobs``' matrix, its fits run side by side."""
-    jobs, assemble = _disentanglement_jobs(fit, test)
-    return assemble(fit_in_parallel(jobs))
+    per_transition = disentanglement_matrix(transition_sets(fit), transition_sets(test))
+    per_clip = disentanglement_matrix(clip_sets(fit), clip_sets(test))
+    return {key: {**per_transition[key], **per_clip[key]} if key != "cells" else
+            {source: {**per_transition["cells"][source], **per_clip["cells"][source]}
+             for source in ("motion", "task")}
+            for key in ("cells", "score", "chance", "scored")}
 
 
 def _focus(model, test: ClipSet, out: Path, name: str, focus_clips: int,
@@ -466,10 +447,6 @@ def evaluate_variant(model, fit_clips: ClipDataset, fit_episodes: datasets.Datas
     results: dict[str, Any] = {"fit_clips": len(fit), "test_clips": len(test)}
 
     stage(STAGES[2])
-    # the action probes, the disentanglement probes and the latent plots are independent
-    # single-threaded jobs: one pool for all of them, the longest first, so that its two workers
-    # finish together (one after another, three pools idled a worker on each one's last job)
-    jobs: dict[Any, Callable[[], Any]] = {}
     missing = next(((clips, set_) for clips, set_ in ((fit_clips, fit), (test_clips, test))
                     if set_.actions is None), None)
     if missing is not None:
@@ -485,10 +462,15 @@ def evaluate_variant(model, fit_clips: ClipDataset, fit_episodes: datasets.Datas
         else:
             unchanged = no_change_transitions(test.frames)
         task_time, labels_seen = _task_time_jobs(fit, test)
+        # independent single-threaded fits, run side by side, the slowest first (the MLP's
+        # early stopping makes it the least predictable; then, on the quickstart's model, 0.9,
+        # 0.6, 0.5, 0.2 and 0.1 s), so the two workers finish together: in the order they are
+        # reported, one waited on a long fit submitted last (issue 13)
+        probes = {}
         if preset.mlp_probe:
-            jobs["motion_mlp"] = partial(action_probe_scores, train_x, train_y, test_x, test_y,
-                                         "mlp")
-        jobs |= {
+            probes["motion_mlp"] = partial(action_probe_scores, train_x, train_y, test_x,
+                                           test_y, "mlp")
+        probes |= {
             "pixels_linear": partial(action_probe_scores, frame_pair_features(fit.frames),
                                      train_y, frame_pair_features(test.frames), test_y,
                                      "linear"),
@@ -499,27 +481,20 @@ def evaluate_variant(model, fit_clips: ClipDataset, fit_episodes: datasets.Datas
             "task_time_linear": task_time["task_time_linear"],
             "motion_linear": partial(action_probe_scores, train_x, train_y, test_x, test_y,
                                      "linear")}
-    if preset.disentanglement:
-        disentanglement, assemble = _disentanglement_jobs(fit, test)
-        jobs |= disentanglement
-    if preset.plots:
-        jobs["plots"] = partial(plot_latents, test.latents.motion, test.latents.task,
-                                test.latents.labels, test.actions, out, name, action_names)
-    outputs = fit_in_parallel(dict(sorted(jobs.items(), key=lambda job: _job_order(job[0]))))
-    if missing is None:
+        scores = fit_in_parallel(probes)
         results["action_probe"] = {
             "actions": "discrete" if is_discrete(test_y) else "continuous",
-            "motion_linear": outputs["motion_linear"],
-            "task_time_linear": outputs["task_time_linear"],
-            "motion_task_time_linear": outputs["motion_task_time_linear"],
+            "motion_linear": scores["motion_linear"],
+            "task_time_linear": scores["task_time_linear"],
+            "motion_task_time_linear": scores["motion_task_time_linear"],
             "task_labels_seen": labels_seen,
-            "pixels_linear": outputs["pixels_linear"],
-            "current_frame_linear": outputs["current_frame_linear"],
+            "pixels_linear": scores["pixels_linear"],
+            "current_frame_linear": scores["current_frame_linear"],
             "ceiling": {**no_change_ceiling(test_y, unchanged),
                         "no_change_from": "scored frames" if clean_test_clips is None
                         else "clean rendering"}}
         if preset.mlp_probe:
-            results["action_probe"]["motion_mlp"] = outputs["motion_mlp"]
+            results["action_probe"]["motion_mlp"] = scores["motion_mlp"]
     done()
 
     stage(STAGES[3])
@@ -529,12 +504,14 @@ def evaluate_variant(model, fit_clips: ClipDataset, fit_episodes: datasets.Datas
                                                  candidates)
     results["retrieval_no_motion"] = retrieval_with_chance(test.latents.still_task,
                                                            test.latents.labels, text, candidates)
-    if preset.disentanglement:
-        results["disentanglement"] = assemble(
-            {key: value for key, value in outputs.items() if key in disentanglement})
     done()
 
     stage(STAGES[4])
+    if preset.disentanglement:
+        results["disentanglement"] = _disentanglement(fit, test)
+    done()
+
+    stage(STAGES[5])
     if preset.shift_clips:
         shifted = test.frames[:preset.shift_clips]
         shift_actions = test.actions[:preset.shift_clips] if (
@@ -546,10 +523,10 @@ def evaluate_variant(model, fit_clips: ClipDataset, fit_episodes: datasets.Datas
         results["camera_shift"]["reference"] = ("different true actions"
                                                 if shift_actions is not None
                                                 else "different transitions")
-    results["controllability"] = test.controllability
+    results["controllability"] = test.controllability  # scored while encoding the test clips
     done()
 
-    stage(STAGES[5])
+    stage(STAGES[6])
     if model.config.encoder == "st_transformer":
         try:
             results["focus"] = _focus(model, test, out, name, preset.focus_clips)
@@ -557,28 +534,15 @@ def evaluate_variant(model, fit_clips: ClipDataset, fit_episodes: datasets.Datas
             logger.exception("%s: focus maps failed", name)
             results["focus_error"] = f"{type(error).__name__}: {error}"
     done()
+
+    stage(STAGES[7])
     if preset.plots:
-        results["plots"] = outputs["plots"]
+        results["plots"] = plot_latents(test.latents.motion, test.latents.task,
+                                        test.latents.labels, test.actions, out, name,
+                                        action_names)
+    done()
     results["timings_s"] = timings
     return results
-
-
-# ``evaluate_variant``'s pool jobs, longest first. Timed in the pool on the quickstart's model
-# (2 cores, the two renderings): the per-clip label probes (59 classes) 1.3-2.0 s each, task
-# embedding -> action 1.1-1.7 s, the pixel probe 0.4-1.4 s, the plots 0.6-1.2 s, then the rest
-# under 1 s; each fit holds the GIL for much of its time, so two of them take longer side by
-# side than alone
-JOB_ORDER = (("clip", "task", "label"), ("clip", "motion", "label"),
-             ("transition", "task", "action"), "pixels_linear", "plots", "current_frame_linear",
-             "motion_task_time_linear", "motion_mlp", ("transition", "task", "camera_shift"),
-             ("transition", "task", "background_shift"), ("transition", "motion", "action"),
-             ("transition", "motion", "background_shift"),
-             ("transition", "motion", "camera_shift"), "motion_linear", "task_time_linear")
-
-
-def _job_order(key: Any) -> int:
-    """Where a pool job goes: its place in ``JOB_ORDER``, others last."""
-    return JOB_ORDER.index(key) if key in JOB_ORDER else len(JOB_ORDER)
 
 
 def _no_actions_reason(clips: ClipDataset) -> str:

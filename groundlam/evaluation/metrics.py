@@ -62,8 +62,7 @@ __all__ = ["PROBES", "balanced_accuracy", "is_discrete", "fit_probe", "fit_in_pa
            "action_probe_scores",
            "frame_pair_features", "no_change_transitions", "no_change_ceiling",
            "task_time_features", "retrieval", "retrieval_with_chance", "DISENTANGLEMENT_SCORES",
-           "disentanglement_matrix", "disentanglement_jobs", "shift_clips",
-           "camera_shift_sensitivity",
+           "disentanglement_matrix", "shift_clips", "camera_shift_sensitivity",
            "focus_precision", "psnr", "controllability"]
 
 PROBES = ("linear", "mlp")
@@ -168,11 +167,11 @@ def fit_probe(x: np.ndarray, y: np.ndarray, probe: str = "linear", seed: int = 0
 
 
 def fit_in_parallel(jobs: dict[Any, Callable[[], Any]]) -> dict[Any, Any]:
-    """Run independent jobs (``jobs``: key -> a call without arguments; probe fits, a plot) side
-    by side, one BLAS/OpenMP thread each, on as many threads as torch uses, started in ``jobs``'
-    order; the same results as one by one (each fit is single-threaded either way).
+    """Run independent probe fits (``jobs``: key -> a call without arguments) side by side, one
+    BLAS/OpenMP thread each, on as many threads as torch uses; the same results as one by one
+    (each fit is single-threaded either way), in ``jobs``' order.
 
-    The fits spend part of their time in BLAS and compiled loss code, which release the GIL: the
+    The fits spend their time in BLAS and compiled loss code, which release the GIL: the
     quickstart's probes took 3.8 s on 2 threads against 5.3 s one after another.
     """
     workers = max(1, min(len(jobs), torch.get_num_threads()))
@@ -356,19 +355,6 @@ def disentanglement_matrix(train: dict[str, dict[str, np.ndarray]],
     Returns ``{"cells": {source: {target: score | None}}, "score": {target: score name},
     "chance": {target: chance or None}, "scored": {target: test samples scored}}``.
     """
-    jobs, assemble = disentanglement_jobs(train, test, probe, seed)
-    return assemble(fit_in_parallel(jobs))
-
-
-def disentanglement_jobs(train: dict[str, dict[str, np.ndarray]],
-                         test: dict[str, dict[str, np.ndarray]], probe: str = "linear",
-                         seed: int = 0
-                         ) -> tuple[dict[tuple[str, str], Callable[[], dict[str, float]]],
-                                    Callable[[dict[tuple[str, str], dict[str, float]]],
-                                             dict[str, Any]]]:
-    """``disentanglement_matrix`` in two steps: its probe fits as calls keyed (source, target),
-    for a caller that runs them in one ``fit_in_parallel`` with other fits, and the function
-    that turns their results into the matrix."""
     cells: dict[str, dict[str, float | None]] = {name: {} for name in train["sources"]}
     score_names, chance, scored = {}, {}, {}
     jobs: dict[tuple[str, str], Callable[[], dict[str, float]]] = {}
@@ -391,13 +377,9 @@ def disentanglement_jobs(train: dict[str, dict[str, np.ndarray]],
                 jobs[(source, target)] = partial(action_probe_scores, train_x, train_y,
                                                  test["sources"][source][keep], test_y, probe,
                                                  seed)
-    def assemble(results: dict[tuple[str, str], dict[str, float]]) -> dict[str, Any]:
-        matrix = {source: dict(row) for source, row in cells.items()}
-        for (source, target), scores in results.items():
-            matrix[source][target] = scores[score_names[target]]
-        return {"cells": matrix, "score": score_names, "chance": chance, "scored": scored}
-
-    return jobs, assemble
+    for (source, target), scores in fit_in_parallel(jobs).items():
+        cells[source][target] = scores[score_names[target]]
+    return {"cells": cells, "score": score_names, "chance": chance, "scored": scored}
 
 
 def shift_clips(clips: np.ndarray, dx: int, dy: int) -> np.ndarray:
