@@ -229,8 +229,10 @@ def collect(model, clips: ClipDataset, episodes: datasets.Dataset, max_clips: in
     view = episodes.with_format("numpy", columns=wanted)  # no dtype: floats and bools stay
     columns: dict[str, list[np.ndarray]] = {c: [] for c in wanted}
     steps = []
-    for row, start in clips.clips[:count]:
-        episode = view[row]
+    row_read, episode = None, None
+    for row, start in clips.clips[:count]:  # an episode's clips are consecutive: read it once
+        if row != row_read:
+            row_read, episode = row, view[row]
         frame_ids = np.arange(start, start + (span - 1) * stride + 1, stride)  # (T,)
         steps.append(frame_ids[:-1])
         for name in wanted:
