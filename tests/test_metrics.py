@@ -395,15 +395,23 @@ def test_controllability_scores_flow_and_camera_decoders_on_what_they_predict(va
     assert scores["delta_psnr"] != 0.0
 
 
-@pytest.mark.parametrize("decoded", [None, 5, 3, 1, 0])
+@pytest.mark.parametrize("decoded, variant", [(None, {}), (5, {}), (3, {}), (1, {}), (0, {}),
+                                              (3, dict(decoder_target="flow", num_camera_slots=1,
+                                                       decoder_history=True))])
 def test_encoding_with_controllability_keeps_the_latents_and_scores_like_its_own_pass(
-        tiny_model, decoded):
+        decoded, variant):
     """``collect`` scores controllability on the forward pass that encodes the clips: the
     latents are those of the encoder alone, the scores those of ``_controllability`` on the
-    first clips (one batch of 4 decoded whole and scored on 3 of them included); None under 2."""
+    first clips (one batch of 4 decoded whole and scored on 3 of them included; a flow decoder
+    with camera slots and history too); None under 2."""
+    from groundlam import GroundLAM, GroundLAMConfig
     from groundlam.config import load_config
     from groundlam.evaluation.evaluate import _clips, _controllability, _plan, collect
 
+    if variant.get("decoder_target") == "flow":
+        pytest.importorskip("cv2")
+    torch.manual_seed(0)
+    tiny_model = GroundLAM(GroundLAMConfig(**{**TINY, **variant})).eval()
     with torch.no_grad():  # a decoder that reads the latent (a fresh one's head is zero)
         for parameter in tiny_model.decoder.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.3)
