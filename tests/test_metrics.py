@@ -357,6 +357,19 @@ def test_controllability_needs_a_decoder_that_reads_the_latent():
         controllability(decode, frames, latents, inferred=frames)
 
 
+def latent_reading_model(variant: dict, scale: float):
+    """A tiny GroundLAM (``variant`` on ``TINY``) in eval mode whose decoder reads the latent:
+    its weights moved by ``scale`` standard normals (a fresh one's head is zero)."""
+    from groundlam import GroundLAM, GroundLAMConfig
+
+    torch.manual_seed(0)
+    model = GroundLAM(GroundLAMConfig(**{**TINY, **variant})).eval()
+    with torch.no_grad():
+        for parameter in model.decoder.parameters():
+            parameter.add_(torch.randn_like(parameter) * scale)
+    return model
+
+
 @pytest.mark.parametrize("variant", [dict(decoder_target="flow"), dict(num_camera_slots=1),
                                      dict(decoder_target="flow", num_camera_slots=1),
                                      dict(decoder_history=True),
@@ -367,16 +380,11 @@ def test_controllability_scores_flow_and_camera_decoders_on_what_they_predict(va
     decoder with history gets the change into frame t: with the inferred latents, the score is
     the training prediction's own PSNR."""
     pytest.importorskip("cv2")
-    from groundlam import GroundLAM, GroundLAMConfig
     from groundlam.evaluation.evaluate import _controllability
     from groundlam.losses.flow import optical_flow
     from groundlam.video import to_model_input
 
-    torch.manual_seed(0)
-    model = GroundLAM(GroundLAMConfig(**{**TINY, **variant})).eval()
-    with torch.no_grad():  # a decoder that reads the latent (a fresh one's head is zero)
-        for parameter in model.decoder.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.05)
+    model = latent_reading_model(variant, 0.05)
     clips = np.random.default_rng(0).integers(0, 256, (4, 3, 32, 32, 3), dtype=np.uint8)
     scores = _controllability(model, clips)
     x = to_model_input(torch.from_numpy(clips))
@@ -404,17 +412,12 @@ def test_encoding_with_controllability_keeps_the_latents_and_scores_like_its_own
     latents are those of the encoder alone, the scores those of ``_controllability`` on the
     first clips (one batch of 4 decoded whole and scored on 3 of them included; a flow decoder
     with camera slots and history too); None under 2."""
-    from groundlam import GroundLAM, GroundLAMConfig
     from groundlam.config import load_config
     from groundlam.evaluation.evaluate import _clips, _controllability, _plan, collect
 
     if variant.get("decoder_target") == "flow":
         pytest.importorskip("cv2")
-    torch.manual_seed(0)
-    tiny_model = GroundLAM(GroundLAMConfig(**{**TINY, **variant})).eval()
-    with torch.no_grad():  # a decoder that reads the latent (a fresh one's head is zero)
-        for parameter in tiny_model.decoder.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.3)
+    tiny_model = latent_reading_model(variant, 0.3)
     config = load_config(None, SYNTHETIC_TINY)
     _, plan = _plan("synthetic", config, True, tiny_model)
     episodes = plan[1][2]  # distracted: every transition changes pixels

@@ -293,6 +293,7 @@ def _batch_controllability(model, x: torch.Tensor, output, clips: int | None = N
     the camera's share of the flow added, as in training).
     """
     first = slice(None, clips)
+    frames = x[first].float()
     latents = output.latents.motion[first]  # (B, T-1, Z)
     current = x[first, :-1] if output.warped is None else output.warped[first]
     history = None if output.history is None else output.history[first]
@@ -305,14 +306,14 @@ def _batch_controllability(model, x: torch.Tensor, output, clips: int | None = N
     if model.config.decoder_target == "flow":
         from groundlam.losses.flow import optical_flow
 
-        targets = optical_flow(x[first].float())
+        targets = optical_flow(frames)
         if output.warped is not None:  # the model adds the camera's flow to the decoder's
             camera_flow = prediction - decode(current, latents)
 
             def decode(frames_t, motion):
                 return model.decoder(frames_t, motion, history) + camera_flow
 
-    return controllability(decode, x[first].float(), latents, current=current, targets=targets,
+    return controllability(decode, frames, latents, current=current, targets=targets,
                            inferred=prediction)  # decoded with ``latents``
 
 
