@@ -66,6 +66,9 @@ What each number means, per config:
   share; compare runs only when it is near 0. ``loadavg_start`` / ``loadavg_end`` are the
   1/5/15-minute load averages, a weaker signal (inside a container they can sit at the core
   count while the cores are idle).
+- ``malloc``: ``keep_freed_memory`` when the workers kept freed memory as ``groundlam train``
+  does (``groundlam.allocator``: every block from the heap, nothing handed back to the kernel),
+  ``system`` with ``--system-malloc``.
 - ``batch_size`` may be below ``config_batch_size`` and ``timed_steps`` differ by config (base
   is slow on a CPU); ``reduced`` says so (null when the config's batch was used).
 """
@@ -90,6 +93,8 @@ from typing import Any
 
 import torch
 from torch.utils import flop_counter
+
+from groundlam.allocator import keep_freed_memory
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -550,6 +555,7 @@ def run_worker(kind: str, name: str, batch: int | None, steps: int, args: argpar
         command += [] if args.bf16 else ["--no-bf16"]
         command += [] if args.profile else ["--no-profile"]
         command += ["--ds-mode", ds_mode, "--device", args.device]
+        command += ["--system-malloc"] if args.system_malloc else []
         if scaling:
             command += ["--clip-lengths", *map(str, CLIP_LENGTHS)]
         # the worker's stdout (DeepSpeed logs there) goes to our stderr: stdout is the JSON only
@@ -609,6 +615,8 @@ def driver(args: argparse.Namespace) -> dict[str, Any]:
         "deepspeed": version("deepspeed"),
         "python": sys.version.split()[0],
         "matmul_size": args.matmul_size,
+        # whether the workers kept freed memory as groundlam train does (the default)
+        "malloc": "system" if args.system_malloc else "keep_freed_memory",
         "loadavg_start": [round(x, 2) for x in os.getloadavg()],
         "configs": {},
     }
@@ -686,6 +694,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="skip the torch.profiler breakdown of one step a precision")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                         help="where to train (cuda: evals/gpu_checks.py runs this)")
+    parser.add_argument("--system-malloc", action="store_true",
+                        help="leave glibc's malloc settings as they are; by default the workers "
+                             "keep freed memory (groundlam.allocator.keep_freed_memory), as "
+                             "groundlam train does")
     parser.add_argument("--matmul-size", type=int, default=2048)
     parser.add_argument("--matmul-reps", type=int, default=5)
     # internal: one config measured in this process, result written to --result
@@ -705,6 +717,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.warmup = max(args.warmup, 1)
     if args.worker:
+        if not args.system_malloc:
+            keep_freed_memory()  # as the trainer does, before anything is allocated
         worker = {"torch": torch_worker, "deepspeed": deepspeed_worker,
                   "scaling": scaling_worker}[args.worker]
         args.result.write_text(json.dumps(worker(args)))

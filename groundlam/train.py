@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from groundlam.allocator import keep_freed_memory
 from groundlam.checkpointing import (
     CHECKPOINTS,
     latest_checkpoint,
@@ -80,6 +81,8 @@ def train(config: Config, resume: bool = False) -> Path:
     import deepspeed
 
     set_single_process_defaults()
+    # activations freed by one step are reused by the next, not paged in again (on glibc)
+    keep_freed_memory()
     world = int(os.environ["WORLD_SIZE"])
     # one CPU thread budget split across the ranks of this machine
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
@@ -254,13 +257,9 @@ def final_evaluation(config: Config, final: Path, output_dir: Path) -> dict[str,
     ``eval/metrics.json`` as ``{"error": ...}``, never raised, so it neither loses the model nor
     fails the run's exit status.
     """
-    from groundlam.allocator import keep_freed_memory
     from groundlam.evaluation.evaluate import evaluate_checkpoint
     from groundlam.evaluation.report import summary_text
 
-    # the encoding passes over 64 clips stop paging their activations in again (training
-    # itself measured the same either way, so it is set here, after it)
-    keep_freed_memory()
     out = output_dir / "eval"
     try:
         results = evaluate_checkpoint(final, config.data.eval, out,
