@@ -62,6 +62,43 @@ def test_clips_cut_resize_and_skip_short_episodes():
     assert batch["labels"] == ["task 1", "task 1"]
 
 
+def test_an_episode_is_read_once_for_its_consecutive_clips():
+    # square frames at the clip size, as the synthetic episodes are: no resize, no copy there
+    rng = np.random.default_rng(0)
+    rows = {"frames": [rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8) for n in (8, 13)],
+            "actions": [rng.integers(0, 6, n - 1) for n in (8, 13)], "label": ["a", "b"]}
+    dataset = datasets.Dataset.from_dict(rows, features=datasets.Features({
+        "frames": datasets.Array4D(shape=(None, 16, 16, 3), dtype="uint8"),
+        "actions": datasets.List(datasets.Value("int64")), "label": datasets.Value("string")}))
+    clips = ClipDataset(dataset, clip_length=4, image_size=16)
+    reads = []
+
+    class Counted:  # the arrow views, counting the rows asked for
+        def __init__(self, view):
+            self.view = view
+
+        def __getitem__(self, row):
+            reads.append(row)
+            return self.view[row]
+
+    clips.frames, clips.actions = Counted(clips.frames), Counted(clips.actions)
+    items = [clips[i] for i in range(len(clips))]  # (0, 0), (0, 4), (1, 0), (1, 4), (1, 8)
+    assert reads == [0, 0, 1, 1]  # frames and actions once an episode
+    for item, (row, start) in zip(items, clips.clips, strict=True):
+        np.testing.assert_array_equal(item["frames"].numpy(), rows["frames"][row][start:start + 4])
+        np.testing.assert_array_equal(item["actions"].numpy(),
+                                      rows["actions"][row][start:start + 3])
+    # an item is its own memory: writing into one changes neither the kept episode nor the
+    # clips read from it next
+    for item in items:
+        item["frames"].zero_()
+    np.testing.assert_array_equal(clips[4]["frames"].numpy(), rows["frames"][1][8:12])
+    np.testing.assert_array_equal(clips[2]["frames"].numpy(), rows["frames"][1][0:4])
+    assert reads == [0, 0, 1, 1]
+    clips[0]
+    assert reads == [0, 0, 1, 1, 0, 0]  # another episode: read again
+
+
 def test_frame_stride_and_no_clip_at_all():
     dataset, rows = small_dataset([9])
     clips = ClipDataset(dataset, clip_length=3, image_size=16, frame_stride=4)

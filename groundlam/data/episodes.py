@@ -238,6 +238,9 @@ class ClipDataset(torch.utils.data.Dataset):
         self.actions = (episodes.with_format("numpy", columns=["actions"])
                         if "actions" in columns else None)
         self._bad_rows: set[int] = set()
+        # column -> (row, its value): the last episode read, since consecutive clips mostly share
+        # one (an evaluation reads 256 clips of 64 episodes in order)
+        self._last_read: dict[str, tuple[int, np.ndarray]] = {}
 
         lengths = self._lengths(episodes)
         self.clips = []
@@ -319,11 +322,11 @@ class ClipDataset(torch.utils.data.Dataset):
     def _read(self, row: int, start: int, stride: int, span: int) -> np.ndarray:
         """The clip's frames as uint8 (T, H, W, 3), before resizing; ``_BadEpisode`` if unusable."""
         if self.frames is not None:
-            frames = np.asarray(self.frames[row]["frames"])
+            frames = self._episode_column(self.frames, "frames", row)
             if frames.ndim != 4 or frames.shape[-1] != 3:
                 raise _BadEpisode("shape", f"frames have shape {frames.shape}, expected "
                                            "(T, H, W, 3)")
-            frames = frames[start:start + span:stride]
+            frames = frames[start:start + span:stride].copy()  # not a view of the kept episode
         else:
             video = self.videos[row]
             try:
@@ -341,6 +344,13 @@ class ClipDataset(torch.utils.data.Dataset):
                                        f"{self.clip_length} (the video ends early)")
         return frames
 
+    def _episode_column(self, view: datasets.Dataset, column: str, row: int) -> np.ndarray:
+        """``view[row][column]`` as an array, read once for consecutive clips of one episode."""
+        last = self._last_read.get(column)
+        if last is None or last[0] != row:
+            last = self._last_read[column] = (row, np.asarray(view[row][column]))
+        return last[1]
+
     def _clip(self, row: int, start: int) -> dict[str, Any]:
         fps = self.fps[row]
         stride, span = self.sampler.stride(fps), self.sampler.span(fps)
@@ -348,7 +358,8 @@ class ClipDataset(torch.utils.data.Dataset):
         item = {"frames": self.sampler.transform(frames, row, start), "label": self.labels[row],
                 "episode": row, "start": start}
         if self.actions is not None and stride == 1:
-            item["actions"] = clip_actions(self.actions[row]["actions"], start, span)
+            item["actions"] = clip_actions(self._episode_column(self.actions, "actions", row),
+                                           start, span)
         return item
 
 
