@@ -45,6 +45,40 @@ def test_gpu_checks_without_a_gpu_runs_nothing(capsys, monkeypatch):
     assert "no CUDA GPU" in capsys.readouterr().out
 
 
+def test_gpu_checks_write_each_check_as_it_ends_and_keep_to_the_budget(tmp_path, monkeypatch):
+    """The report is rewritten after every check (a lent machine's call may be killed at its
+    limit), and a check with under a minute of --budget left is skipped, not started. The
+    commands themselves run in ``--rehearse`` (minutes: not a test)."""
+    calls = []
+
+    def fake(name):
+        def check(folder, timeout, *rest):
+            calls.append((name, timeout))
+            if name == "train" and len(calls) == 3:  # ZeRO 3: the run is killed from outside
+                raise KeyboardInterrupt
+            return {"status": 0, "wall_s": 0.0}
+        return check
+
+    for name in ("bench", "train", "compare"):
+        monkeypatch.setattr(gpu_checks, f"check_{name}", fake(name))
+    out = tmp_path / "report.json"
+    argv = ["--rehearse", "--work", str(tmp_path), "--out", str(out), "--set", "model.depth=1"]
+    with pytest.raises(KeyboardInterrupt):
+        gpu_checks.main([*argv, "--budget", "300", "--timeout", "200"])
+    report = json.loads(out.read_text())  # what ended before the kill
+    assert report["checks"]["bench"]["status"] == 0
+    assert list(report["checks"]["train"]) == ["zero2"]
+    assert report["overrides"] == ["model.depth=1"]
+    assert calls[0] == ("bench", 200) and calls[1][1] <= 200  # the budget, capped by --timeout
+
+    calls.clear()
+    assert gpu_checks.main([*argv, "--budget", "30"]) == 1  # nothing could start
+    report = json.loads(out.read_text())
+    assert calls == []
+    assert report["checks"]["bench"]["status"] == "skipped"
+    assert {check["status"] for check in report["checks"]["train"].values()} == {"skipped"}
+
+
 def test_bench_revisions_arms_carry_config_overrides(capsys):
     """``REV@key=value,...`` times one revision with overrides beside the plain one; a malformed
     arm or a repeated one is refused before any worktree is made."""
