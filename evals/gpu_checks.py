@@ -26,8 +26,7 @@ checks this script's commands and overrides before a lent GPU's minutes are spen
   autocast and NCCL, under ZeRO 2 and ZeRO 3 (a shortened run on a smaller synthetic corpus,
   then the trainer's final evaluation): exit status, frames/s and loss from ``metrics.jsonl``.
   ZeRO 3 runs without the InfoNCE gradient cap (``loss.infonce_max_ratio=0``), which needs the
-  encoder's whole gradients; the config refuses ZeRO 3 for now (README, Reliability), so that
-  run records the refusal until ZeRO 3 trains.
+  encoder's whole gradients.
 - ``compare``: the ``gpu`` preset of ``evals.compare`` on the synthetic benchmark, GroundLAM
   against its no-language control, seed 0, ``--compare-steps`` steps (the preset's 3000 steps
   x 108 runs do not fit a lent machine's time; ``--compare-steps 3000 --seeds 0,1,2`` is the

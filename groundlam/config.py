@@ -115,16 +115,12 @@ class Config:
         if self.loss.infonce_max_ratio < 0:
             raise ConfigError(f"loss.infonce_max_ratio={self.loss.infonce_max_ratio} is "
                               "negative")
-        if self.train.zero_stage == 3:
-            # found by `python -m evals.gpu_checks --rehearse`: no ZeRO-3 run had trained
-            raise ConfigError(
-                "train.zero_stage=3 does not train: ZeRO-3 gathers a module's parameters again "
-                "for its backward from hooks on the tensors the module returns, and cannot see "
-                "into the dataclasses GroundLAM's modules return (DeepSpeed warns 'unknown "
-                "inputs or outputs type'), so the first backward meets released, empty "
-                "parameters. Use train.zero_stage <= 2: ZeRO-2 partitions gradients and "
-                "optimizer states. (ZeRO-3 would also need loss.infonce_max_ratio=0: the cap "
-                "reads the encoder's whole gradients.)")
+        if (self.loss.infonce_max_ratio and self.loss.infonce_weight
+                and self.train.zero_stage == 3):
+            raise ConfigError(f"loss.infonce_max_ratio={self.loss.infonce_max_ratio} (the "
+                              "default is 0.3) measures gradient norms on the encoder, which "
+                              "ZeRO-3 partitions across ranks: use train.zero_stage <= 2 or "
+                              "loss.infonce_max_ratio=0")
         if self.loss.change_weight and self.model.decoder_target == "flow":
             raise ConfigError("loss.change_weight weights pixels of predicted frames: it does not "
                               "apply to model.decoder_target: flow")

@@ -415,3 +415,24 @@ def test_without_label_conditioning_the_text_is_ignored(tiny_model, video):
         GroundLAMConfig(**TINY, encoder="conv", label_conditioning=True)
     with pytest.raises(ValueError, match="label_dropout"):
         GroundLAMConfig(**TINY, label_conditioning=True, label_dropout=1.5)
+
+
+def test_output_fields_are_dict_items_too():
+    """What DeepSpeed ZeRO-3 needs to hook an output's tensors (groundlam/model/outputs.py): the
+    fields are dict items, and writing either side writes both."""
+    import dataclasses
+
+    from groundlam.model.encoders import EncoderOutput
+
+    motion, task, hooked = torch.zeros(2, 3, 4), torch.zeros(2, 4), torch.ones(2, 3, 4)
+    output = EncoderOutput(motion, task)
+    assert isinstance(output, dict) and output["motion"] is motion and output["camera"] is None
+    assert list(output) == [field.name for field in dataclasses.fields(output)]
+    output["motion"] = hooked  # what DeepSpeed does with each tensor it finds
+    assert output.motion is hooked
+    output.task = hooked[:, 0]
+    assert output["task"] is output.task
+    with pytest.raises(KeyError, match="no field 'extra'"):
+        output["extra"] = motion
+    moved = dataclasses.replace(output, camera=motion)
+    assert moved["camera"] is motion and moved.motion is hooked and output.camera is None

@@ -142,6 +142,34 @@ def test_two_ranks_zero2_with_deepspeed_launcher(tmp_path):
         "zero_pp_rank_1_mp_rank_00_optim_states.pt"]
 
 
+def test_zero3_trains_like_zero2_on_two_ranks(tmp_path):
+    """ZeRO-3 gathers a module's parameters for its backward from hooks on the tensors the module
+    returns: it could not see into the encoder's and bottleneck's dataclass outputs, and every
+    ZeRO-3 run died at its first backward on an empty position table (found by `python -m
+    evals.gpu_checks --rehearse`). The same seed now gives ZeRO-2's losses and final weights."""
+    runs = {}
+    for stage in (2, 3):
+        out = tmp_path / f"zero{stage}"
+        port = free_port()
+        result = run_train([*FAST, f"train.output_dir={out}", "data.synthetic.num_episodes=64",
+                            "train.max_steps=3", f"train.zero_stage={stage}",
+                            "train.final_eval=false", "train.log_every=1",
+                            "loss.infonce_start=0", "loss.infonce_max_ratio=0"],
+                           launcher=("deepspeed", "--num_gpus", "2", "--master_port", str(port),
+                                     "groundlam/train.py"))
+        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+        assert shared_memory_left(port) == []
+        runs[stage] = out
+    losses = {stage: [m["loss"] for m in read_metrics(out)] for stage, out in runs.items()}
+    assert len(losses[3]) == 3
+    assert losses[3] == pytest.approx(losses[2], rel=1e-4)
+    final = {stage: GroundLAM.from_pretrained(str(out / "final")).state_dict()
+             for stage, out in runs.items()}
+    assert final[3].keys() == final[2].keys()
+    for name, weight in final[3].items():
+        torch.testing.assert_close(weight, final[2][name], rtol=1e-4, atol=1e-5, msg=name)
+
+
 def test_unknown_override_fails_fast(tmp_path):
     result = run_train([f"train.output_dir={tmp_path}", "train.max_stepz=3"], timeout=120)
     assert result.returncode != 0

@@ -26,13 +26,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from groundlam.model.configuration import GroundLAMConfig
+from groundlam.model.outputs import TensorFields
 
 __all__ = ["BottleneckOutput", "BatchStandardize", "NoBottleneck", "ContinuousBottleneck",
            "VectorQuantizer", "FSQ", "make_bottleneck"]
 
 
 @dataclass
-class BottleneckOutput:
+class BottleneckOutput(TensorFields):
     latents: torch.Tensor  # (..., Z) what the decoder receives
     indices: torch.Tensor | None = None  # (...) code ids for vq / fsq
     loss: torch.Tensor | None = None  # auxiliary loss (vq commitment + codebook)

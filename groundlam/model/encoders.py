@@ -29,6 +29,7 @@ from torch import nn
 from groundlam.model.camera import match_shift
 from groundlam.model.configuration import GroundLAMConfig
 from groundlam.model.layers import SpatioTemporalBlock
+from groundlam.model.outputs import TensorFields
 from groundlam.model.photometric import match_colors
 
 __all__ = ["EncoderOutput", "PatchEmbed", "STTransformerEncoder", "ConvEncoder", "LinearEncoder",
@@ -36,7 +37,7 @@ __all__ = ["EncoderOutput", "PatchEmbed", "STTransformerEncoder", "ConvEncoder",
 
 
 @dataclass
-class EncoderOutput:
+class EncoderOutput(TensorFields):
     motion: torch.Tensor  # (B, T-1, D), or (B, T-1, M*D) with motion_pooling "concat"
     task: torch.Tensor  # (B, D)
     camera: torch.Tensor | None = None  # (B, T-1, D) camera slots of frames 1..T-1 (if any)
