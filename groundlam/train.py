@@ -194,7 +194,8 @@ def train(config: Config, resume: bool = False) -> Path:
 
             if config.model.bottleneck == "vq" and (
                     step == 1 or step % config.train.vq_restart_every == 0):
-                restart_dead_codes(engine.module, recent_features, rank)
+                restart_dead_codes(engine.module, recent_features, rank,
+                                   config.train.zero_stage)
             if step % config.train.log_every == 0 or step == max_steps:
                 elapsed = time.perf_counter() - window_start
                 metrics = {name: float(value.detach()) for name, value in losses.items()}
@@ -238,13 +239,20 @@ def train(config: Config, resume: bool = False) -> Path:
     return final
 
 
-def restart_dead_codes(model: GroundLAM, features: torch.Tensor | None, rank: int) -> None:
-    """Restart unused VQ entries on rank 0 and copy the result to every rank."""
+def restart_dead_codes(model: GroundLAM, features: torch.Tensor | None, rank: int,
+                       zero_stage: int = 0) -> None:
+    """Restart unused VQ entries on rank 0 and copy the result to every rank (every rank calls
+    it). Under ZeRO-3 the codebook is partitioned outside the forward pass (a rank holds a slice,
+    or nothing): it is gathered to be read; the restart moves buffers, never the parameters."""
+    import deepspeed
+
     quantizer = model.bottleneck
-    if rank == 0 and features is not None:
-        moved = quantizer.restart_dead_codes(features)
-        if moved:
-            logger.info("restarted %d dead codebook entries", moved)
+    with deepspeed.zero.GatheredParameters(list(quantizer.parameters()),
+                                           enabled=zero_stage == 3):
+        if rank == 0 and features is not None:
+            moved = quantizer.restart_dead_codes(features)
+            if moved:
+                logger.info("restarted %d dead codebook entries", moved)
     for buffer in (quantizer.restart_offset, quantizer.usage):
         dist.broadcast(buffer.data, src=0)
 

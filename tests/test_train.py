@@ -170,6 +170,25 @@ def test_zero3_trains_like_zero2_on_two_ranks(tmp_path):
         torch.testing.assert_close(weight, final[2][name], rtol=1e-4, atol=1e-5, msg=name)
 
 
+def test_zero3_restarts_a_partitioned_codebook(tmp_path):
+    """A VQ codebook of 131k numbers, above the 100k under which ZeRO-3 keeps a parameter whole,
+    is partitioned outside the forward pass: the dead-code restart at step 1 reads it gathered
+    (it divided by its empty length before), and the run's losses are ZeRO-2's (one rank)."""
+    losses = {}
+    for stage in (2, 3):
+        out = tmp_path / f"zero{stage}"
+        result = run_train([*FAST, f"train.output_dir={out}", "data.synthetic.num_episodes=64",
+                            "train.max_steps=3", f"train.zero_stage={stage}",
+                            "train.final_eval=false", "train.log_every=1", "model.bottleneck=vq",
+                            "model.motion_dim=128", "model.codebook_size=1024",
+                            "loss.infonce_start=0", "loss.infonce_max_ratio=0"])
+        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+        assert "restarted" in result.stderr  # the restart ran (step 1)
+        losses[stage] = [m["loss"] for m in read_metrics(out)]
+    assert len(losses[3]) == 3
+    assert losses[3] == pytest.approx(losses[2], rel=1e-4)
+
+
 def test_unknown_override_fails_fast(tmp_path):
     result = run_train([f"train.output_dir={tmp_path}", "train.max_stepz=3"], timeout=120)
     assert result.returncode != 0
