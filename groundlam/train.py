@@ -253,6 +253,10 @@ def restart_dead_codes(model: GroundLAM, features: torch.Tensor | None, rank: in
             moved = quantizer.restart_dead_codes(features)
             if moved:
                 logger.info("restarted %d dead codebook entries", moved)
+        elif zero_stage == 3 and features is not None:
+            # the same module calls as rank 0's restart: ZeRO-3 records each rank's order of
+            # module calls and stopped the next step when the ranks' records disagreed
+            quantizer.directions(features.reshape(-1, features.shape[-1]), update=False)
     for buffer in (quantizer.restart_offset, quantizer.usage):
         dist.broadcast(buffer.data, src=0)
 
