@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         work = args.work or ROOT / "runs" / "gpu_checks" / "rehearsal"
         out = args.out or work / plan.output
         train_steps, compare_steps = args.train_steps or 4, args.compare_steps or 3
-        environment_ = {"torch": torch.__version__, "cuda": None}
+        machine = {"torch": torch.__version__, "cuda": None}
     else:
         if not torch.cuda.is_available():
             print("no CUDA GPU here: nothing to check (run this on a GPU machine, or "
@@ -214,11 +214,11 @@ def main(argv: list[str] | None = None) -> int:
         slug = "".join(c if c.isalnum() else "_" for c in device.lower()).strip("_")
         out = args.out or ROOT / "evals" / "results" / plan.output.format(device=slug)
         train_steps, compare_steps = args.train_steps or 300, args.compare_steps or 500
-        environment_ = environment()
+        machine = environment()
     work.mkdir(parents=True, exist_ok=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                              "device": device, "environment": environment_,
+                              "device": device, "environment": machine,
                               "overrides": args.overrides, "budget_s": args.budget,
                               "checks": {}}
     checks: list[tuple[str, str | None, Callable[[int], dict[str, Any]]]] = []

@@ -249,14 +249,14 @@ def restart_dead_codes(model: GroundLAM, features: torch.Tensor | None, rank: in
     quantizer = model.bottleneck
     with deepspeed.zero.GatheredParameters(list(quantizer.parameters()),
                                            enabled=zero_stage == 3):
-        if rank == 0 and features is not None:
-            moved = quantizer.restart_dead_codes(features)
-            if moved:
-                logger.info("restarted %d dead codebook entries", moved)
-        elif zero_stage == 3 and features is not None:
-            # the same module calls as rank 0's restart: ZeRO-3 records each rank's order of
-            # module calls and stopped the next step when the ranks' records disagreed
-            quantizer.directions(features.reshape(-1, features.shape[-1]), update=False)
+        # under ZeRO-3 every rank makes the restart's module calls: ZeRO-3 records each rank's
+        # order of module calls and stopped the next step when the ranks' records disagreed
+        if features is not None and (rank == 0 or zero_stage == 3):
+            directions = quantizer.restart_directions(features)
+            if rank == 0:
+                moved = quantizer.restart_onto(directions)
+                if moved:
+                    logger.info("restarted %d dead codebook entries", moved)
     for buffer in (quantizer.restart_offset, quantizer.usage):
         dist.broadcast(buffer.data, src=0)
 

@@ -137,11 +137,22 @@ class VectorQuantizer(nn.Module):
         ``x`` is ``(N, D)`` encoder features from recent batches. Returns how many entries moved.
         Call it from the trainer (on one rank, then broadcast the buffers), not from ``forward``.
         """
+        return self.restart_onto(self.restart_directions(x), threshold)
+
+    @torch.no_grad()
+    def restart_directions(self, x: torch.Tensor) -> torch.Tensor:
+        """The codes a restart can move entries onto: ``x``'s (N, D) unit directions (N, Z),
+        through ``proj`` and ``norm`` (module calls, which ZeRO-3 wants every rank to make)."""
+        return self.directions(x.reshape(-1, x.shape[-1]), update=False)
+
+    @torch.no_grad()
+    def restart_onto(self, z: torch.Tensor, threshold: float = 0.1) -> int:
+        """``restart_dead_codes`` onto ``restart_directions`` already computed; returns how many
+        entries moved."""
         size = self.codebook.shape[0]
         dead = (self.usage < threshold / size).nonzero().flatten()
-        if dead.numel() == 0 or x.numel() == 0:
+        if dead.numel() == 0 or z.numel() == 0:
             return 0
-        z = self.directions(x.reshape(-1, x.shape[-1]), update=False)
         if z.shape[0] >= dead.numel():  # distinct outputs while there are enough
             picks = torch.randperm(z.shape[0], device=z.device)[:dead.numel()]
         else:
