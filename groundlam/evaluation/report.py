@@ -61,14 +61,17 @@ def plot_latents(motion: np.ndarray, task: np.ndarray, labels: Sequence[str],
                 axis.set_title(f"{title}: too few points")
                 continue
             xy = _embed_2d(points, method)
-            classes = np.unique(colours)
+            classes, index = np.unique(colours, return_inverse=True)
             cmap = colormaps["tab10" if len(classes) <= 10 else "nipy_spectral"]
-            for k, value in enumerate(classes):
-                chosen = colours == value
-                colour = cmap(k if len(classes) <= 10 else k / max(len(classes) - 1, 1))
-                axis.scatter(xy[chosen, 0], xy[chosen, 1], s=6, color=colour, alpha=0.7,
-                             label=(action_names[value] if action_names else f"action {value}")
-                             if kind == "action" else None)
+            if kind == "action":  # one collection a class, for the legend
+                for k, value in enumerate(classes):
+                    chosen = index == k
+                    axis.scatter(xy[chosen, 0], xy[chosen, 1], s=6, color=cmap(k), alpha=0.7,
+                                 label=action_names[value] if action_names
+                                 else f"action {value}")
+            else:  # one collection: a label's points are drawn in the data's order
+                axis.scatter(xy[:, 0], xy[:, 1], s=6, alpha=0.7, c=cmap(
+                    index if len(classes) <= 10 else index / max(len(classes) - 1, 1)))
             if kind == "action" or len(classes) <= 10:
                 handles = axis.get_legend_handles_labels()[0]
                 if handles:
