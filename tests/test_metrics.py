@@ -1,5 +1,4 @@
 import json
-import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -622,32 +621,3 @@ def test_probes_fit_side_by_side_give_what_they_give_one_by_one():
             for n in (1, 2, 3)}
     assert fit_in_parallel(jobs) == {n: job() for n, job in jobs.items()}
     assert list(fit_in_parallel(jobs)) == [1, 2, 3]
-
-
-def _pid_unless_worker(parent: int) -> int:
-    """A probe job that kills the worker process running it; in ``parent`` it returns the pid."""
-    if os.getpid() != parent:
-        os._exit(1)
-    return os.getpid()
-
-
-def test_probes_fit_in_worker_processes_give_what_they_give_in_threads():
-    from functools import partial
-
-    from groundlam.evaluation.metrics import fit_in_parallel, probe_processes
-
-    rng = np.random.default_rng(0)
-    x, y = rng.normal(size=(120, 10)), rng.integers(0, 3, 120)
-    jobs = {n: partial(action_probe_scores, x[:80] * n, y[:80], x[80:] * n, y[80:])
-            for n in (3, 1, 2)}
-    with probe_processes(2) as executor:
-        assert executor is not None
-        assert fit_in_parallel(jobs, executor) == fit_in_parallel(jobs)
-        assert list(fit_in_parallel(jobs, executor)) == [3, 1, 2]
-        pids = fit_in_parallel({n: os.getpid for n in range(4)}, executor)
-        assert os.getpid() not in pids.values()  # ran elsewhere
-        # a worker that dies loses no fit: they are run again in threads of this process
-        assert fit_in_parallel({0: partial(_pid_unless_worker, os.getpid())}, executor) == {
-            0: os.getpid()}
-    with probe_processes(1) as executor:
-        assert executor is None  # one worker: threads

@@ -49,7 +49,6 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -70,16 +69,14 @@ from groundlam.evaluation.metrics import (
     action_probe_scores,
     camera_shift_sensitivity,
     controllability,
+    disentanglement_matrix,
     fit_in_parallel,
     focus_precision,
     frame_pair_features,
     is_discrete,
     no_change_ceiling,
     no_change_transitions,
-    probe_processes,
     retrieval_with_chance,
-    submit_disentanglement,
-    submit_fits,
     task_time_features,
 )
 from groundlam.evaluation.report import plot_latents, write_report
@@ -325,8 +322,7 @@ def _per_transition(values: np.ndarray) -> np.ndarray:
     return values.reshape(values.shape[0] * values.shape[1], *values.shape[2:])
 
 
-def _task_time_probes(fit: ClipSet, test: ClipSet, executor: Executor | None = None
-                      ) -> dict[str, Any]:
+def _task_time_probes(fit: ClipSet, test: ClipSet) -> dict[str, Any]:
     """Linear action probes of [task identity, time step] and of [motion latent, task identity,
     time step], fit and scored like the motion probe (``metrics.task_time_features``).
 
@@ -334,7 +330,7 @@ def _task_time_probes(fit: ClipSet, test: ClipSet, executor: Executor | None = N
     clips'; task identity says nothing of the others.
     """
     jobs, seen = _task_time_jobs(fit, test)
-    return {**fit_in_parallel(jobs, executor), "task_labels_seen": seen}
+    return {**fit_in_parallel(jobs), "task_labels_seen": seen}
 
 
 def _task_time_jobs(fit: ClipSet, test: ClipSet
@@ -360,10 +356,8 @@ def _task_time_jobs(fit: ClipSet, test: ClipSet
     return jobs, float(np.isin(test_labels, fit_labels).mean())
 
 
-def _submit_disentanglement(fit: ClipSet, test: ClipSet, executor: Executor | None = None
-                            ) -> Callable[[], dict[str, Any]]:
-    """The disentanglement matrix of ``metrics.disentanglement_matrix`` at two granularities;
-    its fits start now, and calling what this returns waits for them (``metrics.submit_fits``).
+def _disentanglement(fit: ClipSet, test: ClipSet) -> dict[str, Any]:
+    """The disentanglement matrix of ``metrics.disentanglement_matrix`` at two granularities.
 
     Per transition: motion latent t, or the clip's task embedding repeated on each transition,
     -> action t, camera shift t, background shift t. Per clip: the clip's motion latents
@@ -386,19 +380,12 @@ def _submit_disentanglement(fit: ClipSet, test: ClipSet, executor: Executor | No
         return {"sources": {"motion": motion, "task": clips.latents.task},
                 "targets": {"label": np.array(clips.latents.labels)}}
 
-    # the per-clip label fits first: the slowest (59 classes on the quickstart's test set)
-    per_clip = submit_disentanglement(clip_sets(fit), clip_sets(test), executor=executor)
-    per_transition = submit_disentanglement(transition_sets(fit), transition_sets(test),
-                                            executor=executor)
-
-    def matrix() -> dict[str, Any]:
-        by_clip, by_transition = per_clip(), per_transition()
-        return {key: {**by_transition[key], **by_clip[key]} if key != "cells" else
-                {source: {**by_transition["cells"][source], **by_clip["cells"][source]}
-                 for source in ("motion", "task")}
-                for key in ("cells", "score", "chance", "scored")}
-
-    return matrix
+    per_transition = disentanglement_matrix(transition_sets(fit), transition_sets(test))
+    per_clip = disentanglement_matrix(clip_sets(fit), clip_sets(test))
+    return {key: {**per_transition[key], **per_clip[key]} if key != "cells" else
+            {source: {**per_transition["cells"][source], **per_clip["cells"][source]}
+             for source in ("motion", "task")}
+            for key in ("cells", "score", "chance", "scored")}
 
 
 def _focus(model, test: ClipSet, out: Path, name: str, focus_clips: int,
@@ -430,10 +417,9 @@ def evaluate_variant(model, fit_clips: ClipDataset, fit_episodes: datasets.Datas
                      name: str, preset: EvalPreset = PRESETS["full"],
                      progress: tqdm | None = None,
                      action_names: Sequence[str] | None = None,
-                     clean_test_clips: ClipDataset | None = None,
-                     executor: Executor | None = None) -> dict[str, Any]:
+                     clean_test_clips: ClipDataset | None = None) -> dict[str, Any]:
     """The ``preset``'s metrics of one rendering: probes fit on ``fit_clips``, scored on
-    ``test_clips`` (side by side: ``fit_in_parallel``'s ``executor``).
+    ``test_clips``.
 
     ``action_names`` name discrete action ids in the plots' legends. ``clean_test_clips``: the
     scored episodes rendered without distractors, cut like ``test_clips`` (the synthetic
@@ -464,14 +450,10 @@ def evaluate_variant(model, fit_clips: ClipDataset, fit_episodes: datasets.Datas
     results: dict[str, Any] = {"fit_clips": len(fit), "test_clips": len(test)}
 
     stage(STAGES[2])
-    # every probe fit of this rendering is submitted here, the disentanglement's after the
-    # action probes', so the workers stay busy until the last fit (``metrics.submit_fits``)
     missing = next(((clips, set_) for clips, set_ in ((fit_clips, fit), (test_clips, test))
                     if set_.actions is None), None)
     if missing is not None:
         logger.info("%s: %s, so no action probe", missing[0].name, _no_actions_reason(missing[0]))
-        if preset.disentanglement:
-            disentanglement = _submit_disentanglement(fit, test, executor)
     else:
         train_x, test_x = _per_transition(fit.latents.motion), _per_transition(test.latents.motion)
         train_y, test_y = _per_transition(fit.actions), _per_transition(test.actions)
@@ -502,10 +484,7 @@ def evaluate_variant(model, fit_clips: ClipDataset, fit_episodes: datasets.Datas
             "task_time_linear": task_time["task_time_linear"],
             "motion_linear": partial(action_probe_scores, train_x, train_y, test_x, test_y,
                                      "linear")}
-        gather = submit_fits(probes, executor)
-        if preset.disentanglement:
-            disentanglement = _submit_disentanglement(fit, test, executor)
-        scores = gather()
+        scores = fit_in_parallel(probes)
         results["action_probe"] = {
             "actions": "discrete" if is_discrete(test_y) else "continuous",
             "motion_linear": scores["motion_linear"],
@@ -532,7 +511,7 @@ def evaluate_variant(model, fit_clips: ClipDataset, fit_episodes: datasets.Datas
 
     stage(STAGES[4])
     if preset.disentanglement:
-        results["disentanglement"] = disentanglement()
+        results["disentanglement"] = _disentanglement(fit, test)
     done()
 
     stage(STAGES[5])
@@ -661,6 +640,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str, out: str | Path,
     half of ``data``, scoring the second (use it when ``data`` is rendered unlike the training
     episodes, e.g. a clean held-out corpus of a model trained on distracted episodes).
     """
+    from groundlam.model import GroundLAM
+
     if preset not in PRESETS:
         raise ValueError(f"preset={preset!r} is not one of {sorted(PRESETS)}")
     chosen = replace(PRESETS[preset], **{key: value for key, value in (
@@ -671,21 +652,6 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str, out: str | Path,
     if config_path is None and (checkpoint.parent / "config.yaml").is_file():
         config_path = checkpoint.parent / "config.yaml"
     config = load_config(config_path, overrides or [])
-    # worker processes for the probe fits, forked before the model runs (small copies), where
-    # the disentanglement matrix makes them many (22 a rendering in the full preset); the
-    # quick preset's 6 took as long in threads (issue 13, bench_eval_2026-12-06_processes.json)
-    with probe_processes(None if chosen.disentanglement else 1) as executor:
-        return _evaluate(checkpoint, data, out, config, config_path, overrides, chosen, preset,
-                         progress, probe_fit, executor)
-
-
-def _evaluate(checkpoint: Path, data: str, out: Path, config: Config,
-              config_path: str | Path | None, overrides: list[str] | None, chosen: EvalPreset,
-              preset: str, progress: bool, probe_fit: str, executor: Executor | None
-              ) -> dict[str, Any]:
-    """``evaluate_checkpoint``'s work, its probe fits in ``executor`` (``fit_in_parallel``)."""
-    from groundlam.model import GroundLAM
-
     model = GroundLAM.from_pretrained(str(checkpoint))
     model.eval()
     out.mkdir(parents=True, exist_ok=True)
@@ -710,7 +676,7 @@ def _evaluate(checkpoint: Path, data: str, out: Path, config: Config,
                 test_episodes, out, variant, chosen, progress=bar,
                 action_names=SYNTHETIC_ACTIONS if data == "synthetic" else None,
                 clean_test_clips=_clips(clean, config, model, "clean scored episodes")
-                if clean is not None and variant == "distracted" else None, executor=executor)
+                if clean is not None and variant == "distracted" else None)
     finally:
         bar.close()
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))

@@ -40,12 +40,8 @@ on the set a probe was fit on.
 
 from __future__ import annotations
 
-import logging
-import multiprocessing
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
@@ -63,13 +59,11 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardSc
 from threadpoolctl import threadpool_limits
 
 __all__ = ["PROBES", "balanced_accuracy", "is_discrete", "fit_probe", "fit_in_parallel",
-           "submit_fits", "probe_processes", "action_probe_scores",
+           "action_probe_scores",
            "frame_pair_features", "no_change_transitions", "no_change_ceiling",
            "task_time_features", "retrieval", "retrieval_with_chance", "DISENTANGLEMENT_SCORES",
-           "disentanglement_matrix", "submit_disentanglement", "shift_clips",
-           "camera_shift_sensitivity", "focus_precision", "psnr", "controllability"]
-
-logger = logging.getLogger(__name__)
+           "disentanglement_matrix", "shift_clips", "camera_shift_sensitivity",
+           "focus_precision", "psnr", "controllability"]
 
 PROBES = ("linear", "mlp")
 RIDGE_ALPHAS = tuple(10.0 ** k for k in range(-1, 6))  # the linear regression probe's choices
@@ -172,83 +166,18 @@ def fit_probe(x: np.ndarray, y: np.ndarray, probe: str = "linear", seed: int = 0
     return model
 
 
-def fit_in_parallel(jobs: dict[Any, Callable[[], Any]],
-                    executor: Executor | None = None) -> dict[Any, Any]:
+def fit_in_parallel(jobs: dict[Any, Callable[[], Any]]) -> dict[Any, Any]:
     """Run independent probe fits (``jobs``: key -> a call without arguments) side by side, one
-    BLAS/OpenMP thread each; the same results as one by one (each fit is single-threaded either
-    way), in ``jobs``' order.
+    BLAS/OpenMP thread each, on as many threads as torch uses; the same results as one by one
+    (each fit is single-threaded either way), in ``jobs``' order.
 
-    ``executor``: the worker processes of ``probe_processes`` (the calls must then pickle, as
-    ``partial``s of module-level functions on arrays do). Without one, or when a worker process
-    died, on as many threads as torch uses: the fits spend much of their time in BLAS and
-    compiled loss code, which release the GIL (the quickstart's probes took 3.8 s on 2 threads
-    against 5.3 s one after another), but not all of it (``probe_processes``).
+    The fits spend their time in BLAS and compiled loss code, which release the GIL: the
+    quickstart's probes took 3.8 s on 2 threads against 5.3 s one after another.
     """
-    return submit_fits(jobs, executor)()
-
-
-def submit_fits(jobs: dict[Any, Callable[[], Any]], executor: Executor | None = None
-                ) -> Callable[[], dict[Any, Any]]:
-    """``fit_in_parallel`` in two halves: the fits start now in ``executor``'s processes, and
-    calling what this returns waits for their results. Submitting several sets before waiting
-    keeps every worker busy until the last fit (one set's slowest fit no longer idles the
-    others). Without ``executor`` the fits run, in threads, when their results are asked for.
-    """
-    if executor is not None:
-        try:
-            futures = {key: executor.submit(job) for key, job in jobs.items()}
-        except BrokenProcessPool:
-            futures = None
-        if futures is not None:
-            def gather() -> dict[Any, Any]:
-                try:
-                    return {key: future.result() for key, future in futures.items()}
-                except BrokenProcessPool:
-                    logger.warning("a probe worker process died; fitting these %d probes in "
-                                   "threads", len(jobs))
-                    return _fit_in_threads(jobs)
-
-            return gather
-        logger.warning("the probe worker processes died; fitting these %d probes in threads",
-                       len(jobs))
-    return partial(_fit_in_threads, jobs)
-
-
-def _fit_in_threads(jobs: dict[Any, Callable[[], Any]]) -> dict[Any, Any]:
     workers = max(1, min(len(jobs), torch.get_num_threads()))
     with threadpool_limits(limits=1), ThreadPoolExecutor(workers) as pool:
         futures = {key: pool.submit(job) for key, job in jobs.items()}
         return {key: future.result() for key, future in futures.items()}
-
-
-def _no_op() -> None:
-    return None
-
-
-@contextmanager
-def probe_processes(workers: int | None = None) -> Iterator[Executor | None]:
-    """Worker processes for ``fit_in_parallel``'s ``executor``, forked on entry, stopped on
-    exit; None (threads, then) for fewer than 2 ``workers`` (default: torch's thread count) or
-    where this platform cannot fork.
-
-    Why processes: an L-BFGS probe fit holds the GIL for about half its time (scipy's
-    ``setulb``), so two fits in threads of one process wait on each other. The quickstart's
-    disentanglement fits (8 of them) took 2.6 s in 2 threads and 1.8 s in 2 processes (3.1 s
-    one after another). Why fork, and on entry: the workers start with this process's modules
-    already imported (spawned ones spent seconds importing torch and sklearn beside the
-    evaluation); enter before the model runs, so they are copies of a small process. The
-    workers run numpy, scipy and sklearn only, never torch.
-    """
-    workers = workers or torch.get_num_threads()
-    if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
-        yield None
-        return
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
-    try:
-        pool.submit(_no_op).result()  # forks every worker now (fork pools start them at once)
-        yield pool
-    finally:
-        pool.shutdown(cancel_futures=True)
 
 
 def action_probe_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
@@ -411,10 +340,8 @@ DISENTANGLEMENT_SCORES = {"discrete": "balanced_accuracy", "continuous": "r2"}
 
 def disentanglement_matrix(train: dict[str, dict[str, np.ndarray]],
                            test: dict[str, dict[str, np.ndarray]],
-                           probe: str = "linear", seed: int = 0,
-                           executor: Executor | None = None) -> dict[str, Any]:
-    """Probe every source to every target; one number per (source, target) cell (the fits run
-    side by side, ``fit_in_parallel``'s ``executor``).
+                           probe: str = "linear", seed: int = 0) -> dict[str, Any]:
+    """Probe every source to every target; one number per (source, target) cell.
 
     ``train`` and ``test`` map ``"sources"`` and ``"targets"`` to dicts of arrays with one row per
     sample, e.g. ``{"sources": {"motion": (N, Z), "task": (N, K)}, "targets": {"action": (N,),
@@ -427,16 +354,6 @@ def disentanglement_matrix(train: dict[str, dict[str, np.ndarray]],
 
     Returns ``{"cells": {source: {target: score | None}}, "score": {target: score name},
     "chance": {target: chance or None}, "scored": {target: test samples scored}}``.
-    """
-    return submit_disentanglement(train, test, probe, seed, executor)()
-
-
-def submit_disentanglement(train: dict[str, dict[str, np.ndarray]],
-                           test: dict[str, dict[str, np.ndarray]],
-                           probe: str = "linear", seed: int = 0,
-                           executor: Executor | None = None) -> Callable[[], dict[str, Any]]:
-    """``disentanglement_matrix`` in two halves (``submit_fits``): its fits start now, and
-    calling what this returns waits for them and gives the matrix.
     """
     cells: dict[str, dict[str, float | None]] = {name: {} for name in train["sources"]}
     score_names, chance, scored = {}, {}, {}
@@ -460,14 +377,9 @@ def submit_disentanglement(train: dict[str, dict[str, np.ndarray]],
                 jobs[(source, target)] = partial(action_probe_scores, train_x, train_y,
                                                  test["sources"][source][keep], test_y, probe,
                                                  seed)
-    gather = submit_fits(jobs, executor)
-
-    def matrix() -> dict[str, Any]:
-        for (source, target), scores in gather().items():
-            cells[source][target] = scores[score_names[target]]
-        return {"cells": cells, "score": score_names, "chance": chance, "scored": scored}
-
-    return matrix
+    for (source, target), scores in fit_in_parallel(jobs).items():
+        cells[source][target] = scores[score_names[target]]
+    return {"cells": cells, "score": score_names, "chance": chance, "scored": scored}
 
 
 def shift_clips(clips: np.ndarray, dx: int, dy: int) -> np.ndarray:
