@@ -88,6 +88,16 @@ def test_every_subcommand_runs_from_the_module_beside_its_code():
         assert callable(importlib.import_module(module).main), name
 
 
+def test_training_and_evaluation_load_no_video_or_logging_library_until_used():
+    """PyAV, wandb and DeepSpeed are imported where they are used: a GPU machine that cannot
+    fetch packages then needs no PyAV to train on synthetic frames (evals/device_kit.py)."""
+    code = ("import sys, groundlam, groundlam.train, groundlam.evaluation.evaluate, groundlam.data;"
+            "print(sorted({'av', 'wandb', 'deepspeed'} & set(sys.modules)))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    assert loaded == "[]"
+
+
 @pytest.mark.parametrize("command", ["eval", "focus"])
 def test_checkpoints_are_folders_or_hub_ids(tmp_path, monkeypatch, capsys, command):
     """``eval`` took only a folder while ``focus`` took Hub ids: both take both, and refuse by

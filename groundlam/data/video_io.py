@@ -1,7 +1,10 @@
 """Encoded video in and out with PyAV, on the CPU: decoding, and ``VideoWriter``, the one encoder.
 
 ``datasets``' ``Video()`` feature and torchcodec need a CUDA build here, so groundlam decodes
-with PyAV (``av``) itself. Frames are uint8 (T, H, W, 3) RGB throughout.
+with PyAV (``av``) itself. Frames are uint8 (T, H, W, 3) RGB throughout. ``av`` is imported by
+the functions that read or write video, not with this module: training on synthetic or
+Parquet frames never loads FFmpeg, and runs where PyAV is not installed (a GPU machine that
+cannot fetch packages: its 33 MB wheel is half of what a device call can carry).
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ import io
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import av
 import numpy as np
 
 __all__ = ["VIDEO_CODECS", "VideoDecodeError", "VideoWriter", "check_frames", "decode_video",
@@ -44,6 +46,8 @@ def probe_video(video: Any, name: str | None = None) -> tuple[int, float | None]
     Where the container does not store a frame count (webm), the video packets are counted
     (demuxed, not decoded). ``fps`` is None when the stream has no rate.
     """
+    import av
+
     what = name or (str(video) if isinstance(video, (str, Path)) else "video bytes")
     try:
         with av.open(_video_source(video), mode="r") as container:
@@ -70,6 +74,8 @@ def read_frames(video: Any, first: int = 0, count: int | None = None, *,
     start. Returns fewer than ``count`` frames when the video ends (or breaks) early: the caller
     decides whether that is an error. Raises ``VideoDecodeError`` when nothing decodes.
     """
+    import av
+
     what = name or (str(video) if isinstance(video, (str, Path)) else "video bytes")
     wanted = float("inf") if count is None else count
     frames: list[np.ndarray] = []
@@ -160,6 +166,8 @@ class VideoWriter:
 
     def open(self) -> VideoWriter:
         """Create the file (and its folder); ``with`` does this and ``close`` for you."""
+        import av
+
         if isinstance(self.target, Path):
             self.target.parent.mkdir(parents=True, exist_ok=True)
             self._container = av.open(str(self.target), mode="w")
@@ -180,8 +188,10 @@ class VideoWriter:
         if frames.shape[1:3] != self._size:
             raise ValueError(f"{self.path}: frames of {frames.shape[1:3]} after frames of "
                              f"{self._size}; a video has one size")
+        from av import VideoFrame
+
         for image in frames:
-            packets = self._stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24"))
+            packets = self._stream.encode(VideoFrame.from_ndarray(image, format="rgb24"))
             self._container.mux(packets)
         self.frames_written += len(frames)
 
