@@ -16,7 +16,8 @@ configs/tiny.yaml's recipe with the decoder at the encoder's width: ``matched``,
 across frames). A preset's ``against_best_peer`` compares each precision's frames/s with the best
 peer of the issue's table, both divided by the matmul rate of their own machine (the peers'
 drivers are not in this repository, so this is a rate-normalised comparison across machines, not
-one run).
+one run); its ``comparable`` is false where this machine's matmul rate is far from the table
+machine's (an AMX CPU's bf16), and the ratio is then an extrapolation.
 
 What each number means, per config:
 - ``train[]``: one row per way of training. ``loop: "torch"`` is a plain in-process loop: uint8
@@ -118,6 +119,9 @@ PRESETS: dict[str, tuple[str, tuple[str, ...]]] = {
 PEERS = {"fp32": {"model": "villa-X LAM", "train_frames_per_s": 35.0, "matmul_flops_per_s": 216e9},
          "bf16": {"model": "UniVLA LAM core", "train_frames_per_s": 84.0,
                   "matmul_flops_per_s": 84.0 * 4.73e9 / 0.43}}
+# this machine's matmul rate over the peer table machine's, per precision, within which the
+# rate-normalised ratio is read as a comparison (``against_peers``)
+COMPARABLE_RATES = (0.67, 1.5)
 CLIP_LENGTHS = (4, 8, 16, 32)
 PROFILE_TOP = 12
 FALLBACK_PLAN: tuple[int | None, int] = (None, 3)
@@ -654,18 +658,32 @@ def driver(args: argparse.Namespace) -> dict[str, Any]:
 
 def against_peers(result: dict[str, Any]) -> dict[str, Any]:
     """Each plain-loop row against issue 13's best peer of its precision, normalised by the
-    matmul rate of each machine (the peers' drivers are not in this repository)."""
+    matmul rate of each machine (the peers' drivers are not in this repository).
+
+    The normalisation holds where a step's time follows the matmul rate. On a machine whose
+    matmul rates are far from the peer table's (outside ``COMPARABLE_RATES`` of them: a CPU with
+    AMX multiplies in bf16 at several times the table machine's rate while its elementwise ops
+    and attention do not speed up alike), ``comparable`` is false and the ratio is an
+    extrapolation: rerun the peers' drivers there instead. ``ratio_raw`` is frames/s over the
+    peer's, machines unequal.
+    """
     ratios = {}
     for row in result["train"]:
         peer = PEERS[row["precision"]]
         if row["loop"] != "torch":
             continue
-        ours = row["train_frames_per_s"] / result["matmul_flops_per_s"][row["precision"]]
+        rate = result["matmul_flops_per_s"][row["precision"]]
+        ours = row["train_frames_per_s"] / rate
         theirs = peer["train_frames_per_s"] / peer["matmul_flops_per_s"]
+        machine = rate / peer["matmul_flops_per_s"]
+        low, high = COMPARABLE_RATES
         ratios[row["precision"]] = {
             "peer": peer["model"], "peer_train_frames_per_s": peer["train_frames_per_s"],
             "peer_matmul_flops_per_s": rounded(peer["matmul_flops_per_s"]),
-            "ratio_rate_normalised": rounded(ours / theirs, 3)}
+            "ratio_rate_normalised": rounded(ours / theirs, 3),
+            "ratio_raw": rounded(row["train_frames_per_s"] / peer["train_frames_per_s"], 3),
+            "matmul_rate_vs_peer_machine": rounded(machine, 3),
+            "comparable": low <= machine <= high}
     return ratios
 
 
@@ -741,7 +759,10 @@ def summary(report: dict[str, Any]) -> str:
                          f"{per_frame:>11.2f}")
         for precision, peer in result.get("against_best_peer", {}).items():
             lines.append(f"{name} {precision}: {peer['ratio_rate_normalised']:.2f}x "
-                         f"{peer['peer']} (rate-normalised)")
+                         f"{peer['peer']} (rate-normalised)" + ("" if peer["comparable"] else
+                         f"; not comparable: this machine's matmul is "
+                         f"{peer['matmul_rate_vs_peer_machine']:.2f}x the peer table's, "
+                         f"raw {peer['ratio_raw']:.2f}x"))
     return "\n".join(lines)
 
 

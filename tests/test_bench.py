@@ -37,6 +37,14 @@ def test_peers_are_compared_at_equal_matmul_rates():
     ratios = bench_train.against_peers(result)
     assert ratios["fp32"]["ratio_rate_normalised"] == pytest.approx(2.0, rel=1e-3)
     assert ratios["bf16"]["ratio_rate_normalised"] == pytest.approx(2.0, rel=1e-2)
+    assert ratios["fp32"]["ratio_raw"] == pytest.approx(1.0)
+    # half the table machine's rate is outside the comparable range
+    assert not ratios["fp32"]["comparable"] and not ratios["bf16"]["comparable"]
+    # an AMX CPU: fp32 near the table machine, bf16 at 2.7x it
+    result["matmul_flops_per_s"] = {"fp32": 236e9, "bf16": 2533e9}
+    ratios = bench_train.against_peers(result)
+    assert ratios["fp32"]["comparable"] and not ratios["bf16"]["comparable"]
+    assert ratios["bf16"]["matmul_rate_vs_peer_machine"] == pytest.approx(2.74, rel=1e-2)
 
 
 def test_gpu_checks_without_a_gpu_runs_nothing(capsys, monkeypatch):
