@@ -124,6 +124,10 @@ class Config:
         if self.loss.change_weight and self.model.decoder_target == "flow":
             raise ConfigError("loss.change_weight weights pixels of predicted frames: it does not "
                               "apply to model.decoder_target: flow")
+        if self.loss.focus_weight and self.model.pool_after and not self.model.text_focus:
+            raise ConfigError(f"loss.focus_weight={self.loss.focus_weight} weights pixels by "
+                              "the task slots' attention over every patch, which "
+                              f"model.pool_after={self.model.pool_after} pools: choose one")
         if self.loss.focus_weight and (self.model.encoder != "st_transformer"
                                        or not self.model.num_task_slots):
             raise ConfigError(f"loss.focus_weight={self.loss.focus_weight} needs task slots: "

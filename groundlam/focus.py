@@ -101,9 +101,16 @@ class FocusMaps:
         return path
 
 
-def _slot_to_patch(weights: torch.Tensor, slots: slice, num_slots: int) -> torch.Tensor:
-    # weights: (T, h, L, L) -> (T, N), share of attention each patch gets from these slots
+def _slot_to_patch(weights: torch.Tensor, slots: slice, num_slots: int, grid: int
+                   ) -> torch.Tensor:
+    # weights: (T, h, L, L) -> (T, N), share of attention each patch gets from these slots; a
+    # block after ``pool_after`` attends over 2x2 squares of patches, whose share is spread
+    # evenly over their four patches
     share = weights[:, :, slots, num_slots:].mean(dim=(1, 2))
+    if share.shape[-1] != grid * grid:  # (T, N/4) -> (T, N)
+        square = rearrange(share, "t (y x) -> t y x", y=grid // 2)
+        share = rearrange(square.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2),
+                          "t y x -> t (y x)") / 4
     return share / share.sum(dim=-1, keepdim=True).clamp(min=1e-12)
 
 
@@ -170,6 +177,10 @@ def focus_map(video: np.ndarray | torch.Tensor, model, layers: str | Sequence[in
     rollout = isinstance(layers, str) and layers == "rollout"
     if isinstance(layers, str) and layers not in ("all", "last", "rollout"):
         raise ValueError(f"layers={layers!r}: use 'all', 'last', 'rollout' or block indices")
+    if rollout and config.pool_after:
+        raise ValueError(f"attention rollout is not defined through pooled patch tokens "
+                         f"(model.pool_after={config.pool_after}); use layers='all', 'last' or "
+                         "block indices")
     latents = model.encode(frames, output_attentions=True)
     depth = len(latents.attentions)
     if rollout or layers == "all":
@@ -186,9 +197,11 @@ def focus_map(video: np.ndarray | torch.Tensor, model, layers: str | Sequence[in
         m, t = config.num_motion_slots, config.num_task_slots
         s = config.num_slots  # patches follow every slot (motion, task, camera)
         spatial = [latents.attentions[i][0].float() for i in chosen]
-        motion = torch.stack([_slot_to_patch(a, slice(0, m), s)
+        grid = config.image_size // config.patch_size
+        motion = torch.stack([_slot_to_patch(a, slice(0, m), s, grid)
                               for a in spatial]).mean(0)[1:]  # (T-1, N): slots of frame t+1
-        task = torch.stack([_slot_to_patch(a, slice(m, m + t), s) for a in spatial]).mean(0)
+        task = torch.stack([_slot_to_patch(a, slice(m, m + t), s, grid)
+                            for a in spatial]).mean(0)
     p, grid = config.patch_size, config.image_size // config.patch_size
 
     def to_pixels(maps: torch.Tensor) -> np.ndarray:

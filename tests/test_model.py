@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -259,6 +261,61 @@ def test_temporal_attention_on_slots_leaves_patches_within_their_frame():
     assert temporal.shape == (2, 7, TINY["heads"], 4, 4)
     torch.testing.assert_close(temporal[:, 3:], torch.eye(4).expand(2, 4, TINY["heads"], 4, 4))
     assert not torch.allclose(temporal[:, :3], torch.eye(4).expand(2, 3, TINY["heads"], 4, 4))
+
+
+def test_pooled_patch_tokens_keep_outputs_and_focus_maps_and_cut_flops(video, tmp_path):
+    """``model.pool_after=k``: the blocks after the k-th attend over the means of 2x2 squares of
+    patch tokens. Same parameters, other latents, fewer FLOPs; focus maps still cover every
+    patch (a pooled block's share spread evenly over its square), rollout is refused and the
+    evaluation's focus stage leaves it out; impossible values are named."""
+    from torch.utils import flop_counter
+
+    from groundlam import focus_map
+    from groundlam.evaluation.evaluate import ClipSet, _focus
+    from groundlam.model.encoders import pool_patches
+
+    tokens = torch.arange(16.0).reshape(1, 16, 1)  # a 4x4 grid, row by row, value = index
+    assert pool_patches(tokens, 4)[0, :, 0].tolist() == [2.5, 4.5, 10.5, 12.5]
+
+    torch.manual_seed(0)
+    config = dict(TINY, depth=3)
+    full = GroundLAM(GroundLAMConfig(**config)).eval()
+    pooled = GroundLAM(GroundLAMConfig(**config, pool_after=1)).eval()
+    pooled.load_state_dict(full.state_dict())
+    a, b = full.encode(video), pooled.encode(video)
+    assert a.motion.shape == b.motion.shape and a.task.shape == b.task.shape
+    assert not torch.allclose(a.motion, b.motion)
+    x = torch.rand(2, 5, 3, 32, 32) * 2 - 1
+
+    def flops(model) -> int:
+        with flop_counter.FlopCounterMode(display=False) as counter, torch.no_grad():
+            model.encoder(x)
+        return counter.get_total_flops()
+
+    assert flops(pooled) < 0.8 * flops(full)
+    maps = focus_map(video[0], pooled)
+    assert maps.motion.shape == focus_map(video[0], full).motion.shape == (4, 32, 32)
+    np.testing.assert_allclose(maps.motion.sum(axis=(1, 2)), 1.0, rtol=1e-5)
+    last = focus_map(video[0], pooled, layers="last").motion  # a pooled block alone
+    squares = last.reshape(4, 2, 16, 2, 16)  # 2x2 squares of 8-px patches: 16 px each
+    np.testing.assert_allclose(squares, np.broadcast_to(squares[:, :, :1, :, :1], squares.shape),
+                               rtol=1e-5)
+    with pytest.raises(ValueError, match="rollout"):
+        focus_map(video[0], pooled, layers="rollout")
+    frames = np.random.default_rng(0).integers(0, 256, (1, 5, 32, 32, 3), dtype=np.uint8)
+    result = _focus(pooled, ClipSet(None, frames, None, None, None, None), tmp_path, "x", 1)
+    assert result["rollout_overlays"] == [] and len(result["overlays"]) == 2
+    for bad, message in ((dict(pool_after=3), "no block after"),
+                         (dict(pool_after=-1), "negative"),
+                         (dict(pool_after=1, image_size=24), "even patch grid"),
+                         (dict(pool_after=1, encoder="conv"), "st_transformer")):
+        with pytest.raises(ValueError, match=message):
+            GroundLAMConfig(**{**config, **bad})
+    from groundlam.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="pool_after"):  # the focus-weighted loss reads them
+        load_config(Path(__file__).parent.parent / "configs" / "tiny.yaml",
+                    ["model.pool_after=1", "loss.focus_weight=0.5"])
 
 
 def test_temporal_attention_switch_keeps_the_weights_and_rejects_unknown_values(video):

@@ -393,6 +393,8 @@ def _focus(model, test: ClipSet, out: Path, name: str, focus_clips: int,
     from groundlam.focus import focus_map
 
     methods = {"": "all", "rollout_": "rollout"}  # key prefix -> focus_map's layers
+    if model.config.pool_after:  # rollout is not defined through pooled tokens
+        del methods["rollout_"]
     files: dict[str, list[str]] = {prefix: [] for prefix in methods}
     maps_of, masks_of = defaultdict(list), defaultdict(list)  # "[rollout_]motion|task" -> arrays
     for i in range(min(focus_clips, len(test))):
@@ -406,7 +408,8 @@ def _focus(model, test: ClipSet, out: Path, name: str, focus_clips: int,
                                            ("task", maps.task, test.agent_mask[i])):
                     maps_of[prefix + kind].append(values)
                     masks_of[prefix + kind].append(mask)
-    result: dict[str, Any] = {"overlays": files[""], "rollout_overlays": files["rollout_"]}
+    result: dict[str, Any] = {"overlays": files[""],
+                              "rollout_overlays": files.get("rollout_", [])}
     for key, values in maps_of.items():
         result[key] = focus_precision(np.concatenate(values), np.concatenate(masks_of[key]))
     return result

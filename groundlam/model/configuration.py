@@ -131,6 +131,14 @@ class GroundLAMConfig:
     # fewer on the patches). Issue 13, 5 seeds of the quickstart: "slots" trained 1.2x faster at
     # the matched dims, but its clean probe leaned 0.009 lower (3 of 5 seeds)
     temporal_attention: TemporalAttention = "all"
+    # st_transformer: after this many blocks, each 2x2 square of patch tokens is averaged into
+    # one token (0: never), so the later blocks attend over a quarter of the patches. Issue 13:
+    # pool_after=2 cuts the matched dims' forward from 1.00 to 0.69 GFLOP a frame; 5 seeds of
+    # the quickstart at depth 4, against depth 4 without it: clean probe -0.012 (every seed),
+    # distracted -0.006, controllability as high (evals/results/issue13_pool_after.json). Focus
+    # maps of the later blocks are spread back over the 2x2 patches; attention rollout is not
+    # defined through the pooling
+    pool_after: int = 0
     # bottleneck between encoder and decoder: "continuous" | "vq" | "fsq" | "none"
     bottleneck: Bottleneck = "continuous"
     motion_dim: int = 128  # size of one latent action (continuous and vq)
@@ -206,6 +214,18 @@ class GroundLAMConfig:
                              f"model.encoder={self.encoder!r} has none (use 'st_transformer')")
         if not 0.0 <= self.label_dropout <= 1.0:
             raise ValueError(f"model.label_dropout={self.label_dropout} is not in [0, 1]")
+        if self.pool_after:
+            grid = self.image_size // self.patch_size
+            problem = ("is negative" if self.pool_after < 0 else
+                       f"needs model.encoder='st_transformer', not {self.encoder!r}"
+                       if self.encoder != "st_transformer" else
+                       f"leaves no block after it (model.depth={self.depth})"
+                       if self.pool_after >= self.depth else
+                       f"needs an even patch grid, not {grid}x{grid}" if grid % 2 else
+                       "is not supported with model.text_focus=true (its queries read every "
+                       "patch token)" if self.text_focus else None)
+            if problem:
+                raise ValueError(f"model.pool_after={self.pool_after} {problem}")
         if self.num_camera_slots and self.encoder != "st_transformer":
             raise ValueError(f"model.num_camera_slots={self.num_camera_slots} needs slots: "
                              f"model.encoder={self.encoder!r} has none (use 'st_transformer')")

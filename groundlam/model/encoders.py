@@ -33,7 +33,7 @@ from groundlam.model.outputs import TensorFields
 from groundlam.model.photometric import match_colors
 
 __all__ = ["EncoderOutput", "PatchEmbed", "STTransformerEncoder", "ConvEncoder", "LinearEncoder",
-           "PatchMixing", "frame_changes", "make_encoder"]
+           "PatchMixing", "frame_changes", "make_encoder", "pool_patches"]
 
 
 @dataclass
@@ -41,7 +41,8 @@ class EncoderOutput(TensorFields):
     motion: torch.Tensor  # (B, T-1, D), or (B, T-1, M*D) with motion_pooling "concat"
     task: torch.Tensor  # (B, D)
     camera: torch.Tensor | None = None  # (B, T-1, D) camera slots of frames 1..T-1 (if any)
-    attentions: tuple[torch.Tensor, ...] | None = None  # per layer (B, T, h, L, L), spatial
+    # per layer (B, T, h, L, L), spatial; L = S + N/4 in the blocks after ``pool_after``
+    attentions: tuple[torch.Tensor, ...] | None = None
     temporal_attentions: tuple[torch.Tensor, ...] | None = None  # per layer (B, L, h, T, T)
 
 
@@ -99,6 +100,13 @@ def frame_changes(frames: torch.Tensor, max_shift: int = 0, colors: bool = False
     return torch.cat([torch.zeros_like(frames[:, :1]), following - previous], dim=1)
 
 
+def pool_patches(patches: torch.Tensor, grid: int) -> torch.Tensor:
+    """(..., N, D) tokens of a grid x grid patch grid, row by row -> (..., N/4, D): the mean of
+    each 2x2 square, the squares row by row (``model.pool_after``)."""
+    return rearrange(patches, "... (y p x q) d -> ... (y x) (p q) d", y=grid // 2, p=2,
+                     q=2).mean(dim=-2)
+
+
 class STTransformerEncoder(nn.Module):
     def __init__(self, config: GroundLAMConfig) -> None:
         super().__init__()
@@ -126,6 +134,7 @@ class STTransformerEncoder(nn.Module):
         self.norm = nn.LayerNorm(config.dim)
         # tokens of a frame that attend across frames: every one, or the slots only
         self.temporal_tokens = num_slots if config.temporal_attention == "slots" else None
+        self.pool_after, self.grid = config.pool_after, config.image_size // config.patch_size
 
     def forward(self, frames: torch.Tensor, output_attentions: bool = False,
                 condition: torch.Tensor | None = None) -> EncoderOutput:
@@ -160,6 +169,9 @@ class STTransformerEncoder(nn.Module):
             # what is read below is slots only: the last block updates nothing else, unless
             # every token's attention weights are asked for
             keep = len(self.slots) if index == last and not output_attentions else None
+            if self.pool_after and index == self.pool_after:  # 2x2 patches -> one token
+                x = torch.cat([x[:, :, :len(self.slots)], pool_patches(
+                    x[:, :, len(self.slots):], self.grid)], dim=2)
             x, weights = block(x, return_weights=output_attentions, keep=keep,
                                temporal=self.temporal_tokens)
             if weights is not None:
