@@ -319,7 +319,8 @@ class GroundLAM(nn.Module, PyTorchModelHubMixin, library_name="groundlam",
         ``.camera`` (B, T-1, P), the camera-warp parameters, with camera slots). With
         ``output_attentions`` (encoder ``st_transformer``), every block's attention weights:
         ``.attentions`` spatial (B, T, h, L, L) and ``.temporal_attentions`` (B, L, h, T, T), L
-        tokens a frame (the slots, then the patches).
+        tokens a frame (the slots, then the patches; a quarter of the patches in the blocks
+        after ``config.pool_after``).
         """
         frames = self.prepare(video)
         embedded = None
