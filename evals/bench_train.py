@@ -9,15 +9,15 @@ Prints one JSON object to stdout (progress goes to stderr). Each config is measu
 subprocess (this file re-invoked with ``--worker``), so peak memory of one does not mix with
 another. Random uint8 clips stand in for data; nothing is read from disk or downloaded.
 
-Configs are names under configs/, YAML paths, or the presets at the dims issue 13 compares LAMs
-at (64x64 RGB, patch 8, width 256, 6 encoder layers, 4 heads, batch 8 of 8-frame clips), on
-configs/tiny.yaml's recipe with the decoder at the encoder's width: ``matched``, and
-``matched_slots`` (the same with ``model.temporal_attention=slots``: only the slots attend
-across frames). A preset's ``against_best_peer`` compares each precision's frames/s with the best
-peer of the issue's table, both divided by the matmul rate of their own machine (the peers'
-drivers are not in this repository, so this is a rate-normalised comparison across machines, not
-one run); its ``comparable`` is false where this machine's matmul rate is far from the table
-machine's (an AMX CPU's bf16), and the ratio is then an extrapolation.
+Configs are names under configs/, YAML paths, or the presets at the dims issue 13 compares LAMs at
+(64x64 RGB, patch 8, width 256, 6 encoder layers, 4 heads, batch 8 of 8-frame clips), on
+configs/tiny.yaml's recipe with the decoder at the encoder's width: ``matched``, ``matched_slots``
+(the same with ``model.temporal_attention=slots``: only the slots attend across frames) and
+``matched_pooled`` (the same with ``model.pool_after=2``). A preset's ``against_best_peer`` compares
+each precision's frames/s with the best peer of the issue's table, both divided by the matmul rate
+of their own machine (the peers' drivers are not in this repository, so this is a rate-normalised
+comparison across machines, not one run); its ``comparable`` is false where this machine's matmul
+rate is far from the table machine's (an AMX CPU's bf16), and the ratio is then an extrapolation.
 
 What each number means, per config:
 - ``train[]``: one row per way of training. ``loop: "torch"`` is a plain in-process loop: uint8
@@ -112,7 +112,9 @@ MATCHED = ("model.dim=256", "model.depth=6", "model.heads=4", "model.decoder_dim
 PRESETS: dict[str, tuple[str, tuple[str, ...]]] = {
     "matched": ("tiny", MATCHED),
     # the same with only the slots attending across frames (model.temporal_attention)
-    "matched_slots": ("tiny", (*MATCHED, "model.temporal_attention=slots"))}
+    "matched_slots": ("tiny", (*MATCHED, "model.temporal_attention=slots")),
+    # the same with 2x2 patch tokens averaged after 2 of the 6 blocks (model.pool_after)
+    "matched_pooled": ("tiny", (*MATCHED, "model.pool_after=2"))}
 # The issue 13 table (one run on a 2-core machine whose fp32 matmul did ~216 GFLOP/s; its bf16
 # matmul rate, ~930 GFLOP/s, follows from each row's frames/s x GFLOP/frame / fraction):
 # train frames/s of the best peer a precision, for a rate-normalised comparison.

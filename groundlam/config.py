@@ -124,7 +124,7 @@ class Config:
         if self.loss.change_weight and self.model.decoder_target == "flow":
             raise ConfigError("loss.change_weight weights pixels of predicted frames: it does not "
                               "apply to model.decoder_target: flow")
-        if self.loss.focus_weight and self.model.pool_after and not self.model.text_focus:
+        if self.loss.focus_weight and self.model.pool_after:  # (text_focus refuses pool_after)
             raise ConfigError(f"loss.focus_weight={self.loss.focus_weight} weights pixels by "
                               "the task slots' attention over every patch, which "
                               f"model.pool_after={self.model.pool_after} pools: choose one")

@@ -174,6 +174,7 @@ def focus_map(video: np.ndarray | torch.Tensor, model, layers: str | Sequence[in
     if batch.shape[0] != 1:
         raise ValueError(f"focus_map takes one clip (T, H, W, 3), got a batch of {batch.shape[0]}")
     frames = resize_video(batch, config.image_size)
+    p, grid = config.patch_size, config.image_size // config.patch_size
     rollout = isinstance(layers, str) and layers == "rollout"
     if isinstance(layers, str) and layers not in ("all", "last", "rollout"):
         raise ValueError(f"layers={layers!r}: use 'all', 'last', 'rollout' or block indices")
@@ -197,12 +198,10 @@ def focus_map(video: np.ndarray | torch.Tensor, model, layers: str | Sequence[in
         m, t = config.num_motion_slots, config.num_task_slots
         s = config.num_slots  # patches follow every slot (motion, task, camera)
         spatial = [latents.attentions[i][0].float() for i in chosen]
-        grid = config.image_size // config.patch_size
         motion = torch.stack([_slot_to_patch(a, slice(0, m), s, grid)
                               for a in spatial]).mean(0)[1:]  # (T-1, N): slots of frame t+1
         task = torch.stack([_slot_to_patch(a, slice(m, m + t), s, grid)
                             for a in spatial]).mean(0)
-    p, grid = config.patch_size, config.image_size // config.patch_size
 
     def to_pixels(maps: torch.Tensor) -> np.ndarray:
         maps = rearrange(maps, "t (y x) -> t y x", y=grid)

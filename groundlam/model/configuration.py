@@ -133,7 +133,8 @@ class GroundLAMConfig:
     temporal_attention: TemporalAttention = "all"
     # st_transformer: after this many blocks, each 2x2 square of patch tokens is averaged into
     # one token (0: never), so the later blocks attend over a quarter of the patches. Issue 13:
-    # pool_after=2 cuts the matched dims' forward from 1.00 to 0.69 GFLOP a frame; 5 seeds of
+    # pool_after=2 cuts a training step at the matched dims from 3.24 to 2.24 GFLOP a frame
+    # (evals/bench_train.py, preset matched_pooled); 5 seeds of
     # the quickstart at depth 4, against depth 4 without it: clean probe -0.012 (every seed),
     # distracted -0.006, controllability as high (evals/results/issue13_pool_after.json). Focus
     # maps of the later blocks are spread back over the 2x2 patches; attention rollout is not
@@ -216,14 +217,16 @@ class GroundLAMConfig:
             raise ValueError(f"model.label_dropout={self.label_dropout} is not in [0, 1]")
         if self.pool_after:
             grid = self.image_size // self.patch_size
-            problem = ("is negative" if self.pool_after < 0 else
-                       f"needs model.encoder='st_transformer', not {self.encoder!r}"
-                       if self.encoder != "st_transformer" else
-                       f"leaves no block after it (model.depth={self.depth})"
-                       if self.pool_after >= self.depth else
-                       f"needs an even patch grid, not {grid}x{grid}" if grid % 2 else
-                       "is not supported with model.text_focus=true (its queries read every "
-                       "patch token)" if self.text_focus else None)
+            problems = [  # the first that applies is named
+                (self.pool_after < 0, "is negative"),
+                (self.encoder != "st_transformer",
+                 f"needs model.encoder='st_transformer', not {self.encoder!r}"),
+                (self.pool_after >= self.depth,
+                 f"leaves no block after it (model.depth={self.depth})"),
+                (grid % 2 == 1, f"needs an even patch grid, not {grid}x{grid}"),
+                (self.text_focus, "is not supported with model.text_focus=true (its queries "
+                                  "read every patch token)")]
+            problem = next((message for applies, message in problems if applies), None)
             if problem:
                 raise ValueError(f"model.pool_after={self.pool_after} {problem}")
         if self.num_camera_slots and self.encoder != "st_transformer":
