@@ -134,9 +134,9 @@ class GroundLAMConfig:
     # st_transformer: after this many blocks, each 2x2 square of patch tokens is averaged into
     # one token (0: never), so the later blocks attend over a quarter of the patches. Issue 13:
     # pool_after=2 cuts a training step at the matched dims from 3.24 to 2.24 GFLOP a frame
-    # (evals/bench_train.py, preset matched_pooled); 5 seeds of
-    # the quickstart at depth 4, against depth 4 without it: clean probe -0.012 (every seed),
-    # distracted -0.006, controllability as high (evals/results/issue13_pool_after.json). Focus
+    # (evals/bench_train.py, preset matched_pooled); 8 seeds of
+    # the quickstart at depth 4, against depth 4 without it: clean probe -0.013 (every seed),
+    # distracted -0.009, controllability as high (evals/results/issue13_pool_after.json). Focus
     # maps of the later blocks are spread back over the 2x2 patches; attention rollout is not
     # defined through the pooling
     pool_after: int = 0
