@@ -23,9 +23,9 @@ What each number means, per config:
 - ``train[]``: one row per way of training. ``loop: "torch"`` is a plain in-process loop: uint8
   clips -> ``to_model_input`` -> forward -> ``compute_losses`` (reconstruction plus InfoNCE
   against fixed random unit text embeddings, 8 labels cycling through the batch, so no text model
-  is needed) -> backward -> grad-norm clip 1.0 -> torch AdamW step (the trainer's: its betas, eps,
-  parameter groups and fused kernel). ``precision: "fp32"`` is plain fp32; ``"bf16"`` is the
-  same step under the trainer's ``groundlam.engine.autocast`` (bf16 autocast over fp32 weights).
+  is needed) -> backward -> grad-norm clip 1.0 -> torch AdamW step (the betas, eps and parameter
+  groups of the trainer). ``precision: "fp32"`` is plain fp32; ``"bf16"`` is the same step under
+  the trainer's ``groundlam.engine.autocast`` (bf16 autocast over fp32 weights).
   ``loop: "deepspeed"`` trains through ``deepspeed.initialize`` in a world of one (gloo, or NCCL
   on a GPU; the config's ZeRO stage), as ``groundlam train`` does, in three ``mode``s: ``fp32``,
   ``bf16`` (the trainer's autocast) and ``bf16_weights`` (DeepSpeed's bf16 mode: bf16 weights
@@ -310,13 +310,11 @@ class Bench:
         return self.batch * self.clip_length
 
     def torch_optimizer(self) -> torch.optim.Optimizer:
-        from groundlam.engine import deepspeed_config, parameter_groups
+        from groundlam.engine import parameter_groups
 
-        # the trainer's AdamW settings (the engine's config), weight decay per parameter group
-        settings = deepspeed_config(self.config)["optimizer"]["params"]
-        return torch.optim.AdamW(parameter_groups(self.model, self.config.train.weight_decay),
-                                 lr=settings["lr"], betas=tuple(settings["betas"]),
-                                 eps=settings["eps"], fused=settings["fused"])
+        train = self.config.train
+        return torch.optim.AdamW(parameter_groups(self.model, train.weight_decay), lr=train.lr,
+                                 betas=(0.9, 0.95), eps=1e-8)
 
     def forward_losses(self, model_call: Callable, module: torch.nn.Module) -> torch.Tensor:
         from groundlam.losses import compute_losses
