@@ -1,5 +1,6 @@
 import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -508,6 +509,89 @@ def test_eval_cli_end_to_end_on_synthetic(tmp_path, tiny_checkpoint):
     assert "Warning" not in report and "focus precision, task maps, rollout" in report
     assert "action probe task + time step alone" in report and "ceiling" in report
     assert "clean_focus_rollout_0.png" in report
+
+
+def _without_timings(metrics: dict) -> dict:
+    return {**metrics, "variants": {name: {k: v for k, v in results.items() if k != "timings_s"}
+                                    for name, results in metrics["variants"].items()}}
+
+
+@pytest.mark.slow  # two evaluations of both renderings: ~15-30 s
+@pytest.mark.skipif(not __import__("groundlam.evaluation.evaluate").evaluation.evaluate
+                    .can_fork(), reason="renderings run in forked processes on Linux only")
+def test_renderings_side_by_side_give_every_number_of_one_after_the_other(tmp_path,
+                                                                          tiny_checkpoint):
+    """``processes=2``: each rendering in a forked worker on one torch thread; the same
+    metrics.json as in this process, every stage on the progress bar, the workers' generated
+    episodes removed."""
+    import tempfile
+
+    from groundlam.evaluation import evaluate
+
+    overrides = [*SYNTHETIC_TINY, "data.synthetic.distractors.sprites=1.0"]
+    threads = torch.get_num_threads()
+    before = set(Path(tempfile.gettempdir()).glob("groundlam-*"))
+    bars = []
+
+    class Bar(evaluate.tqdm):
+        def close(self):
+            bars.append((self.n, self.total))
+            super().close()
+
+    results = {}
+    for processes in (1, 2):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(evaluate, "tqdm", Bar)
+            evaluate.evaluate_checkpoint(tiny_checkpoint, "synthetic", tmp_path / str(processes),
+                                         overrides=overrides, max_clips=6, focus_clips=1,
+                                         processes=processes)
+        # every stage of both renderings reaches the bar, the workers' too
+        assert bars.pop() == (2 * len(evaluate.STAGES),) * 2
+        results[processes] = json.loads((tmp_path / str(processes) / "metrics.json").read_text())
+    assert torch.get_num_threads() == threads  # the workers' one thread is theirs alone
+    assert _without_timings(results[2]) == _without_timings(results[1])
+    files = {path.name for path in (tmp_path / "1").iterdir()}
+    assert files == {path.name for path in (tmp_path / "2").iterdir()} and len(files) > 3
+    # this process's own episode sets are removed at its exit; none of the workers' are left
+    after = set(Path(tempfile.gettempdir()).glob("groundlam-*"))
+    assert not any(path.name.startswith("groundlam-eval-") for path in after - before)
+
+
+@pytest.mark.skipif(not __import__("groundlam.evaluation.evaluate").evaluation.evaluate
+                    .can_fork(), reason="renderings run in forked processes on Linux only")
+def test_a_failing_rendering_in_a_worker_raises_in_the_caller(tmp_path, tiny_checkpoint,
+                                                              monkeypatch):
+    import os
+
+    from groundlam.evaluation import evaluate
+
+    parent = os.getpid()
+
+    def broken(rendering, *args, **kwargs):
+        raise RuntimeError(f"{rendering.name} broke in process {os.getpid()}")
+
+    monkeypatch.setattr(evaluate._Rendering, "evaluate", broken)
+    with pytest.raises(RuntimeError, match="clean broke in process") as error:
+        evaluate.evaluate_checkpoint(tiny_checkpoint, "synthetic", tmp_path / "eval",
+                                     overrides=SYNTHETIC_TINY, max_clips=4, progress=False,
+                                     processes=2)
+    assert str(parent) not in str(error.value)  # raised in a worker, not here
+    with pytest.raises(ValueError, match="processes=0"):
+        evaluate.evaluate_checkpoint(tiny_checkpoint, "synthetic", tmp_path / "eval",
+                                     processes=0)
+
+
+def test_eval_runs_renderings_side_by_side_only_where_it_pays(monkeypatch):
+    from groundlam.evaluation import evaluate
+
+    monkeypatch.setattr(evaluate, "can_fork", lambda: True)
+    chosen = {}
+    for threads in (1, 2, 3, 16):
+        monkeypatch.setattr(torch, "get_num_threads", lambda threads=threads: threads)
+        chosen[threads] = [evaluate.default_processes(data) for data in ("synthetic", "runs/x")]
+    assert chosen == {1: [1, 1], 2: [2, 1], 3: [1, 1], 16: [1, 1]}
+    monkeypatch.setattr(evaluate, "can_fork", lambda: False)
+    assert evaluate.default_processes("synthetic") == 1
 
 
 @pytest.mark.slow  # generates episodes, loads the text encoder: ~10-20 s

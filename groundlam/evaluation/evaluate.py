@@ -45,10 +45,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -85,7 +88,7 @@ from groundlam.video import resize_video, to_model_input
 logger = logging.getLogger(__name__)
 
 __all__ = ["EvalPreset", "PRESETS", "Latents", "extract_latents", "ClipSet", "collect",
-           "evaluate_variant", "evaluate_checkpoint", "main"]
+           "evaluate_variant", "evaluate_checkpoint", "can_fork", "default_processes", "main"]
 
 # the strength of every distractor in the benchmark's distracted rendering (configs/base.yaml and
 # tiny.yaml), used when a run trained on clean episodes: it is scored on both renderings anyway
@@ -582,6 +585,17 @@ def _plan(spec: str, config: Config, config_given: bool, model, probe_fit: str =
           max_clips: int | None = None) -> tuple[dict[str, Any], list[tuple[str, Any, Any]]]:
     """The split description and [(variant, (fit episodes), (test episodes))]; with
     ``max_clips``, synthetic episodes only as many as give that many clips."""
+    split, plan = _plan_loaders(spec, config, config_given, model, probe_fit, max_clips)
+    return split, [(variant, fit(), test()) for variant, fit, test in plan]
+
+
+def _plan_loaders(spec: str, config: Config, config_given: bool, model,
+                  probe_fit: str = "train", max_clips: int | None = None
+                  ) -> tuple[dict[str, Any], list[tuple[str, Callable[[], datasets.Dataset],
+                                                        Callable[[], datasets.Dataset]]]]:
+    """``_plan`` with each episode set as a call that loads it: synthetic renderings are
+    generated where they are evaluated (in a worker of ``_evaluate_side_by_side``, each its
+    own), and the clean scored set that the distracted rendering also reads is one call."""
     if probe_fit not in ("train", "half"):
         raise ValueError(f"probe_fit={probe_fit!r}: use 'train' or 'half'")
     data = config.data
@@ -603,15 +617,16 @@ def _plan(spec: str, config: Config, config_given: bool, model, probe_fit: str =
                            "(a seed no run trains on)",
                  "held_out": True, "trained_on": trained_on, "distractors": asdict(distractors),
                  "distractors_from": "run" if distracted else "benchmark standard"}
-        plan = [(variant, load_episodes("synthetic", fit_config, variant),
-                 load_episodes("synthetic", test_config, variant))
+        plan = [(variant, partial(load_episodes, "synthetic", fit_config, variant),
+                 partial(load_episodes, "synthetic", test_config, variant))
                 for variant in ("clean", "distracted")]
         return split, plan
     scored = load_episodes(spec, camera=data.camera)
     trained_elsewhere = config_given and data.train not in ("synthetic", spec)
     if trained_elsewhere and probe_fit == "train":
         split = {"fit": f"data.train ({data.train})", "scored": spec, "held_out": True}
-        return split, [("eval", load_episodes(data.train, camera=data.camera), scored)]
+        return split, [("eval", partial(load_episodes, data.train, camera=data.camera),
+                        lambda: scored)]
     if len(scored) < 2:
         raise ValueError(f"{spec} has {len(scored)} episode(s): splitting it into probe-fit and "
                          "scored halves needs at least 2")
@@ -620,18 +635,56 @@ def _plan(spec: str, config: Config, config_given: bool, model, probe_fit: str =
         False if config_given and data.train == spec else None)
     split = {"fit": f"{spec}, episodes 0-{half - 1}",
              "scored": f"{spec}, episodes {half}-{len(scored) - 1}", "held_out": held_out}
-    return split, [("eval", scored.select(range(half)), scored.select(range(half, len(scored))))]
+    return split, [("eval", partial(scored.select, range(half)),
+                    partial(scored.select, range(half, len(scored))))]
+
+
+@dataclass(frozen=True)
+class _Rendering:
+    """One rendering to evaluate: its episode sets as the calls that load them."""
+
+    name: str
+    fit: Callable[[], datasets.Dataset]
+    test: Callable[[], datasets.Dataset]
+    # the scored trajectories without distractors (the synthetic distracted rendering reads its
+    # no-change transitions from them), or None
+    clean_test: Callable[[], datasets.Dataset] | None = None
+
+    def evaluate(self, model, config: Config, progress, loaded: dict | None = None,
+                 **common: Any) -> dict[str, Any]:
+        """``evaluate_variant`` of this rendering; ``loaded``: episode sets by their loader,
+        filled and reused (the clean scored set serves two renderings)."""
+        loaded = {} if loaded is None else loaded
+
+        def load(loader: Callable[[], datasets.Dataset]) -> datasets.Dataset:
+            if loader not in loaded:
+                loaded[loader] = loader()
+            return loaded[loader]
+
+        fit, test = load(self.fit), load(self.test)
+        clean = None
+        if self.clean_test is not None:
+            clean = _clips(load(self.clean_test), config, model, "clean scored episodes")
+        return evaluate_variant(
+            model, _clips(fit, config, model, f"{self.name} fit episodes"), fit,
+            _clips(test, config, model, f"{self.name} scored episodes"), test,
+            name=self.name, progress=progress, clean_test_clips=clean, **common)
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: str, out: str | Path,
                         config_path: str | Path | None = None, overrides: list[str] | None = None,
                         max_clips: int | None = None, focus_clips: int | None = None,
                         progress: bool = True, probe_fit: str = "train",
-                        preset: str = "full") -> dict[str, Any]:
+                        preset: str = "full", processes: int = 1) -> dict[str, Any]:
     """Evaluate a ``save_pretrained`` folder on ``data``; writes metrics.json, report.md, PNGs.
 
     ``preset``: which metrics and how many clips (``PRESETS``: ``full``, ``quick``);
     ``max_clips`` and ``focus_clips`` override the preset's.
+
+    ``processes``: above 1, the renderings (``data="synthetic"`` has two) are evaluated side by
+    side, each in a process forked from this one that runs torch on one thread
+    (``_evaluate_side_by_side``; Linux only, elsewhere one after the other). The numbers are the
+    same either way. ``groundlam eval`` chooses it where it pays (``default_processes``).
 
     ``config_path``: the run's config (its ``data`` section says how clips are cut and which
     synthetic episodes and distractors the run used); by default ``config.yaml`` beside the
@@ -651,6 +704,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str, out: str | Path,
         ("max_clips", max_clips), ("focus_clips", focus_clips)) if value is not None})
     if chosen.max_clips < 2:
         raise ValueError(f"max_clips={chosen.max_clips}: the metrics need at least 2 clips")
+    if processes < 1:
+        raise ValueError(f"processes={processes}: at least 1")
     checkpoint, out = Path(checkpoint), Path(out)
     if config_path is None and (checkpoint.parent / "config.yaml").is_file():
         config_path = checkpoint.parent / "config.yaml"
@@ -658,8 +713,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str, out: str | Path,
     model = GroundLAM.from_pretrained(str(checkpoint))
     model.eval()
     out.mkdir(parents=True, exist_ok=True)
-    split, plan = _plan(data, config, config_path is not None, model, probe_fit,
-                        chosen.max_clips)
+    split, plan = _plan_loaders(data, config, config_path is not None, model, probe_fit,
+                                chosen.max_clips)
     metrics: dict[str, Any] = {
         "checkpoint": str(checkpoint), "data": data,
         "config": str(config_path) if config_path is not None else None,
@@ -670,21 +725,104 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str, out: str | Path,
         "split": split, "variants": {}}
     # the synthetic distracted rendering's no-change transitions are those of the clean one
     clean = next((test for variant, _, test in plan if variant == "clean"), None)
+    renderings = [_Rendering(variant, fit, test, clean if variant == "distracted" else None)
+                  for variant, fit, test in plan]
+    common = {"config": config, "out": out, "preset": chosen,
+              "action_names": SYNTHETIC_ACTIONS if data == "synthetic" else None}
     bar = tqdm(total=len(plan) * len(STAGES), desc="groundlam eval", disable=not progress)
     try:
-        for variant, fit_episodes, test_episodes in plan:
-            metrics["variants"][variant] = evaluate_variant(
-                model, _clips(fit_episodes, config, model, f"{variant} fit episodes"),
-                fit_episodes, _clips(test_episodes, config, model, f"{variant} scored episodes"),
-                test_episodes, out, variant, chosen, progress=bar,
-                action_names=SYNTHETIC_ACTIONS if data == "synthetic" else None,
-                clean_test_clips=_clips(clean, config, model, "clean scored episodes")
-                if clean is not None and variant == "distracted" else None)
+        if processes > 1 and len(renderings) > 1 and can_fork():
+            metrics["variants"] = _evaluate_side_by_side(model, renderings, common, bar,
+                                                         processes)
+        else:
+            loaded: dict = {}
+            for rendering in renderings:
+                metrics["variants"][rendering.name] = rendering.evaluate(
+                    model, progress=bar, loaded=loaded, **common)
     finally:
         bar.close()
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
     write_report(metrics, out / "report.md")
     return metrics
+
+
+def can_fork() -> bool:
+    """Whether ``evaluate_checkpoint`` can run renderings in forked processes: on Linux (macOS
+    forks unsafely with its system frameworks loaded, Windows not at all)."""
+    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+
+
+def default_processes(data: str) -> int:
+    """What ``groundlam eval`` passes as ``processes``: one per rendering (two for
+    ``"synthetic"``) where torch has no more threads than that, else 1.
+
+    On 2 cores torch gains ~1.9x from its second thread but the probe fits, which hold the GIL
+    for most of their time, gain 1.1-1.2x from a second thread of theirs; one process per
+    rendering, each on one core, runs every stage at full speed. With more cores a rendering's
+    encoding gains more from torch's threads than the fits from their own process.
+    """
+    renderings = 2 if data == "synthetic" else 1
+    return renderings if can_fork() and 2 <= torch.get_num_threads() <= renderings else 1
+
+
+class _QueuedProgress:
+    """The two calls ``evaluate_variant`` makes on its progress bar, sent from a worker process
+    to the bar that ``_evaluate_side_by_side`` draws."""
+
+    def __init__(self, queue) -> None:
+        self.queue = queue
+
+    def set_postfix_str(self, text: str) -> None:
+        self.queue.put(("set_postfix_str", text))
+
+    def update(self, count: int = 1) -> None:
+        self.queue.put(("update", count))
+
+
+_WORKER: dict[str, Any] = {}  # what a forked worker of ``_evaluate_side_by_side`` evaluates
+
+
+def _start_worker(model, renderings: dict[str, _Rendering], common: dict[str, Any], queue,
+                  scratch: str) -> None:
+    # one thread: a forked child cannot use the OpenMP pool its parent may have started (it
+    # hangs), and at one thread torch never enters it
+    torch.set_num_threads(1)
+    # the episodes this worker generates go where the parent removes them: a worker ends
+    # without running atexit, which removes them in a process of its own
+    tempfile.tempdir = scratch
+    _WORKER.update(model=model, renderings=renderings, common=common,
+                   progress=_QueuedProgress(queue))
+
+
+def _worker_job(name: str) -> dict[str, Any]:
+    return _WORKER["renderings"][name].evaluate(_WORKER["model"], progress=_WORKER["progress"],
+                                                **_WORKER["common"])
+
+
+def _evaluate_side_by_side(model, renderings: list[_Rendering], common: dict[str, Any],
+                           bar: tqdm, processes: int) -> dict[str, dict[str, Any]]:
+    """``rendering.evaluate(model, **common)`` of every rendering, ``processes`` at a time, each
+    in a process forked from this one on one torch thread; the results by name, in order, the
+    stages shown on ``bar``.
+
+    Forked, a worker shares the model with this process without copying or pickling it, loads
+    (generates) its rendering's episodes itself, and sends back only its results. A worker's
+    exception is raised here.
+    """
+    context = multiprocessing.get_context("fork")
+    queue = context.SimpleQueue()
+    with tempfile.TemporaryDirectory(prefix="groundlam-eval-") as scratch, ProcessPoolExecutor(
+            min(processes, len(renderings)), mp_context=context, initializer=_start_worker,
+            initargs=(model, {r.name: r for r in renderings}, common, queue,
+                      scratch)) as pool:
+        futures = {r.name: pool.submit(_worker_job, r.name) for r in renderings}
+        pending = set(futures.values())
+        while pending:
+            _, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            while not queue.empty():  # a worker puts its last stage before its result
+                method, value = queue.get()
+                getattr(bar, method)(value)
+        return {name: future.result() for name, future in futures.items()}
 
 
 def _json_default(value: Any) -> Any:
@@ -724,12 +862,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe-fit", choices=("train", "half"), default="train",
                         help="fit the probes on the run's training episodes (train; when --data "
                              "is other episodes) or on the first half of --data (half)")
+    parser.add_argument("--processes", type=int, default=None,
+                        help="renderings evaluated side by side, one process each on one "
+                             "torch thread (default: one per rendering on a machine with no "
+                             "more cores than renderings, else 1; Linux only)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("overrides", nargs="*",
                         help="dotted key=value on the config, e.g. data.eval_episodes=64")
     args = parser.parse_args(argv)
     if args.max_clips is not None and args.max_clips < 2:
         parser.error(f"--max-clips {args.max_clips}: the metrics need at least 2 clips")
+    if args.processes is not None and args.processes < 1:
+        parser.error(f"--processes {args.processes}: at least 1")
     if not (Path(args.checkpoint).is_dir() or is_hub_id(args.checkpoint)):
         parser.error(f"--checkpoint {args.checkpoint}: not a save_pretrained folder, nor a Hub "
                      "id (org/name)")
@@ -737,7 +881,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics = evaluate_checkpoint(args.checkpoint, args.data, args.out, args.config,
                                   args.overrides, args.max_clips, args.focus_clips,
                                   progress=not args.no_progress, probe_fit=args.probe_fit,
-                                  preset=args.preset)
+                                  preset=args.preset,
+                                  processes=args.processes or default_processes(args.data))
     print(f"wrote {args.out / 'metrics.json'} and {args.out / 'report.md'} "
           f"({', '.join(metrics['variants'])})")
     return 0
