@@ -348,7 +348,7 @@ def train_and_evaluate(run: RunSpec, preset: Preset) -> dict[str, float]:
     """Train ``run`` in a subprocess (resuming a partial training), evaluate it; returns the
     seconds each took, whether it trained (1.0; 0.0: a finished training was only evaluated)
     and whether training resumed (1.0) from a checkpoint."""
-    from groundlam.evaluation.evaluate import evaluate_checkpoint
+    from groundlam.evaluation.evaluate import default_processes, evaluate_checkpoint
 
     final = run.folder / "final"
     timings = {"train_s": 0.0, "eval_s": 0.0, "resumed": 0.0, "trained": 0.0}
@@ -369,7 +369,8 @@ def train_and_evaluate(run: RunSpec, preset: Preset) -> dict[str, float]:
             # a generated held-out corpus: probes fit on its first half, in its own rendering
             evaluate_checkpoint(final, data, out, config_path=run.folder / "config.yaml",
                                 max_clips=preset.max_clips, focus_clips=preset.focus_clips,
-                                progress=False, probe_fit="half")
+                                progress=False, probe_fit="half",
+                                processes=default_processes(data))
     timings["eval_s"] = time.perf_counter() - start
     spent = _read_timings(run)  # seconds of earlier, interrupted attempts count too
     (run.folder / "timings.json").write_text(json.dumps(
