@@ -568,14 +568,23 @@ def test_a_failing_rendering_in_a_worker_raises_in_the_caller(tmp_path, tiny_che
     parent = os.getpid()
 
     def broken(rendering, *args, **kwargs):
-        raise RuntimeError(f"{rendering.name} broke in process {os.getpid()}")
+        raise KeyError(f"{rendering.name} broke in process {os.getpid()}")
+
+    def killed(rendering, *args, **kwargs):
+        os._exit(3)
 
     monkeypatch.setattr(evaluate._Rendering, "evaluate", broken)
-    with pytest.raises(RuntimeError, match="clean broke in process") as error:
+    with pytest.raises(KeyError, match="(clean|distracted) broke in process") as error:
         evaluate.evaluate_checkpoint(tiny_checkpoint, "synthetic", tmp_path / "eval",
                                      overrides=SYNTHETIC_TINY, max_clips=4, progress=False,
                                      processes=2)
     assert str(parent) not in str(error.value)  # raised in a worker, not here
+    assert "raised in the worker of rendering" in error.value.__notes__[0]
+    monkeypatch.setattr(evaluate._Rendering, "evaluate", killed)
+    with pytest.raises(RuntimeError, match="died \\(exit code 3\\)"):
+        evaluate.evaluate_checkpoint(tiny_checkpoint, "synthetic", tmp_path / "eval",
+                                     overrides=SYNTHETIC_TINY, max_clips=4, progress=False,
+                                     processes=2)
     with pytest.raises(ValueError, match="processes=0"):
         evaluate.evaluate_checkpoint(tiny_checkpoint, "synthetic", tmp_path / "eval",
                                      processes=0)

@@ -49,9 +49,9 @@ import multiprocessing
 import sys
 import tempfile
 import time
+import traceback
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -766,37 +766,39 @@ def default_processes(data: str) -> int:
 
 
 class _QueuedProgress:
-    """The two calls ``evaluate_variant`` makes on its progress bar, sent from a worker process
-    to the bar that ``_evaluate_side_by_side`` draws."""
+    """The two calls ``evaluate_variant`` makes on its progress bar, sent from the worker of
+    rendering ``name`` to the bar that ``_evaluate_side_by_side`` draws."""
 
-    def __init__(self, queue) -> None:
-        self.queue = queue
+    def __init__(self, queue, name: str) -> None:
+        self.queue, self.name = queue, name
 
     def set_postfix_str(self, text: str) -> None:
-        self.queue.put(("set_postfix_str", text))
+        self.queue.put(("set_postfix_str", self.name, text))
 
     def update(self, count: int = 1) -> None:
-        self.queue.put(("update", count))
+        self.queue.put(("update", self.name, count))
 
 
-_WORKER: dict[str, Any] = {}  # what a forked worker of ``_evaluate_side_by_side`` evaluates
-
-
-def _start_worker(model, renderings: dict[str, _Rendering], common: dict[str, Any], queue,
-                  scratch: str) -> None:
+def _worker(rendering: _Rendering, model, common: dict[str, Any], queue, scratch: str) -> None:
+    """A forked worker of ``_evaluate_side_by_side``: ``rendering.evaluate``, its progress and
+    then its result or exception put on ``queue``."""
     # one thread: a forked child cannot use the OpenMP pool its parent may have started (it
     # hangs), and at one thread torch never enters it
     torch.set_num_threads(1)
     # the episodes this worker generates go where the parent removes them: a worker ends
     # without running atexit, which removes them in a process of its own
     tempfile.tempdir = scratch
-    _WORKER.update(model=model, renderings=renderings, common=common,
-                   progress=_QueuedProgress(queue))
-
-
-def _worker_job(name: str) -> dict[str, Any]:
-    return _WORKER["renderings"][name].evaluate(_WORKER["model"], progress=_WORKER["progress"],
-                                                **_WORKER["common"])
+    try:
+        results = rendering.evaluate(model, progress=_QueuedProgress(queue, rendering.name),
+                                     **common)
+    except BaseException as error:  # sent to the caller, which raises it
+        trace = traceback.format_exc()
+        try:
+            queue.put(("error", rendering.name, (error, trace)))
+        except Exception:  # an exception that does not pickle
+            queue.put(("error", rendering.name, (RuntimeError(repr(error)), trace)))
+        return
+    queue.put(("result", rendering.name, results))
 
 
 def _evaluate_side_by_side(model, renderings: list[_Rendering], common: dict[str, Any],
@@ -807,22 +809,45 @@ def _evaluate_side_by_side(model, renderings: list[_Rendering], common: dict[str
 
     Forked, a worker shares the model with this process without copying or pickling it, loads
     (generates) its rendering's episodes itself, and sends back only its results. A worker's
-    exception is raised here.
+    exception is raised here (with its traceback as a note); one that dies without a word is a
+    ``RuntimeError``; an exception here (Ctrl-C) stops the workers.
     """
     context = multiprocessing.get_context("fork")
     queue = context.SimpleQueue()
-    with tempfile.TemporaryDirectory(prefix="groundlam-eval-") as scratch, ProcessPoolExecutor(
-            min(processes, len(renderings)), mp_context=context, initializer=_start_worker,
-            initargs=(model, {r.name: r for r in renderings}, common, queue,
-                      scratch)) as pool:
-        futures = {r.name: pool.submit(_worker_job, r.name) for r in renderings}
-        pending = set(futures.values())
-        while pending:
-            _, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            while not queue.empty():  # a worker puts its last stage before its result
-                method, value = queue.get()
-                getattr(bar, method)(value)
-        return {name: future.result() for name, future in futures.items()}
+    results: dict[str, dict[str, Any]] = {}
+    waiting = list(renderings)
+    running: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="groundlam-eval-") as scratch:
+        try:
+            while waiting or running:
+                while waiting and len(running) < processes:
+                    rendering = waiting.pop(0)
+                    running[rendering.name] = context.Process(
+                        target=_worker, args=(rendering, model, common, queue, scratch),
+                        name=f"groundlam eval {rendering.name}", daemon=True)
+                    running[rendering.name].start()
+                if not queue.empty():  # a worker's messages are in the pipe before it exits
+                    kind, name, value = queue.get()
+                    if kind == "result":
+                        results[name] = value
+                        running.pop(name).join()
+                    elif kind == "error":
+                        error, trace = value
+                        error.add_note(f"raised in the worker of rendering {name}:\n{trace}")
+                        raise error
+                    else:
+                        getattr(bar, kind)(value)
+                    continue
+                for name, worker in running.items():
+                    if worker.exitcode is not None and queue.empty():
+                        raise RuntimeError(f"the worker evaluating rendering {name} died "
+                                           f"(exit code {worker.exitcode})")
+                time.sleep(0.05)
+        finally:
+            for worker in running.values():
+                worker.terminate()
+                worker.join()
+    return {rendering.name: results[rendering.name] for rendering in renderings}
 
 
 def _json_default(value: Any) -> Any:
