@@ -2,6 +2,11 @@
 
     groundlam eval --checkpoint runs/tiny/final --data synthetic --out runs/tiny/eval
     groundlam eval --checkpoint DIR --data SPEC --out DIR --preset quick [--config run.yaml] [k=v]
+    groundlam eval ... --processes 1     # the two synthetic renderings one after the other
+
+On a machine with as many cores as renderings, the synthetic benchmark's two renderings are
+evaluated side by side, one forked process each (``evaluate_checkpoint(processes=...)``,
+``default_processes``); the numbers are those of one after the other.
 
 Dimension keys: N clips, T frames a clip, S model image size, Z latent size, K text-embedding
 size, A action size.
