@@ -46,7 +46,14 @@ What each number means, per config:
   split over the model's top-level modules (FlopCounterMode cannot split the backward pass: it
   files it under the module that ran last).
 - ``profile_top_ops``: per precision, the operators of one more step with the most self time
-  (torch.profiler; on a GPU, time on the device), their share of the step and call counts.
+  (torch.profiler; on a GPU, time on the device), their share of the step and call counts; the
+  quickest of ``PROFILE_REPEATS`` profiled steps.
+- ``profile_gemm``: per precision, the matrix multiplies of that profiled step (``GEMM_OPS``):
+  their FLOPs (the profiler's count; ``share_of_step_flops`` of ``train_flops_per_step``), time
+  (a call's own and what runs inside it, e.g. addmm's bias copy), ``share_of_step`` (of the
+  step's summed self time), ``flops_per_s`` and ``of_matmul``: the rate the model's own GEMM
+  shapes reach over the reference matmul's. Where GEMMs carry most FLOPs, ``of_matmul`` bounds
+  ``fraction_of_matmul``: a step that spent no time outside its GEMMs would reach about that.
 - ``clip_length_scaling`` (configs in ``--scaling``, default matched): ``rows``, one fp32 step
   of the same batch of clips at 4, 8, 16 and 32 frames (a fresh model each, its position table
   long enough): step time, frames/s and FLOPs a frame; cost linear in the clip length means
@@ -126,6 +133,9 @@ PEERS = {"fp32": {"model": "villa-X LAM", "train_frames_per_s": 35.0, "matmul_fl
 COMPARABLE_RATES = (0.67, 1.5)
 CLIP_LENGTHS = (4, 8, 16, 32)
 PROFILE_TOP = 12
+PROFILE_REPEATS = 3  # profiled steps a precision; the quickest is reported
+# the profiler's matrix-multiply operators, none of which calls another (gemm_time)
+GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addbmm")
 FALLBACK_PLAN: tuple[int | None, int] = (None, 3)
 NUM_LABELS = 8  # distinct labels cycling through a batch, for the InfoNCE term
 
@@ -238,22 +248,47 @@ def timed_steps(step: Callable[[], dict[str, float]], warmup: int, steps: int
     return totals, medians
 
 
-def profile_step(step: Callable[[], dict[str, float]], top: int, device: torch.device
-                 ) -> list[dict[str, Any]]:
-    """The ``top`` operators of one step by self time on ``device`` (torch.profiler), with their
-    share."""
+def profile_step(step: Callable[[], dict[str, float]], top: int, device: torch.device,
+                 repeats: int = PROFILE_REPEATS) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """One step under torch.profiler, the quickest of ``repeats`` (the least disturbed: one step
+    of the same code moved by 30% between profiles on a shared machine): its ``top`` operators
+    by self time on ``device``, with their share, and ``gemm_time``'s summary of its matrix
+    multiplies."""
     from torch.profiler import ProfilerActivity, profile
 
     activities, time_of = [ProfilerActivity.CPU], "self_cpu_time_total"
     if device.type == "cuda":  # ranked by time on the GPU
         activities, time_of = [*activities, ProfilerActivity.CUDA], "self_device_time_total"
-    with profile(activities=activities) as profiler:
-        step()
-    events = sorted(profiler.key_averages(), key=lambda e: getattr(e, time_of), reverse=True)
-    total = sum(getattr(event, time_of) for event in events)
-    return [{"op": event.key, "self_s": rounded(getattr(event, time_of) / 1e6),
-             "share": round(getattr(event, time_of) / total, 3), "calls": event.count}
-            for event in events[:top]]
+    best: tuple[float, list] | None = None
+    for _ in range(repeats):
+        with profile(activities=activities, with_flops=True) as profiler:
+            step()
+        events = list(profiler.key_averages())
+        total = sum(getattr(event, time_of) for event in events)
+        if best is None or total < best[0]:
+            best = (total, events)
+    total, events = best
+    events.sort(key=lambda e: getattr(e, time_of), reverse=True)
+    ops = [{"op": event.key, "self_s": rounded(getattr(event, time_of) / 1e6),
+            "share": round(getattr(event, time_of) / total, 3), "calls": event.count}
+           for event in events[:top]]
+    return ops, gemm_time(events, total, device)
+
+
+def gemm_time(events: list, step_total: float, device: torch.device) -> dict[str, float]:
+    """FLOPs and time of a profiled step's matrix multiplies (``GEMM_OPS``), and their share of
+    the step's time (``step_total``: the summed self time of all its operators, microseconds).
+
+    A call's time includes what runs inside it (addmm's copy of the bias into its output on the
+    CPU; its kernels on a GPU), so ``flops / time_s`` is the rate the model's own GEMM shapes
+    reach, the ceiling of ``fraction_of_matmul`` where the rest of the step took no time.
+    """
+    time_of = "device_time_total" if device.type == "cuda" else "cpu_time_total"
+    gemms = [event for event in events if event.key in GEMM_OPS]
+    spent = sum(getattr(event, time_of) for event in gemms)
+    return {"flops": int(sum(event.flops for event in gemms)), "time_s": rounded(spent / 1e6, 6),
+            "share_of_step": round(spent / step_total, 3) if step_total else 0.0,
+            "calls": sum(event.count for event in gemms)}
 
 
 def train_row(precision: str, loop: str, frames_per_step: int, step_times: list[float],
@@ -418,11 +453,12 @@ def torch_worker(args: argparse.Namespace) -> dict[str, Any]:
         timings["bf16"] = timed_steps(bench.torch_step(optimizer, bf16=True), args.warmup,
                                       args.steps)
 
-    profiles = {}
+    profiles, gemms = {}, {}
     if args.profile:
         log(f"{args.config}: profiling one step a precision")
-        profiles = {precision: profile_step(bench.torch_step(optimizer, precision == "bf16"),
-                                            PROFILE_TOP, bench.device) for precision in timings}
+        for precision in timings:
+            profiles[precision], gemms[precision] = profile_step(
+                bench.torch_step(optimizer, precision == "bf16"), PROFILE_TOP, bench.device)
     log(f"{args.config}: timing encode")
     encode_times = bench.encode_rates(args.warmup, args.steps)
 
@@ -433,6 +469,10 @@ def torch_worker(args: argparse.Namespace) -> dict[str, Any]:
     rows = [train_row(precision, "torch", bench.frames_per_step, times, phases, flops,
                       reference[precision])
             for precision, (times, phases) in timings.items()]
+    for precision, gemm in gemms.items():
+        rate = gemm["flops"] / gemm["time_s"] if gemm["time_s"] else 0.0
+        gemm |= {"flops_per_s": rounded(rate), "of_matmul": rounded(rate / reference[precision], 3),
+                 "share_of_step_flops": rounded(gemm["flops"] / flops, 3)}
     parameters = {name: sum(p.numel() for p in child.parameters())
                   for name, child in model.named_children()}
     return {
@@ -453,6 +493,7 @@ def torch_worker(args: argparse.Namespace) -> dict[str, Any]:
         "forward_flops_per_step": forward_flops,
         "forward_flops_by_part": forward_by_part,
         "profile_top_ops": profiles,
+        "profile_gemm": gemms,
         "encode_frames_per_s": rounded(bench.frames_per_step / statistics.median(encode_times)),
         "encode_s": [rounded(t) for t in encode_times],
         "matmul_flops_per_s": {name: rounded(reference[name]) for name in dtypes},
@@ -759,6 +800,9 @@ def summary(report: dict[str, Any]) -> str:
                          f"{row.get('mode', '-'):<13} {row['train_frames_per_s']:>8.1f}  "
                          f"{row.get('fraction_of_matmul', float('nan')):>15.3f}  "
                          f"{per_frame:>11.2f}")
+        for precision, gemm in result.get("profile_gemm", {}).items():
+            lines.append(f"{name} {precision}: GEMMs {gemm['share_of_step']:.0%} of the step's "
+                         f"time at {gemm['of_matmul']:.2f} of the matmul rate")
         for precision, peer in result.get("against_best_peer", {}).items():
             lines.append(f"{name} {precision}: {peer['ratio_rate_normalised']:.2f}x "
                          f"{peer['peer']} (rate-normalised)" + ("" if peer["comparable"] else

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from evals import bench_train, gpu_checks
 
@@ -27,6 +28,29 @@ def test_bench_train_reports_every_row_on_the_smoke_config():
     assert smoke["profile_top_ops"]["fp32"][0]["share"] >= smoke["profile_top_ops"]["fp32"][1][
         "share"]
     assert smoke["train_flops_per_step"] > smoke["forward_flops_per_step"] > 0
+    gemm = smoke["profile_gemm"]
+    assert set(gemm) == {"fp32", "bf16"}
+    assert gemm["fp32"]["flops"] == gemm["bf16"]["flops"] > 0  # the same GEMMs, cast or not
+    for row in gemm.values():
+        assert 0 < row["share_of_step"] < 1 and 0 < row["share_of_step_flops"] <= 1
+        assert row["flops_per_s"] == pytest.approx(row["flops"] / row["time_s"], rel=1e-3)
+
+
+def test_gemm_time_counts_each_matrix_multiply_once():
+    from torch.profiler import profile
+
+    a, b, bias = torch.randn(64, 32), torch.randn(32, 48), torch.randn(48)
+    with profile(with_flops=True) as profiler:
+        torch.nn.functional.linear(a, b.T, bias)  # addmm
+        (a @ b).relu()  # matmul, which calls mm
+        torch.bmm(a[None], b[None])
+        torch.matmul(a[None].expand(3, 64, 32), b)  # a batch of 3 through one mm
+    events = list(profiler.key_averages())
+    total = sum(event.self_cpu_time_total for event in events)
+    gemm = bench_train.gemm_time(events, total, torch.device("cpu"))
+    assert gemm["calls"] == 4
+    assert gemm["flops"] == 6 * 2 * 64 * 32 * 48
+    assert 0 < gemm["share_of_step"] < 1
 
 
 def test_peers_are_compared_at_equal_matmul_rates():
