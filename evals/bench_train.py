@@ -455,7 +455,7 @@ def torch_worker(args: argparse.Namespace) -> dict[str, Any]:
 
     profiles, gemms = {}, {}
     if args.profile:
-        log(f"{args.config}: profiling one step a precision")
+        log(f"{args.config}: profiling a step a precision (the quickest of {PROFILE_REPEATS})")
         for precision in timings:
             profiles[precision], gemms[precision] = profile_step(
                 bench.torch_step(optimizer, precision == "bf16"), PROFILE_TOP, bench.device)
