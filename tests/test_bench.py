@@ -32,8 +32,10 @@ def test_bench_train_reports_every_row_on_the_smoke_config():
     assert set(gemm) == {"fp32", "bf16"}
     assert gemm["fp32"]["flops"] == gemm["bf16"]["flops"] > 0  # the same GEMMs, cast or not
     for row in gemm.values():
-        assert 0 < row["share_of_step"] < 1 and 0 < row["share_of_step_flops"] <= 1
-        assert row["flops_per_s"] == pytest.approx(row["flops"] / row["time_s"], rel=1e-3)
+        assert 0 < row["share_of_step"] < 1
+        # the profiler's GEMM count against FlopCounterMode's whole step (0.71 on smoke): above
+        # 1 it counted a GEMM twice, under half it missed the backward's
+        assert 0.5 < row["share_of_step_flops"] <= 1
 
 
 def test_gemm_time_counts_each_matrix_multiply_once():
