@@ -10,7 +10,8 @@ settings of one revision are timed side by side the same way.
 Each revision is checked out into a temporary ``git worktree`` and timed by the same worker
 (``WORKER`` below, run with that worktree first on ``PYTHONPATH``): a full training step (the
 revision's model and ``compute_losses`` on random uint8 clips, backward, AdamW) in fp32 and under
-``torch.autocast("cpu", bfloat16)``, at the matched dims of ``evals.bench_train`` by default.
+``torch.autocast("cpu", bfloat16)``, at the matched dims of ``evals.bench_train`` by default
+(fp32 only on a CPU that multiplies bf16 slower than fp32: ``evals.bench_train.bf16_skipped``).
 Rounds interleave the revisions (A B A B ...), so a change in the machine's load hits both;
 each round is a fresh process. Prints one JSON object: per revision and precision the median step
 time and frames/s over rounds (each round's median of ``--steps`` steps after 2 warm-up steps),
@@ -31,7 +32,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from evals.bench_train import PRESETS
+from evals.bench_train import PRESETS, bf16_skipped
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,6 +46,7 @@ from groundlam.model import GroundLAM
 from groundlam.video import to_model_input
 
 config_file, overrides, steps = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+precisions = json.loads(sys.argv[4])
 config = load_config(config_file, overrides)
 torch.manual_seed(0)
 model = GroundLAM(config.model).train()
@@ -73,7 +75,8 @@ def matmul(dtype, n=2048):
 
 result = {"parameters": sum(p.numel() for p in model.parameters()),
           "frames_per_step": batch * length, "matmul_flops_per_s": {}, "step_s": {}}
-for precision, bf16 in (("fp32", False), ("bf16", True)):
+for precision in precisions:
+    bf16 = precision == "bf16"
     for _ in range(2):
         step(bf16)
     times = []
@@ -111,7 +114,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="matched (configs/tiny.yaml at the peers' dims) or a config name")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=3, help="timed steps a round and precision")
+    parser.add_argument("--no-bf16", dest="bf16", action="store_false",
+                        help="fp32 only (by default also on a CPU that multiplies bf16 slower "
+                             "than fp32)")
+    parser.add_argument("--force-bf16", action="store_true",
+                        help="time bf16 even on a CPU that multiplies it slower than fp32")
     args = parser.parse_args(argv)
+    skipped = bf16_skipped(args)
+    if skipped:
+        print(f"[bench_revisions] no bf16: {skipped}", file=sys.stderr)
+    precisions = ["fp32"] if skipped else ["fp32", "bf16"]
     if len(set(args.revisions)) < len(args.revisions):
         parser.error("a revision is named twice")
     name, overrides = PRESETS.get(args.config, (args.config, ()))
@@ -130,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
                     config_file = str(tree / "configs" / f"{name}.yaml")
                     out = subprocess.run(
                         [sys.executable, "-c", WORKER, config_file,
-                         json.dumps([*overrides, *extra]), str(args.steps)], cwd=tree,
+                         json.dumps([*overrides, *extra]), str(args.steps),
+                         json.dumps(precisions)], cwd=tree,
                         env={**os.environ, "PYTHONPATH": str(tree)},
                         check=True, capture_output=True, text=True).stdout
                     rows[arm].append(json.loads(out.strip().splitlines()[-1]))
@@ -141,11 +154,12 @@ def main(argv: list[str] | None = None) -> int:
                 subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT,
                                capture_output=True)
     report: dict[str, Any] = {"config": args.config, "overrides": list(overrides),
-                              "rounds": args.rounds, "steps": args.steps, "revisions": {}}
+                              "rounds": args.rounds, "steps": args.steps,
+                              "bf16_skipped": skipped, "revisions": {}}
     for revision, results in rows.items():
         frames = results[0]["frames_per_step"]
         summary = {"parameters": results[0]["parameters"], "frames_per_step": frames}
-        for precision in ("fp32", "bf16"):
+        for precision in precisions:
             times = [r["step_s"][precision] for r in results]
             summary[precision] = {
                 "step_s_median": round(statistics.median(times), 4),
@@ -156,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         report["revisions"][revision] = summary
     base = report["revisions"][args.revisions[0]]
     for summary in report["revisions"].values():
-        for precision in ("fp32", "bf16"):
+        for precision in precisions:
             summary[precision]["speedup_vs_first"] = round(
                 base[precision]["step_s_median"] / summary[precision]["step_s_median"], 3)
     print(json.dumps(report, indent=2))

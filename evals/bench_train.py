@@ -77,6 +77,9 @@ What each number means, per config:
 - ``malloc``: ``keep_freed_memory`` when the workers kept freed memory as ``groundlam train``
   does (``groundlam.allocator``: every block from the heap, nothing handed back to the kernel),
   ``system`` with ``--system-malloc``.
+- ``bf16_skipped``: why no bf16 row was timed (null when they were): ``--no-bf16``, or a CPU
+  that multiplies bf16 slower than fp32 (an AVX2-only one: torch has no oneDNN bf16 there),
+  where a matched bf16 step would take minutes; ``--force-bf16`` times them anyway.
 - ``batch_size`` may be below ``config_batch_size`` and ``timed_steps`` differ by config (base
   is slow on a CPU); ``reduced`` says so (null when the config's batch was used).
 """
@@ -103,6 +106,7 @@ import torch
 from torch.utils import flop_counter
 
 from groundlam.allocator import keep_freed_memory
+from groundlam.engine import matmul_rates
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -433,7 +437,8 @@ def clip_length_row(name: str, batch: int | None, clip_length: int, warmup: int,
 def torch_worker(args: argparse.Namespace) -> dict[str, Any]:
     started, cpu_start, own_start = time.perf_counter(), machine_cpu_seconds(), own_cpu_seconds()
     loadavg_start = os.getloadavg()
-    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16} if args.bf16 else {
+        "fp32": torch.float32}
     device = torch.device(args.device)
     matmul = {name: matmul_flops_per_s(args.matmul_size, args.matmul_reps, dtype, device)
               for name, dtype in dtypes.items()}
@@ -667,6 +672,10 @@ def driver(args: argparse.Namespace) -> dict[str, Any]:
         "loadavg_start": [round(x, 2) for x in os.getloadavg()],
         "configs": {},
     }
+    report["bf16_skipped"] = bf16_skipped(args)
+    if report["bf16_skipped"]:
+        log(report["bf16_skipped"])
+        args.bf16 = False
     for name in args.configs:
         default_batch, default_steps = DEFAULT_PLAN.get(name, FALLBACK_PLAN)
         if args.device == "cuda":  # the plan's small batches are for a CPU
@@ -697,6 +706,22 @@ def driver(args: argparse.Namespace) -> dict[str, Any]:
     report["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     report["wall_s"] = round(time.perf_counter() - started, 1)
     return report
+
+
+def bf16_skipped(args: argparse.Namespace) -> str | None:
+    """Why the bf16 rows are left out, or None when they are timed: ``--no-bf16``, or a CPU
+    that multiplies bf16 slower than fp32 (``groundlam.engine.matmul_rates``; on an AVX2-only
+    CPU about 50x slower, so a matched bf16 step would take minutes), unless ``--force-bf16``."""
+    if not args.bf16:
+        return "--no-bf16"
+    if getattr(args, "device", "cpu") != "cpu" or args.force_bf16:
+        return None
+    rates = matmul_rates("cpu")
+    if rates["bf16"] >= rates["fp32"]:
+        return None
+    return (f"this CPU multiplies bf16 matrices at {rates['bf16'] / 1e9:.1f} GFLOP/s a core "
+            f"against {rates['fp32'] / 1e9:.0f} in fp32 (groundlam.engine.matmul_rates), so "
+            "bf16 does not pay here and its rows are not timed (--force-bf16 times them)")
 
 
 def against_peers(result: dict[str, Any]) -> dict[str, Any]:
@@ -743,7 +768,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=1,
                         help="untimed steps first; the first one is FLOP-counted (minimum 1)")
     parser.add_argument("--no-bf16", dest="bf16", action="store_false",
-                        help="skip the bf16 autocast training row")
+                        help="skip the bf16 rows (by default skipped too on a CPU that "
+                             "multiplies bf16 slower than fp32)")
+    parser.add_argument("--force-bf16", action="store_true",
+                        help="time the bf16 rows even on a CPU that multiplies bf16 slower "
+                             "than fp32")
     parser.add_argument("--deepspeed", nargs="*", default=["tiny", "matched"], metavar="CONFIG",
                         help="configs also timed through a DeepSpeed engine, fp32, bf16 autocast "
                              "and DeepSpeed's bf16 weights (default: tiny, matched; the flag "

@@ -6,6 +6,7 @@ optimiser's parameter groups and the engine itself. The model knows nothing of t
 from __future__ import annotations
 
 import os
+import time
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,8 @@ if TYPE_CHECKING:
     from groundlam.config import Config
 
 __all__ = ["set_single_process_defaults", "release_shared_memory", "use_bf16", "autocast",
-           "deepspeed_config", "parameter_groups", "skip_warmup_cosine", "build_engine"]
+           "matmul_rates", "bf16_slowdown", "deepspeed_config", "parameter_groups",
+           "skip_warmup_cosine", "build_engine"]
 
 
 def set_single_process_defaults() -> None:
@@ -81,6 +83,61 @@ def autocast(precision: str, device_type: str) -> torch.autocast:
     """
     enabled = use_bf16(precision, torch.device(device_type))
     return torch.autocast(device_type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def matmul_rates(device: torch.device | str = "cpu", size: int = 256, reps: int = 3
+                 ) -> dict[str, float]:
+    """FLOP/s of a dense (size x size) @ (size x size) matmul in ``fp32`` and ``bf16`` on
+    ``device``: the quickest of ``reps`` calls after one warm-up call each. A quick look (a tenth
+    of a second where bf16 is slow) at whether bf16 pays on this machine, not a benchmark.
+
+    On a CPU it runs on one thread (restored after): while another process kept both cores of a
+    2-core machine busy, a 256^3 fp32 matmul on two threads ran at 3 GFLOP/s, waiting for its
+    threads to meet, and at 38 on one."""
+    device = torch.device(device)
+    generator = torch.Generator().manual_seed(0)
+    a, b = torch.randn(2, size, size, generator=generator).to(device)
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        rates = {}
+        for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            x, y = a.to(dtype), b.to(dtype)
+            times = []
+            for _ in range(reps + 1):
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                start = time.perf_counter()
+                torch.mm(x, y)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                times.append(time.perf_counter() - start)
+            rates[name] = 2 * size**3 / max(min(times[1:]), 1e-9)
+    finally:
+        torch.set_num_threads(threads)
+    return rates
+
+
+def bf16_slowdown(precision: str, device_type: str) -> str | None:
+    """Why bf16 autocast would train slower than fp32 on this CPU, or None where it would not
+    (or ``precision`` does not ask for it, or the device is not a CPU).
+
+    torch multiplies bf16 matrices on a CPU through oneDNN where the CPU has AVX-512 (AMX makes
+    them several times faster than fp32); elsewhere, e.g. on an AVX2-only CPU, it falls back to
+    a plain loop: on a 2-core AVX2 EPYC, 1.2 GFLOP/s a core against 48 in fp32, and a tiny
+    training step under bf16 autocast took 18.5 s against 1.6-1.9 s in fp32. The check is
+    ``matmul_rates``: bf16 slower than fp32 at the model's sizes.
+    """
+    if device_type != "cpu" or not use_bf16(precision, torch.device(device_type)):
+        return None
+    rates = matmul_rates(device_type)
+    if rates["bf16"] >= rates["fp32"]:
+        return None
+    return (f"train.precision={precision}: this CPU ({torch.backends.cpu.get_cpu_capability()}) "
+            f"multiplies bf16 matrices at {rates['bf16'] / 1e9:.1f} GFLOP/s against "
+            f"{rates['fp32'] / 1e9:.0f} GFLOP/s in fp32, so bf16 autocast trains slower than "
+            "fp32 here; train.precision=fp32 (or auto) trains faster")
 
 
 def deepspeed_config(config: Config) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from groundlam.data.sources import BadDataError
 from groundlam.data.streaming import open_episode_stream
 from groundlam.engine import (
     autocast,
+    bf16_slowdown,
     build_engine,
     release_shared_memory,
     set_single_process_defaults,
@@ -100,6 +101,8 @@ def train(config: Config, resume: bool = False) -> Path:
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s")
 
+    if rank == 0 and (slowdown := bf16_slowdown(config.train.precision, device_type)):
+        logger.warning(slowdown)
     torch.manual_seed(config.train.seed)  # the same initial weights on every rank
     np.random.seed(config.train.seed + rank)
     model = GroundLAM(config.model)

@@ -16,9 +16,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_bench_train_reports_every_row_on_the_smoke_config():
     command = [sys.executable, "-m", "evals.bench_train", "--configs", "smoke", "--steps", "1",
-               "--deepspeed", "--scaling", "--matmul-size", "256"]
+               "--deepspeed", "--scaling", "--matmul-size", "256", "--force-bf16"]
     report = json.loads(subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
                                        check=True).stdout)
+    assert report["bf16_skipped"] is None  # --force-bf16: timed where bf16 is slow too
     smoke = report["configs"]["smoke"]
     assert [(row["precision"], row["loop"]) for row in smoke["train"]] == [
         ("fp32", "torch"), ("bf16", "torch")]
@@ -36,6 +37,19 @@ def test_bench_train_reports_every_row_on_the_smoke_config():
         # the profiler's GEMM count against FlopCounterMode's whole step (0.71 on smoke): above
         # 1 it counted a GEMM twice, under half it missed the backward's
         assert 0.5 < row["share_of_step_flops"] <= 1
+
+
+def test_bf16_rows_are_skipped_where_bf16_multiplies_slower(monkeypatch):
+    args = bench_train.build_parser().parse_args([])
+    rates = {"fp32": 60e9, "bf16": 1.1e9}  # a core of an AVX2-only CPU
+    monkeypatch.setattr(bench_train, "matmul_rates", lambda device: rates)
+    assert "1.1 GFLOP/s a core against 60 in fp32" in bench_train.bf16_skipped(args)
+    forced = bench_train.build_parser().parse_args(["--force-bf16"])
+    assert bench_train.bf16_skipped(forced) is None
+    assert bench_train.bf16_skipped(bench_train.build_parser().parse_args(["--no-bf16"])) == (
+        "--no-bf16")
+    rates["bf16"] = 400e9  # AMX
+    assert bench_train.bf16_skipped(args) is None
 
 
 def test_gemm_time_counts_each_matrix_multiply_once():

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from groundlam import GroundLAM, GroundLAMConfig
+from groundlam import GroundLAM, GroundLAMConfig, engine
 from groundlam.config import Config, DataConfig, LossConfig
-from groundlam.engine import autocast
+from groundlam.engine import autocast, bf16_slowdown, matmul_rates
 from groundlam.losses import compute_losses, label_ids
 from groundlam.model.layers import attention
 from groundlam.video import to_model_input
@@ -79,3 +79,32 @@ def test_autocast_follows_the_precision_setting():
     for precision in ("fp32", "auto"):  # auto: bf16 on a GPU that has it, fp32 on a CPU
         with autocast(precision, "cpu"):
             assert not torch.is_autocast_enabled("cpu")
+
+
+def test_bf16_slowdown_is_named_only_where_bf16_multiplies_slower(monkeypatch):
+    rates = {"fp32": 60e9, "bf16": 1.1e9}
+    monkeypatch.setattr(engine, "matmul_rates", lambda device: rates)
+    why = bf16_slowdown("bf16", "cpu")
+    assert why is not None and "1.1 GFLOP/s" in why and "60 GFLOP/s in fp32" in why
+    assert "train.precision=fp32" in why
+    rates["bf16"] = 300e9  # an AMX CPU: bf16 several times fp32
+    assert bf16_slowdown("bf16", "cpu") is None
+
+    def unmeasured(device):
+        raise AssertionError("measured without bf16 asked for")
+
+    monkeypatch.setattr(engine, "matmul_rates", unmeasured)
+    for precision in ("fp32", "auto"):  # auto is fp32 on a CPU
+        assert bf16_slowdown(precision, "cpu") is None
+
+
+def test_matmul_rates_see_a_cpu_without_onednn_bf16():
+    """Where oneDNN cannot multiply bf16 (no AVX-512: torch falls back to a plain loop) the
+    probe must find bf16 slower; the thread count it changes for the probe is restored."""
+    threads = torch.get_num_threads()
+    rates = matmul_rates("cpu")
+    assert torch.get_num_threads() == threads
+    assert rates["fp32"] > 1e9 and rates["bf16"] > 0
+    supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    if supported is not None and not supported():
+        assert rates["bf16"] < rates["fp32"] / 4
