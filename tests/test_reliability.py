@@ -162,37 +162,64 @@ def test_an_exploding_update_is_never_named_the_last_good_checkpoint(tmp_path):
     assert math.isfinite(read_metrics(out)[-1]["loss"])
 
 
+def _kill_resume_command(ranks: int, out: Path) -> tuple[list[str], str]:
+    """The training command of the kill-and-resume test on ``ranks`` ranks, and its port."""
+    port = free_port()
+    launcher = ([sys.executable, "-m", "groundlam.train"] if ranks == 1 else
+                ["deepspeed", "--num_gpus", "2", "--master_port", str(port),
+                 "groundlam/train.py"])
+    return [*launcher, "--config", "configs/smoke.yaml", "train.max_steps=40",
+            "train.save_every=3", "loss.infonce_start=0", "train.final_eval=false",
+            "train.progress=false", "train.log_every=1", f"train.output_dir={out}"], port
+
+
+def _kill_resume_env(tmp: Path) -> dict[str, str]:
+    # the killed ranks cannot remove their temporary synthetic caches (removed at a normal
+    # exit only): keep them under pytest's temporary folders, not in the machine's /tmp
+    tmp.mkdir(exist_ok=True)
+    env = dict(os.environ, WANDB_MODE="disabled", TMPDIR=str(tmp))
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """Per rank count, the final weights of the kill-and-resume run never interrupted (trained
+    once for both moments of the kill), and the port it ran on."""
+    runs: dict[int, tuple[dict[str, torch.Tensor], str]] = {}
+
+    def run(ranks: int) -> tuple[dict[str, torch.Tensor], str]:
+        from safetensors.torch import load_file
+
+        if ranks not in runs:
+            folder = tmp_path_factory.mktemp(f"whole{ranks}")
+            command, port = _kill_resume_command(ranks, folder / "whole")
+            subprocess.run(command, cwd=ROOT, env=_kill_resume_env(folder / "tmp"), check=True,
+                           capture_output=True, timeout=600)
+            assert read_metrics(folder / "whole")[-1]["infonce"] > 0  # InfoNCE was trained
+            runs[ranks] = load_file(folder / "whole" / "final" / "model.safetensors"), port
+        return runs[ranks]
+
+    return run
+
+
 @pytest.mark.parametrize("ranks, moment", [(1, "after a checkpoint"), (2, "after a checkpoint"),
                                            (1, "during a checkpoint write"),
                                            (2, "during a checkpoint write")])
-def test_kill_and_resume_with_infonce_is_bit_identical_to_an_uninterrupted_run(tmp_path, ranks,
-                                                                            moment):
+def test_kill_and_resume_with_infonce_is_bit_identical_to_an_uninterrupted_run(
+        tmp_path, ranks, moment, uninterrupted):
     """kill -9 (the launcher and every rank), then --resume: the final weights are those of a
     run never interrupted, to the bit, with InfoNCE on. Before, they were 1e-6 to 1e-4 apart: a
     label's embedding depended on the labels cached with it (issue 12). Killed while a
     checkpoint is being written, ``latest`` still names a complete one."""
     from safetensors.torch import load_file
 
-    ports = []
-
-    def command(name: str) -> list[str]:
-        ports.append(free_port())
-        launcher = ([sys.executable, "-m", "groundlam.train"] if ranks == 1 else
-                    ["deepspeed", "--num_gpus", "2", "--master_port", str(ports[-1]),
-                     "groundlam/train.py"])
-        return [*launcher, "--config", "configs/smoke.yaml", "train.max_steps=40",
-                "train.save_every=3", "loss.infonce_start=0", "train.final_eval=false",
-                "train.progress=false", "train.log_every=1", f"train.output_dir={tmp_path / name}"]
-
-    # the killed ranks cannot remove their temporary synthetic caches (removed at a normal
-    # exit only): keep them under tmp_path, which pytest prunes, not in the machine's /tmp
-    (tmp_path / "tmp").mkdir()
-    env = dict(os.environ, WANDB_MODE="disabled", TMPDIR=str(tmp_path / "tmp"))
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    subprocess.run(command("whole"), cwd=ROOT, env=env, check=True, capture_output=True,
-                   timeout=600)
-    killed = subprocess.Popen(command("killed"), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+    whole, whole_port = uninterrupted(ranks)
+    env = _kill_resume_env(tmp_path / "tmp")
+    command, port = _kill_resume_command(ranks, tmp_path / "killed")
+    ports = [whole_port, port]
+    killed = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     root = tmp_path / "killed" / "checkpoints"
     latest = root / "latest"
@@ -211,12 +238,12 @@ def test_kill_and_resume_with_infonce_is_bit_identical_to_an_uninterrupted_run(t
     assert (root / latest.read_text()).is_dir()  # a complete checkpoint, whenever the kill
     if moment == "during a checkpoint write":  # the kill landed mid-write: its folder is left
         assert list(root.glob("step_*.tmp"))
-    resumed = subprocess.run([*command("killed"), "--resume"], cwd=ROOT, env=env,
+    command, port = _kill_resume_command(ranks, tmp_path / "killed")
+    ports.append(port)
+    resumed = subprocess.run([*command, "--resume"], cwd=ROOT, env=env,
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    whole, again = (load_file(tmp_path / name / "final" / "model.safetensors")
-                    for name in ("whole", "killed"))
-    assert read_metrics(tmp_path / "whole")[-1]["infonce"] > 0  # InfoNCE was trained
+    again = load_file(tmp_path / "killed" / "final" / "model.safetensors")
     assert whole.keys() == again.keys()
     assert all(torch.equal(whole[key], again[key]) for key in whole)
     # the killed ranks' all-reduce segments were unlinked as soon as every rank had mapped them
