@@ -153,7 +153,9 @@ def deepspeed_config(config: Config) -> dict[str, Any]:
             "torch_adam": True}},  # torch's AdamW: no DeepSpeed CPU-Adam build (~90 s)
         "scheduler": {"type": "WarmupCosineLR", "params": {
             "total_num_steps": max(train.max_steps, 1),
-            "warmup_num_steps": min(train.warmup_steps, max(train.max_steps - 1, 0)),
+            # DeepSpeed refuses 0 (train.warmup_steps=0, or train.max_steps=1 before this) and
+            # warms up over at least 2 steps whatever it is given
+            "warmup_num_steps": max(1, min(train.warmup_steps, train.max_steps - 1)),
             "warmup_type": "linear", "cos_min_ratio": 0.1}},
         "zero_optimization": {"stage": train.zero_stage},
         "steps_per_print": 10**9,

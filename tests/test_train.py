@@ -187,6 +187,24 @@ def test_unknown_override_fails_fast(tmp_path):
     assert "train.max_stepz" in result.stderr and "overrides" in result.stderr
 
 
+@pytest.mark.parametrize("overrides", [["train.warmup_steps=0"], ["train.max_steps=1"],
+                                       ["train.max_steps=1", "train.warmup_steps=0"]])
+def test_the_schedule_takes_no_warmup_and_a_single_step(overrides):
+    """Both gave DeepSpeed a warm-up of 0 steps, which it refuses ("warmup_num_steps must be a
+    positive integer") from inside ``deepspeed.initialize``."""
+    from deepspeed.runtime.lr_schedules import WarmupCosineLR
+
+    from groundlam.config import load_config
+    from groundlam.engine import deepspeed_config
+
+    params = deepspeed_config(load_config(ROOT / "configs" / "smoke.yaml", overrides))
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    schedule = WarmupCosineLR(optimizer, **params["scheduler"]["params"])
+    optimizer.step()
+    schedule.step()
+    assert 0 <= schedule.get_last_lr()[0] <= 0.1
+
+
 def test_collapse_warning_advises_what_this_config_has_not_tried():
     from groundlam.config import load_config
     from groundlam.monitoring import collapse_remedies
