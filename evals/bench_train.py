@@ -711,7 +711,7 @@ def driver(args: argparse.Namespace) -> dict[str, Any]:
 def bf16_skipped(args: argparse.Namespace) -> str | None:
     """Why the bf16 rows are left out, or None when they are timed: ``--no-bf16``, or a CPU
     that multiplies bf16 slower than fp32 (``groundlam.engine.matmul_rates``; on an AVX2-only
-    CPU about 50x slower, so a matched bf16 step would take minutes), unless ``--force-bf16``."""
+    CPU about 40x slower, so a matched bf16 step would take minutes), unless ``--force-bf16``."""
     if not args.bf16:
         return "--no-bf16"
     if getattr(args, "device", "cpu") != "cpu" or args.force_bf16:

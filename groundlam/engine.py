@@ -135,9 +135,9 @@ def bf16_slowdown(precision: str, device_type: str) -> str | None:
     if rates["bf16"] >= rates["fp32"]:
         return None
     return (f"train.precision={precision}: this CPU ({torch.backends.cpu.get_cpu_capability()}) "
-            f"multiplies bf16 matrices at {rates['bf16'] / 1e9:.1f} GFLOP/s against "
-            f"{rates['fp32'] / 1e9:.0f} GFLOP/s in fp32, so bf16 autocast trains slower than "
-            "fp32 here; train.precision=fp32 (or auto) trains faster")
+            f"multiplies bf16 matrices at {rates['bf16'] / 1e9:.1f} GFLOP/s a core against "
+            f"{rates['fp32'] / 1e9:.0f} in fp32, so bf16 autocast trains slower than fp32 "
+            "here; train.precision=fp32 (or auto) trains faster")
 
 
 def deepspeed_config(config: Config) -> dict[str, Any]:
