@@ -716,7 +716,7 @@ def bf16_skipped(args: argparse.Namespace) -> str | None:
         return "--no-bf16"
     if getattr(args, "device", "cpu") != "cpu" or args.force_bf16:
         return None
-    rates = matmul_rates("cpu")
+    rates = matmul_rates()
     if rates["bf16"] >= rates["fp32"]:
         return None
     return (f"this CPU multiplies bf16 matrices at {rates['bf16'] / 1e9:.1f} GFLOP/s a core "

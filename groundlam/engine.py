@@ -85,33 +85,26 @@ def autocast(precision: str, device_type: str) -> torch.autocast:
     return torch.autocast(device_type, dtype=torch.bfloat16, enabled=enabled)
 
 
-def matmul_rates(device: torch.device | str = "cpu", size: int = 256, reps: int = 3
-                 ) -> dict[str, float]:
-    """FLOP/s of a dense (size x size) @ (size x size) matmul in ``fp32`` and ``bf16`` on
-    ``device``: the quickest of ``reps`` calls after one warm-up call each. A quick look (a tenth
-    of a second where bf16 is slow) at whether bf16 pays on this machine, not a benchmark.
+def matmul_rates(size: int = 256, reps: int = 3) -> dict[str, float]:
+    """FLOP/s of a dense (size x size) @ (size x size) matmul on the CPU in ``fp32`` and
+    ``bf16``: the quickest of ``reps`` calls after one warm-up call each. A quick look (a tenth of
+    a second where bf16 is slow) at whether bf16 pays on this CPU, not a benchmark.
 
-    On a CPU it runs on one thread (restored after): while another process kept both cores of a
-    2-core machine busy, a 256^3 fp32 matmul on two threads ran at 3 GFLOP/s, waiting for its
-    threads to meet, and at 38 on one."""
-    device = torch.device(device)
+    It runs on one thread (restored after): while another process kept both cores of a 2-core
+    machine busy, a 256^3 fp32 matmul on two threads ran at 3 GFLOP/s, waiting for its threads
+    to meet, and at 38 on one."""
     generator = torch.Generator().manual_seed(0)
-    a, b = torch.randn(2, size, size, generator=generator).to(device)
+    a, b = torch.randn(2, size, size, generator=generator)
     threads = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(1)
+    torch.set_num_threads(1)
     try:
         rates = {}
         for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
             x, y = a.to(dtype), b.to(dtype)
             times = []
             for _ in range(reps + 1):
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
                 start = time.perf_counter()
                 torch.mm(x, y)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
                 times.append(time.perf_counter() - start)
             rates[name] = 2 * size**3 / max(min(times[1:]), 1e-9)
     finally:
@@ -125,13 +118,14 @@ def bf16_slowdown(precision: str, device_type: str) -> str | None:
 
     torch multiplies bf16 matrices on a CPU through oneDNN where the CPU has AVX-512 (AMX makes
     them several times faster than fp32); elsewhere, e.g. on an AVX2-only CPU, it falls back to
-    a plain loop: on a 2-core AVX2 EPYC, 1.2 GFLOP/s a core against 48 in fp32, and a tiny
-    training step under bf16 autocast took 18.5 s against 1.6-1.9 s in fp32. The check is
-    ``matmul_rates``: bf16 slower than fp32 at the model's sizes.
+    a plain loop: on a 2-core AVX2 EPYC, 1.3 GFLOP/s a core against 50 in fp32, and the tiny
+    config trained at 12.1 frames/s under bf16 autocast against 151.6 in fp32
+    (evals/results/bench_train_2026-12-07_avx2*.json). The check is ``matmul_rates``: bf16
+    slower than fp32 at the model's sizes.
     """
     if device_type != "cpu" or not use_bf16(precision, torch.device(device_type)):
         return None
-    rates = matmul_rates(device_type)
+    rates = matmul_rates()
     if rates["bf16"] >= rates["fp32"]:
         return None
     return (f"train.precision={precision}: this CPU ({torch.backends.cpu.get_cpu_capability()}) "

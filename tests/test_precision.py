@@ -83,14 +83,14 @@ def test_autocast_follows_the_precision_setting():
 
 def test_bf16_slowdown_is_named_only_where_bf16_multiplies_slower(monkeypatch):
     rates = {"fp32": 60e9, "bf16": 1.1e9}
-    monkeypatch.setattr(engine, "matmul_rates", lambda device: rates)
+    monkeypatch.setattr(engine, "matmul_rates", lambda: rates)
     why = bf16_slowdown("bf16", "cpu")
     assert why is not None and "1.1 GFLOP/s a core against 60 in fp32" in why
     assert "train.precision=fp32" in why
     rates["bf16"] = 300e9  # an AMX CPU: bf16 several times fp32
     assert bf16_slowdown("bf16", "cpu") is None
 
-    def unmeasured(device):
+    def unmeasured():
         raise AssertionError("measured without bf16 asked for")
 
     monkeypatch.setattr(engine, "matmul_rates", unmeasured)
@@ -102,7 +102,7 @@ def test_matmul_rates_see_a_cpu_without_onednn_bf16():
     """Where oneDNN cannot multiply bf16 (no AVX-512: torch falls back to a plain loop) the
     probe must find bf16 slower; the thread count it changes for the probe is restored."""
     threads = torch.get_num_threads()
-    rates = matmul_rates("cpu")
+    rates = matmul_rates()
     assert torch.get_num_threads() == threads
     assert rates["fp32"] > 1e9 and rates["bf16"] > 0
     supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)

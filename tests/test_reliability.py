@@ -162,7 +162,7 @@ def test_an_exploding_update_is_never_named_the_last_good_checkpoint(tmp_path):
     assert math.isfinite(read_metrics(out)[-1]["loss"])
 
 
-def _kill_resume_command(ranks: int, out: Path) -> tuple[list[str], str]:
+def _kill_resume_command(ranks: int, out: Path) -> tuple[list[str], int]:
     """The training command of the kill-and-resume test on ``ranks`` ranks, and its port."""
     port = free_port()
     launcher = ([sys.executable, "-m", "groundlam.train"] if ranks == 1 else
@@ -187,9 +187,9 @@ def _kill_resume_env(tmp: Path) -> dict[str, str]:
 def uninterrupted(tmp_path_factory):
     """Per rank count, the final weights of the kill-and-resume run never interrupted (trained
     once for both moments of the kill), and the port it ran on."""
-    runs: dict[int, tuple[dict[str, torch.Tensor], str]] = {}
+    runs: dict[int, tuple[dict[str, torch.Tensor], int]] = {}
 
-    def run(ranks: int) -> tuple[dict[str, torch.Tensor], str]:
+    def run(ranks: int) -> tuple[dict[str, torch.Tensor], int]:
         from safetensors.torch import load_file
 
         if ranks not in runs:
