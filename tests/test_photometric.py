@@ -5,10 +5,17 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from groundlam import GroundLAM, GroundLAMConfig
 from groundlam.data.synthetic import Distractors, SyntheticConfig, generate_episode
-from groundlam.model.camera import best_shifts, match_shift, shift_frames
+from groundlam.model.camera import (
+    SHIFT_CHUNK,
+    SHIFT_ROBUST_SCALE,
+    best_shifts,
+    match_shift,
+    shift_frames,
+)
 from groundlam.model.encoders import frame_changes
 from groundlam.model.photometric import color_maps, match_colors
 from groundlam.video import to_model_input
@@ -131,6 +138,63 @@ def test_best_shifts_find_the_camera_shake_of_the_benchmark():
     episode = generate_episode(0, SyntheticConfig(num_episodes=1))
     frames = to_model_input(torch.from_numpy(episode["frames"])[None])[0]
     assert not best_shifts(frames[:-1], frames[1:], max_shift=2).any()
+
+
+def _padded_crop(frames: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """``shift_frames`` the plain way: pad by replication, crop each frame at its shift."""
+    bound = int(shifts.abs().max())
+    height, width = frames.shape[-2:]
+    padded = F.pad(frames, (bound,) * 4, mode="replicate")
+    return torch.stack([padded[m, :, bound - dy:bound - dy + height, bound - dx:bound - dx + width]
+                        for m, (dx, dy) in enumerate(shifts.tolist())])
+
+
+def _plain_best_shifts(current: torch.Tensor, following: torch.Tensor, k: int) -> torch.Tensor:
+    """``best_shifts``' definition, every frame at once, ``Tensor.std``: the chunked search with
+    its own standard deviation must pick the same shifts."""
+    def standardise(frames):
+        return (frames - frames.mean(dim=(-2, -1), keepdim=True)) / frames.std(
+            dim=(-2, -1), keepdim=True).clamp_min(1e-3)
+
+    source, target = standardise(current), standardise(following)
+    height, width = source.shape[-2:]
+    inner = target[..., k:height - k, k:width - k]
+    candidates = sorted(((dx, dy) for dy in range(-k, k + 1) for dx in range(-k, k + 1)),
+                        key=lambda shift: abs(shift[0]) + abs(shift[1]))
+    errors = torch.stack([torch.log1p(
+        (source[..., k - dy:height - k - dy, k - dx:width - k - dx] - inner).pow(2).sum(1)
+        / SHIFT_ROBUST_SCALE**2).mean(dim=(-2, -1)) for dx, dy in candidates])
+    return torch.tensor(candidates)[errors.argmin(dim=0)]
+
+
+def test_shift_frames_is_a_padded_crop_and_passes_gradients():
+    generator = torch.Generator().manual_seed(0)
+    frames = torch.rand(40, 3, 10, 12, generator=generator)
+    shifts = torch.randint(-3, 4, (40, 2), generator=generator)
+    assert torch.equal(shift_frames(frames, shifts), _padded_crop(frames, shifts))
+    view = frames.transpose(-2, -1)  # not contiguous
+    assert torch.equal(shift_frames(view, shifts), _padded_crop(view.contiguous(), shifts))
+    assert shift_frames(frames, torch.zeros(40, 2, dtype=torch.long)) is frames
+    leaf = frames.clone().requires_grad_()
+    shift_frames(leaf, shifts).sum().backward()
+    # every output pixel's gradient lands on its source pixel: the replicated border collects
+    # several, and each frame passes on exactly its pixel count
+    assert torch.equal(leaf.grad.sum(dim=(1, 2, 3)), torch.full((40,), 3.0 * 10 * 12))
+
+
+def test_chunked_best_shifts_pick_what_the_plain_search_picks():
+    """Distracted benchmark frames, more transitions than one chunk and not a multiple of it,
+    every search radius: the same shift for every transition."""
+    config = SyntheticConfig(num_episodes=3, seed=5, distractors=Distractors.all(1.0))
+    clips = torch.stack([to_model_input(torch.from_numpy(generate_episode(i, config)["frames"])[
+        None])[0] for i in range(3)])  # (3, T, C, H, W)
+    current, following = clips[:, :-1].flatten(0, 1), clips[:, 1:].flatten(0, 1)
+    assert len(current) > SHIFT_CHUNK and len(current) % SHIFT_CHUNK
+    for k in (1, 2, 3):
+        found = best_shifts(current, following, k)
+        assert torch.equal(found, _plain_best_shifts(current, following, k))
+    assert found.abs().sum() > 0  # the shake is there to be found
+    assert best_shifts(current[:0], following[:0], 2).shape == (0, 2)
 
 
 def test_model_decodes_from_the_shifted_then_recoloured_frame():
