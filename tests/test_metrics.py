@@ -266,6 +266,28 @@ def test_disentanglement_scores_discrete_targets_on_classes_the_probe_saw():
     assert result["chance"]["label"] == 0.5
 
 
+def test_disentanglement_takes_a_known_cell_only_where_it_scores_every_sample():
+    """The evaluation passes its motion -> action probe in as a known cell instead of fitting
+    it twice; a cell that leaves test samples out (a class the probe never saw) is fit."""
+    rng = np.random.default_rng(0)
+    actions = rng.integers(0, 3, 300)
+    train = {"sources": {"motion": one_hot(actions, 3) + 0.3 * rng.normal(size=(300, 3))},
+             "targets": {"action": actions}}
+    test_actions = rng.integers(0, 3, 200)
+    test = {"sources": {"motion": one_hot(test_actions, 3) + 0.3 * rng.normal(size=(200, 3))},
+            "targets": {"action": test_actions}}
+    fitted = disentanglement_matrix(train, test)["cells"]["motion"]["action"]
+    probe = action_probe_scores(train["sources"]["motion"], actions, test["sources"]["motion"],
+                                test_actions, "linear")
+    assert probe["balanced_accuracy"] == fitted  # what the evaluation passes in is that cell
+    known = {("motion", "action"): {"balanced_accuracy": 0.123, "chance": 1 / 3}}
+    assert disentanglement_matrix(train, test, known=known)["cells"]["motion"]["action"] == 0.123
+    unseen = {"sources": {"motion": np.concatenate([test["sources"]["motion"], np.eye(4)[:, :3]])},
+              "targets": {"action": np.concatenate([test_actions, [7, 7, 7, 7]])}}
+    result = disentanglement_matrix(train, unseen, known=known)
+    assert result["cells"]["motion"]["action"] == fitted and result["scored"]["action"] == 200
+
+
 def moving_square_clips(n: int, t: int = 4, size: int = 24, seed: int = 0):
     """A white 3x3 square taking one of 4 unit steps a frame on black, well inside the frame."""
     rng = np.random.default_rng(seed)

@@ -364,12 +364,14 @@ def _task_time_jobs(fit: ClipSet, test: ClipSet
     return jobs, float(np.isin(test_labels, fit_labels).mean())
 
 
-def _disentanglement(fit: ClipSet, test: ClipSet) -> dict[str, Any]:
+def _disentanglement(fit: ClipSet, test: ClipSet,
+                     motion_action: dict[str, float] | None = None) -> dict[str, Any]:
     """The disentanglement matrix of ``metrics.disentanglement_matrix`` at two granularities.
 
     Per transition: motion latent t, or the clip's task embedding repeated on each transition,
     -> action t, camera shift t, background shift t. Per clip: the clip's motion latents
-    concatenated (T-1)*Z, or its task embedding, -> label.
+    concatenated (T-1)*Z, or its task embedding, -> label. ``motion_action``: the linear action
+    probe's scores on the same transitions (the motion -> action cell is that probe).
     """
     def transition_sets(clips: ClipSet) -> dict[str, dict[str, np.ndarray]]:
         steps = clips.latents.motion.shape[1]
@@ -388,7 +390,9 @@ def _disentanglement(fit: ClipSet, test: ClipSet) -> dict[str, Any]:
         return {"sources": {"motion": motion, "task": clips.latents.task},
                 "targets": {"label": np.array(clips.latents.labels)}}
 
-    per_transition = disentanglement_matrix(transition_sets(fit), transition_sets(test))
+    known = {} if motion_action is None else {("motion", "action"): motion_action}
+    per_transition = disentanglement_matrix(transition_sets(fit), transition_sets(test),
+                                            known=known)
     per_clip = disentanglement_matrix(clip_sets(fit), clip_sets(test))
     return {key: {**per_transition[key], **per_clip[key]} if key != "cells" else
             {source: {**per_transition["cells"][source], **per_clip["cells"][source]}
@@ -522,7 +526,8 @@ def evaluate_variant(model, fit_clips: ClipDataset, fit_episodes: datasets.Datas
 
     stage(STAGES[4])
     if preset.disentanglement:
-        results["disentanglement"] = _disentanglement(fit, test)
+        results["disentanglement"] = _disentanglement(
+            fit, test, results.get("action_probe", {}).get("motion_linear"))
     done()
 
     stage(STAGES[5])

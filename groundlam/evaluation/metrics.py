@@ -340,7 +340,9 @@ DISENTANGLEMENT_SCORES = {"discrete": "balanced_accuracy", "continuous": "r2"}
 
 def disentanglement_matrix(train: dict[str, dict[str, np.ndarray]],
                            test: dict[str, dict[str, np.ndarray]],
-                           probe: str = "linear", seed: int = 0) -> dict[str, Any]:
+                           probe: str = "linear", seed: int = 0,
+                           known: dict[tuple[str, str], dict[str, float]] | None = None
+                           ) -> dict[str, Any]:
     """Probe every source to every target; one number per (source, target) cell.
 
     ``train`` and ``test`` map ``"sources"`` and ``"targets"`` to dicts of arrays with one row per
@@ -351,6 +353,10 @@ def disentanglement_matrix(train: dict[str, dict[str, np.ndarray]],
     a class it never saw; episode labels are often unique to a few episodes); a continuous
     target's cell is its R^2. A target that is constant in either set (e.g. camera shift on clean
     renderings), or with no test class seen in ``train``, gets ``None`` in every cell.
+
+    ``known``: ``action_probe_scores`` of (source, target) cells that the caller has already
+    fit on these very arrays with this ``probe`` and ``seed`` (the evaluation's motion -> action
+    probe); they are not fit again where the cell scores every test sample (no class unseen).
 
     Returns ``{"cells": {source: {target: score | None}}, "score": {target: score name},
     "chance": {target: chance or None}, "scored": {target: test samples scored}}``.
@@ -371,9 +377,12 @@ def disentanglement_matrix(train: dict[str, dict[str, np.ndarray]],
             for y in (train_y, test_y))
         chance[target] = 1.0 / len(np.unique(test_y)) if discrete and not constant else None
         scored[target] = 0 if constant else len(test_y)
+        every_sample = not discrete or bool(np.all(keep))
         for source, train_x in train["sources"].items():
             cells[source][target] = None
-            if not constant:
+            if not constant and every_sample and (source, target) in (known or {}):
+                cells[source][target] = known[(source, target)][score_names[target]]
+            elif not constant:
                 jobs[(source, target)] = partial(action_probe_scores, train_x, train_y,
                                                  test["sources"][source][keep], test_y, probe,
                                                  seed)
