@@ -131,7 +131,7 @@ def best_shifts(current: torch.Tensor, following: torch.Tensor, max_shift: int) 
     candidates.sort(key=lambda shift: abs(shift[0]) + abs(shift[1]))  # argmin keeps the first
     best = [torch.zeros(0, dtype=torch.long, device=current.device)]  # (0, 2) for no frames
     # SHIFT_CHUNK frames at a time, so each shift's residuals are still in the cache when they
-    # are squared, summed and reduced (all M at once streamed them through memory: 2.5x slower)
+    # are squared, summed and reduced (all M at once streamed them through memory: 1.7x slower)
     for start in range(0, len(current), SHIFT_CHUNK):
         source = _standardise(current[start:start + SHIFT_CHUNK])
         target = _standardise(following[start:start + SHIFT_CHUNK])
