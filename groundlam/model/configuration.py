@@ -128,8 +128,9 @@ class GroundLAMConfig:
     # st_transformer: which tokens attend across frames in each block: "all" (every token, as
     # before the field existed) or "slots" (patch tokens stay within their frame and see motion
     # through ``difference_input`` and the slots; a quarter of a full block's linear FLOPs
-    # fewer on the patches). Issue 13, 5 seeds of the quickstart: "slots" trained 1.2x faster at
-    # the matched dims, but its clean probe leaned 0.009 lower (3 of 5 seeds)
+    # fewer on the patches). Issue 13, 8 seeds of the quickstart: "slots" trained 1.2x faster at
+    # the matched dims, but its clean probe was 0.012 lower (6 of 8 seeds; distracted -0.001;
+    # evals/results/issue13_temporal_attention.json)
     temporal_attention: TemporalAttention = "all"
     # st_transformer: after this many blocks, each 2x2 square of patch tokens is averaged into
     # one token (0: never), so the later blocks attend over a quarter of the patches. Issue 13:
