@@ -106,7 +106,7 @@ import torch
 from torch.utils import flop_counter
 
 from groundlam.allocator import keep_freed_memory
-from groundlam.engine import matmul_rates
+from groundlam.engine import bf16_shortfall
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -716,12 +716,11 @@ def bf16_skipped(args: argparse.Namespace) -> str | None:
         return "--no-bf16"
     if getattr(args, "device", "cpu") != "cpu" or args.force_bf16:
         return None
-    rates = matmul_rates()
-    if rates["bf16"] >= rates["fp32"]:
+    shortfall = bf16_shortfall()
+    if shortfall is None:
         return None
-    return (f"this CPU multiplies bf16 matrices at {rates['bf16'] / 1e9:.1f} GFLOP/s a core "
-            f"against {rates['fp32'] / 1e9:.0f} in fp32 (groundlam.engine.matmul_rates), so "
-            "bf16 does not pay here and its rows are not timed (--force-bf16 times them)")
+    return (f"this CPU multiplies bf16 matrices at {shortfall} (groundlam.engine.matmul_rates), "
+            "so bf16 does not pay here and its rows are not timed (--force-bf16 times them)")
 
 
 def against_peers(result: dict[str, Any]) -> dict[str, Any]:

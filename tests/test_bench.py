@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from evals import bench_train, gpu_checks
+from groundlam import engine
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,7 +43,7 @@ def test_bench_train_reports_every_row_on_the_smoke_config():
 def test_bf16_rows_are_skipped_where_bf16_multiplies_slower(monkeypatch):
     args = bench_train.build_parser().parse_args([])
     rates = {"fp32": 60e9, "bf16": 1.1e9}  # a core of an AVX2-only CPU
-    monkeypatch.setattr(bench_train, "matmul_rates", lambda: rates)
+    monkeypatch.setattr(engine, "matmul_rates", lambda: rates)
     assert "1.1 GFLOP/s a core against 60 in fp32" in bench_train.bf16_skipped(args)
     forced = bench_train.build_parser().parse_args(["--force-bf16"])
     assert bench_train.bf16_skipped(forced) is None
