@@ -59,24 +59,16 @@ def test_losses_are_fp32_under_autocast(batch):
 
 
 def test_attention_keeps_fp32_softmax_under_autocast():
-    """On the CPU under bf16 autocast the scores and the softmax are fp32: the weights are those
-    of fp32 attention on the same (bf16) inputs, to the bit, and only their product with the
-    values runs in bf16, which moves the output by about a bf16 rounding of the values."""
     generator = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(4, 2, 9, 16, generator=generator) for _ in range(3))
     exact, _ = attention(q, k, v, causal=True)
     low = [t.bfloat16() for t in (q, k, v)]
     with autocast("bf16", "cpu"):
         out, _ = attention(*low, causal=True)
-        same, weights = attention(*low, causal=True, return_weights=True)
-    assert out.dtype == torch.bfloat16 and weights.dtype == torch.float32
-    assert torch.equal(out, same)  # the weights asked for or not, one computation
-    reference, reference_weights = attention(*(t.float() for t in low), causal=True,
-                                             return_weights=True)
-    assert torch.equal(weights, reference_weights)  # a bf16 softmax would round them
-    assert weights[..., 0, 1:].abs().max() == 0  # causal: the first frame reads only itself
-    bound = low[2].abs().max().item() * 2 ** -8  # measured: a third of it
-    assert (out.float() - reference).abs().max() < bound
+    assert out.dtype == torch.bfloat16
+    # only the inputs' and the output's rounding to bf16: a bf16 softmax would add its own
+    reference, _ = attention(*(t.float() for t in low), causal=True)
+    assert torch.equal(out, reference.bfloat16())
     assert (out.float() - exact).abs().max() < 0.05
 
 

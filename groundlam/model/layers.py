@@ -22,33 +22,26 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = 
               return_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Scaled dot-product attention over ``(..., h, L, d)``.
 
-    The fused kernel is used unless the caller asks for the weights or runs in bf16 on the CPU;
-    the eager path computes the same thing and also returns the ``(..., h, L, L)`` softmax
-    weights (for focus maps).
+    The fused kernel is used unless the caller asks for the weights; the eager path computes the
+    same thing and also returns the ``(..., h, L, L)`` softmax weights (for focus maps).
     """
-    if q.device.type == "cpu" and q.dtype in LOW_PRECISION:
-        # scores and softmax in fp32, then the weights times the values in bf16: as precise as
-        # the fused kernel on fp32 copies, and 1.5-2.6x faster at the encoder's sequences (69
-        # tokens of a frame, 8 frames), forward and backward; the fused kernel's bf16 backward
-        # is slower than its fp32 one on these (evals/results/issue13_cpu_bf16_attention.json)
-        with torch.autocast("cpu", enabled=False):
-            weights = _softmax_weights(q.float(), k.float(), causal)
-            out = weights.to(v.dtype) @ v
-        return out, weights if return_weights else None
     if not return_weights:
+        if q.device.type == "cpu" and q.dtype in LOW_PRECISION:
+            # in fp32: the softmax keeps its precision, and the CPU's fused kernel is faster so
+            # (its bf16 backward took 2-4x the fp32 one on (64, 4, 69, 64), evals/bench_train.py);
+            # autocast would cast the inputs straight back to bf16
+            with torch.autocast("cpu", enabled=False):
+                out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(),
+                                                     is_causal=causal)
+            return out.to(q.dtype), None
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal), None
-    weights = _softmax_weights(q, k, causal)
-    return weights @ v, weights
-
-
-def _softmax_weights(q: torch.Tensor, k: torch.Tensor, causal: bool) -> torch.Tensor:
-    """(..., h, L, d) queries and keys -> (..., h, L, L) attention weights, in their dtype."""
     scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (..., h, L, L)
     if causal:
         length = q.shape[-2]
         future = torch.ones(length, length, dtype=torch.bool, device=q.device).triu(1)
         scores = scores.masked_fill(future, float("-inf"))
-    return scores.softmax(dim=-1)
+    weights = scores.softmax(dim=-1)
+    return weights @ v, weights
 
 
 class Attention(nn.Module):
